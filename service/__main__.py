@@ -1,0 +1,88 @@
+"""Command line: `serve` (the default), `migrate`, `load FILE...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from service.app import create_app
+from service.http.keys import LIFECYCLE
+from service.logging import configure_logging
+from service.settings import Settings
+
+log = structlog.get_logger("service")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT; then report not-ready, drain, and stop within the grace period."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("serving", host=settings.host, port=settings.port, base_path=settings.base_path or "/",
+             auth_mode=settings.auth_mode, embedded_postgres=settings.embedded)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    # Readiness turns 503 first, so the mesh stops routing here before the listener closes.
+    app[LIFECYCLE].draining = True
+    log.info("draining", seconds=settings.shutdown_drain_seconds)
+    await asyncio.sleep(settings.shutdown_drain_seconds)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+async def run_migrations(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()  # cleanup_ctx starts the database and applies the migrations
+    await runner.cleanup()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the FHIR server (default)")
+    commands.add_parser("migrate", help="apply the database migrations and exit")
+    load = commands.add_parser("load", help="bulk-load NDJSON files (plain or .gz) through COPY")
+    load.add_argument("files", nargs="+", help="NDJSON files or directories of *.ndjson[.gz]")
+    load.add_argument("--batch-size", type=int, default=5000, help="resources per write transaction")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings)
+    if settings.auth_mode == "unsigned":
+        log.warning("auth_unsigned", detail="unsigned (alg: none) bearer tokens are accepted; never use this in a deployment")
+    if args.command == "load":
+        from service.load import load_files
+
+        return _run(load_files(settings, args.files, args.batch_size))
+    command = run_migrations if args.command == "migrate" else serve
+    _run(command(settings))
+    return 0
+
+
+def _run(main_coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop where it is installed (not on Windows), else on the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main_coroutine)
+    return uvloop.run(main_coroutine)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

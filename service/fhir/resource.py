@@ -1,0 +1,80 @@
+"""Checks a resource body must pass before it is stored, and the server-maintained meta."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from service.fhir.errors import FhirError, invalid, not_found
+from service.fhir.instant import format_instant
+from service.fhir.resource_types import RESOURCE_TYPES
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def check_type(res_type: str) -> str:
+    if res_type not in RESOURCE_TYPES:
+        raise not_found(f"Unknown resource type '{res_type}': not a FHIR R4 resource type")
+    return res_type
+
+
+def check_id(fhir_id: str) -> str:
+    if not _ID_PATTERN.fullmatch(fhir_id):
+        raise invalid(f"Invalid resource id '{fhir_id}': ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
+    return fhir_id
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Parse a request body that must be one JSON object."""
+    if not raw.strip():
+        raise invalid("The request body is empty; a FHIR resource in JSON was expected")
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"Failed to parse the request body as JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise invalid("The request body must be a JSON object holding a FHIR resource")
+    return parsed
+
+
+def check_resource(resource: dict[str, Any], expected_type: str) -> dict[str, Any]:
+    """The body of a create or update: a resource of the type in the URL."""
+    res_type = resource.get("resourceType")
+    if not isinstance(res_type, str) or not res_type:
+        raise invalid("The resource has no 'resourceType' element")
+    if res_type != expected_type:
+        raise invalid(f"The resource type '{res_type}' does not match the type '{expected_type}' in the URL")
+    meta = resource.get("meta", {})
+    if not isinstance(meta, dict):
+        raise invalid("The element 'meta' must be a JSON object")
+    return resource
+
+
+def check_update_id(resource: dict[str, Any], url_id: str) -> None:
+    body_id = resource.get("id")
+    if body_id is None:
+        raise invalid(f"The resource has no 'id' element; an update (PUT) must carry the id '{url_id}' of the URL")
+    if body_id != url_id:
+        raise invalid(f"The resource id '{body_id}' does not match the id '{url_id}' in the URL")
+
+
+def stamp(resource: dict[str, Any], fhir_id: str, version: int, last_updated: datetime) -> bytes:
+    """Set the server-maintained id and meta and return the compact JSON that is stored and served."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(last_updated)
+    # id and meta lead the object, as FHIR servers conventionally serialise them.
+    stamped = {"resourceType": resource["resourceType"], "id": fhir_id, "meta": meta}
+    stamped.update((key, value) for key, value in resource.items() if key not in stamped)
+    return orjson.dumps(stamped)
+
+
+def parse_version_tag(value: str) -> int:
+    """The version of an `If-Match` ETag: `W/"3"`, `"3"` or `3`."""
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise FhirError(400, f"Invalid If-Match header {value!r}: expected an ETag such as W/\"3\"", code="invalid")
+    return int(tag)

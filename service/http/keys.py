@@ -1,0 +1,33 @@
+"""Typed application and request keys shared by the handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import asyncpg
+from aiohttp import web
+
+from service.metrics import Metrics
+from service.settings import Settings
+from service.store.resources import ResourceStore
+
+
+@dataclass
+class Lifecycle:
+    """What readiness reports: set by start-up and shutdown."""
+
+    schema_version: int = 0
+    draining: bool = False
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+STORE = web.AppKey("store", ResourceStore)
+METRICS = web.AppKey("metrics", Metrics)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+
+# Per-request values set by the middlewares.
+RESPONSE_TYPE = web.RequestKey("response_type", str)
+REQUEST_ID = web.RequestKey("request_id", str)

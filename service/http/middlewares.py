@@ -1,0 +1,122 @@
+"""Middlewares: request context and access log, FHIR errors as OperationOutcome, negotiation."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from service import SERVICE_NAME, __version__
+from service.fhir.errors import FhirError
+from service.fhir.outcome import Issue
+from service.http.keys import METRICS, REQUEST_ID, RESPONSE_TYPE, SETTINGS
+from service.http.negotiation import check_body_type, negotiate
+from service.http.responses import outcome_response
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = structlog.get_logger("service.http")
+
+COMMON_HEADERS = {
+    "Cache-Control": "no-cache, no-store, max-age=0, must-revalidate",
+    "Pragma": "no-cache",
+    "Expires": "0",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "X-XSS-Protection": "0",
+    "X-Powered-By": f"{SERVICE_NAME} {__version__} REST Server (FHIR Server; FHIR 4.0.1/R4)",
+}
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_STATUS_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+                 406: "not-supported", 409: "conflict", 410: "deleted", 412: "conflict", 413: "too-costly",
+                 415: "not-supported"}
+
+
+def _trace_id(request: web.Request) -> str | None:
+    """The B3 trace id, from `X-B3-TraceId` or the single `b3` header."""
+    if trace := request.headers.get("X-B3-TraceId"):
+        return trace
+    if single := request.headers.get("b3"):
+        return single.split("-")[0]
+    return None
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: binds request id and trace id for logs, writes the access log and metrics."""
+    request_id = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=_trace_id(request))
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        metrics = request.app[METRICS]
+        metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.latency.labels(request.method, route).observe(elapsed)
+        log.info("access", method=request.method, path=request.path, status=status,
+                 duration_ms=round(elapsed * 1000, 2), remote=request.remote)
+
+
+@web.middleware
+async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as an OperationOutcome with the right status."""
+    try:
+        return await handler(request)
+    except FhirError as exc:
+        log.info("request_refused", status=exc.status, reason=exc.diagnostics)
+        return outcome_response(request, exc.status, Issue(exc.severity, exc.code, exc.diagnostics), headers=exc.headers)
+    except asyncpg.LockNotAvailableError:
+        return outcome_response(request, 409, Issue(
+            "error", "conflict", "The resource is being changed by another request; retry the request"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        diagnostics = f"{exc.reason}: {request.method} {request.path}"
+        return outcome_response(request, exc.status, Issue("error", _STATUS_CODES.get(exc.status, "processing"), diagnostics), headers=headers)
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        return outcome_response(request, 500, Issue(
+            "error", "exception", f"Internal server error; quote request id {request[REQUEST_ID]} when reporting it"))
+
+
+@web.middleware
+async def fhir_negotiation(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Inside the FHIR base path: pick the response media type and check request bodies."""
+    if _is_fhir_path(request):
+        request[RESPONSE_TYPE] = negotiate(request.headers.get("Accept"), request.query.get("_format"))
+        if request.method in _BODY_METHODS and request.can_read_body:
+            _check_request_body(request)
+    return await handler(request)
+
+
+def _is_fhir_path(request: web.Request) -> bool:
+    base = request.app[SETTINGS].base_path
+    return request.path == base or request.path.startswith(base + "/")
+
+
+def _check_request_body(request: web.Request) -> None:
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise FhirError(413, f"The request body of {request.content_length} bytes exceeds the limit of {limit} bytes",
+                        code="too-costly")
+    if not request.path.endswith("/_search"):
+        check_body_type(request.content_type)
+
+
+async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: headers every response carries, errors and probes included."""
+    for name, value in COMMON_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if REQUEST_ID in request:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]

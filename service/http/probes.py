@@ -1,0 +1,45 @@
+"""Kubernetes probes and Prometheus metrics, outside the FHIR base path and without a token."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import orjson
+import structlog
+from aiohttp import web
+
+from service.db import schema_version
+from service.http.keys import LIFECYCLE, METRICS, POOL
+from service.metrics import CONTENT_TYPE
+
+log = structlog.get_logger(__name__)
+_READY_TIMEOUT_SECONDS = 2.0
+
+
+def _status(http_status: int, **body: object) -> web.Response:
+    return web.Response(status=http_status, body=orjson.dumps(body), content_type="application/json")
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Alive: the loop answers. No database call, so a database outage does not restart pods."""
+    return _status(200, status="alive")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    lifecycle = request.app[LIFECYCLE]
+    if lifecycle.draining:
+        return _status(503, status="draining")
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
+            version = await schema_version(request.app[POOL])
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        log.warning("readiness_database_unavailable", error=type(exc).__name__)
+        return _status(503, status="database unavailable")
+    if version < lifecycle.schema_version:
+        return _status(503, status="migrations pending", schema_version=version)
+    return _status(200, status="ready", schema_version=version)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})

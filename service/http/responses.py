@@ -1,0 +1,37 @@
+"""FHIR JSON responses: negotiated media type, `_pretty`, gzip."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from service.fhir.outcome import Issue, operation_outcome
+from service.http.keys import RESPONSE_TYPE
+from service.http.negotiation import FHIR_JSON
+
+# Below this size gzip costs more than it saves.
+_COMPRESS_MIN_BYTES = 1024
+
+
+def fhir_response(
+    request: web.Request, status: int, body: dict[str, Any] | bytes | None, headers: dict[str, str] | None = None,
+) -> web.Response:
+    """A FHIR JSON response; `body` may be the stored compact bytes, served without re-encoding."""
+    media_type = request.get(RESPONSE_TYPE, FHIR_JSON)
+    if body is None:
+        return web.Response(status=status, headers=headers)
+    pretty = request.query.get("_pretty", "").lower() == "true"
+    if pretty:
+        data = orjson.dumps(orjson.loads(body) if isinstance(body, bytes) else body, option=orjson.OPT_INDENT_2)
+    else:
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+    response = web.Response(status=status, body=data, headers=headers, content_type=media_type, charset="UTF-8")
+    if len(data) >= _COMPRESS_MIN_BYTES:
+        response.enable_compression()
+    return response
+
+
+def outcome_response(request: web.Request, status: int, *issues: Issue, headers: dict[str, str] | None = None) -> web.Response:
+    return fhir_response(request, status, operation_outcome(*issues), headers)

@@ -1,0 +1,104 @@
+"""Instance interactions: create, read, vread, update, delete."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+
+from aiohttp import web
+
+from service.fhir.errors import FhirError, invalid, not_found
+from service.fhir.outcome import Issue
+from service.fhir.resource import check_id, check_resource, check_type, check_update_id, parse_body, parse_version_tag
+from service.http.keys import STORE
+from service.http.responses import fhir_response, outcome_response
+from service.http.urls import base_url
+from service.store.resources import Version, WriteResult
+
+
+def version_headers(version: Version) -> dict[str, str]:
+    return {"ETag": f'W/"{version.version}"', "Last-Modified": format_datetime(version.last_updated, usegmt=True)}
+
+
+def _target(request: web.Request) -> tuple[str, str]:
+    return check_type(request.match_info["type"]), check_id(request.match_info["id"])
+
+
+def _if_match(request: web.Request) -> int | None:
+    header = request.headers.get("If-Match")
+    return None if header is None else parse_version_tag(header)
+
+
+def _current_or_error(version: Version | None, res_type: str, fhir_id: str) -> Version:
+    if version is None:
+        raise not_found(f"Resource {res_type}/{fhir_id} is not known")
+    if version.deleted:
+        raise FhirError(410, f"Resource {res_type}/{fhir_id} was deleted (version {version.version})",
+                        code="deleted", headers=version_headers(version))
+    return version
+
+
+async def read(request: web.Request) -> web.Response:
+    res_type, fhir_id = _target(request)
+    version = _current_or_error(await request.app[STORE].read(res_type, fhir_id), res_type, fhir_id)
+    return fhir_response(request, 200, version.body, version_headers(version))
+
+
+async def vread(request: web.Request) -> web.Response:
+    res_type, fhir_id = _target(request)
+    vid = request.match_info["vid"]
+    if not vid.isdigit():
+        raise invalid(f"Invalid version id '{vid}': a positive integer was expected")
+    found = await request.app[STORE].vread(res_type, fhir_id, int(vid))
+    if found is None:
+        raise not_found(f"Version {vid} of resource {res_type}/{fhir_id} is not known")
+    return fhir_response(request, 200, _current_or_error(found, res_type, fhir_id).body, version_headers(found))
+
+
+async def create(request: web.Request) -> web.Response:
+    res_type = check_type(request.match_info["type"])
+    resource = check_resource(parse_body(await request.read()), res_type)
+    return _written(request, await request.app[STORE].create(resource))
+
+
+async def update(request: web.Request) -> web.Response:
+    res_type, fhir_id = _target(request)
+    resource = check_resource(parse_body(await request.read()), res_type)
+    check_update_id(resource, fhir_id)
+    return _written(request, await request.app[STORE].update(resource, fhir_id, _if_match(request)))
+
+
+async def delete(request: web.Request) -> web.Response:
+    res_type, fhir_id = _target(request)
+    result = await request.app[STORE].delete(res_type, fhir_id, _if_match(request))
+    if result is None:
+        raise not_found(f"Resource {res_type}/{fhir_id} is not known")
+    message = (f"Successfully deleted {res_type}/{fhir_id}" if result.changed
+               else f"Resource {res_type}/{fhir_id} was already deleted")
+    return outcome_response(request, 200, Issue("information", "informational", message),
+                            headers=version_headers(result.version))
+
+
+def _written(request: web.Request, result: WriteResult) -> web.Response:
+    """The reply to a create or update, shaped by `Prefer: return=`."""
+    version = result.version
+    headers = version_headers(version)
+    status = 201 if result.created else 200
+    if result.created:
+        headers["Location"] = f"{base_url(request)}/{version.res_type}/{version.fhir_id}/_history/{version.version}"
+    prefer = _prefer_return(request)
+    if prefer == "minimal":
+        return fhir_response(request, status, None, headers)
+    if prefer == "OperationOutcome":
+        verb = "created" if result.created else "updated"
+        message = f"Successfully {verb} {version.res_type}/{version.fhir_id} at version {version.version}"
+        return outcome_response(request, status, Issue("information", "informational", message), headers=headers)
+    return fhir_response(request, status, version.body, headers)
+
+
+def _prefer_return(request: web.Request) -> str:
+    for preference in request.headers.getall("Prefer", []):
+        for part in preference.split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == "return":
+                return value.strip().strip('"')
+    return "representation"

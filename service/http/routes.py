@@ -1,0 +1,25 @@
+"""The route table: FHIR API under the base path, probes and metrics at the root."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.http import history, metadata, probes, rest
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get("/livez", probes.livez)
+    app.router.add_get("/readyz", probes.readyz)
+    app.router.add_get("/healthz", probes.readyz)
+    app.router.add_get("/metrics", probes.metrics)
+
+    app.router.add_get(f"{base}/metadata", metadata.metadata)
+    app.router.add_get(f"{base}/_history", history.system_history)
+    # `_history` is registered before `{id}`: ids cannot start with '_', so the two never overlap.
+    app.router.add_get(f"{base}/{{type}}/_history", history.type_history)
+    app.router.add_post(f"{base}/{{type}}", rest.create)
+    app.router.add_get(f"{base}/{{type}}/{{id}}", rest.read)
+    app.router.add_put(f"{base}/{{type}}/{{id}}", rest.update)
+    app.router.add_delete(f"{base}/{{type}}/{{id}}", rest.delete)
+    app.router.add_get(f"{base}/{{type}}/{{id}}/_history", history.instance_history)
+    app.router.add_get(f"{base}/{{type}}/{{id}}/_history/{{vid}}", rest.vread)

@@ -1,0 +1,140 @@
+"""Create, read, update and delete of resources: every SQL statement of the REST interactions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import uuid4
+
+import asyncpg
+
+from service.fhir.errors import FhirError
+from service.fhir.instant import now_ms
+from service.fhir.resource import stamp
+
+Method = Literal["POST", "PUT", "DELETE"]
+
+SELECT_CURRENT = """
+SELECT res_id, version, last_updated, deleted, body FROM resource WHERE res_type = $1 AND fhir_id = $2"""
+SELECT_CURRENT_FOR_UPDATE = SELECT_CURRENT + " FOR UPDATE"
+INSERT_RESOURCE = """
+INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body)
+VALUES ($1, $2, 1, $3, false, $4)
+ON CONFLICT (res_type, fhir_id) DO NOTHING
+RETURNING res_id"""
+UPDATE_RESOURCE = """
+UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5 WHERE res_id = $1"""
+INSERT_VERSION = """
+INSERT INTO resource_version (res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
+SELECT_VERSION = """
+SELECT v.version, v.last_updated, v.deleted, v.body
+FROM resource r JOIN resource_version v ON v.res_id = r.res_id
+WHERE r.res_type = $1 AND r.fhir_id = $2 AND v.version = $3"""
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One stored version of a resource; `body` is None for a deletion."""
+
+    res_type: str
+    fhir_id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    body: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: Version
+    created: bool = False
+    changed: bool = True
+
+
+class ResourceStore:
+    """The REST interactions on one pool; each write is one transaction."""
+
+    def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int) -> None:
+        self._pool = pool
+        self._lock_timeout = f"{lock_timeout_ms}ms"
+
+    async def read(self, res_type: str, fhir_id: str) -> Version | None:
+        row = await self._pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
+        return None if row is None else _version(res_type, fhir_id, row)
+
+    async def vread(self, res_type: str, fhir_id: str, version: int) -> Version | None:
+        row = await self._pool.fetchrow(SELECT_VERSION, res_type, fhir_id, version)
+        return None if row is None else _version(res_type, fhir_id, row)
+
+    async def create(self, resource: dict[str, Any]) -> WriteResult:
+        res_type, fhir_id = resource["resourceType"], str(uuid4())
+        async with self._pool.acquire() as conn, conn.transaction():
+            written = await _insert(conn, res_type, fhir_id, resource, "POST")
+        assert written is not None, "a fresh UUID cannot collide"
+        return WriteResult(written, created=True)
+
+    async def update(self, resource: dict[str, Any], fhir_id: str, if_match: int | None) -> WriteResult:
+        res_type = resource["resourceType"]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(SET_LOCK_TIMEOUT, self._lock_timeout)
+            current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
+            if current is None:
+                _check_version(if_match, None, res_type, fhir_id)
+                written = await _insert(conn, res_type, fhir_id, resource, "PUT")
+                if written is not None:
+                    return WriteResult(written, created=True)
+                # Another request created it between our read and insert: update that one instead.
+                current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
+            _check_version(if_match, current["version"], res_type, fhir_id)
+            written = await _new_version(conn, current, res_type, fhir_id, resource, "PUT")
+            return WriteResult(written, created=bool(current["deleted"]))
+
+    async def delete(self, res_type: str, fhir_id: str, if_match: int | None) -> WriteResult | None:
+        """Soft-delete: a new version with no body. None when there is no such resource."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(SET_LOCK_TIMEOUT, self._lock_timeout)
+            current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
+            if current is None:
+                return None
+            _check_version(if_match, current["version"], res_type, fhir_id)
+            if current["deleted"]:
+                return WriteResult(_version(res_type, fhir_id, current), changed=False)
+            written = await _new_version(conn, current, res_type, fhir_id, None, "DELETE")
+            return WriteResult(written)
+
+
+async def _insert(conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method) -> Version | None:
+    last_updated = now_ms()
+    body = stamp(resource, fhir_id, 1, last_updated)
+    res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body)
+    if res_id is None:
+        return None
+    await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
+    return Version(res_type, fhir_id, 1, last_updated, False, body)
+
+
+async def _new_version(
+    conn: asyncpg.Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
+    resource: dict[str, Any] | None, method: Method,
+) -> Version:
+    version, last_updated = current["version"] + 1, now_ms()
+    body = None if resource is None else stamp(resource, fhir_id, version, last_updated)
+    deleted = resource is None
+    await conn.execute(UPDATE_RESOURCE, current["res_id"], version, last_updated, deleted, body)
+    await conn.execute(INSERT_VERSION, current["res_id"], res_type, fhir_id, version, last_updated, deleted, method, body)
+    return Version(res_type, fhir_id, version, last_updated, deleted, body)
+
+
+def _check_version(if_match: int | None, current: int | None, res_type: str, fhir_id: str) -> None:
+    if if_match is not None and if_match != current:
+        found = "does not exist" if current is None else f"is at version {current}"
+        raise FhirError(
+            412, f"If-Match version {if_match} does not match: {res_type}/{fhir_id} {found}", code="conflict"
+        )
+
+
+def _version(res_type: str, fhir_id: str, row: asyncpg.Record) -> Version:
+    return Version(res_type, fhir_id, row["version"], row["last_updated"], row["deleted"], row["body"])

