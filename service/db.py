@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -126,3 +128,26 @@ class EmbeddedPostgres:
         if self._server is not None:
             await asyncio.to_thread(self._server.cleanup)
             self._server = None
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, int]]:
+    """Start embedded Postgres when no DATABASE_URL is set, open the pool, apply the migrations.
+
+    Yields the pool and the schema version this code expects.
+    """
+    embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
+    dsn = await embedded.start() if embedded else settings.database_url
+    assert dsn is not None
+    try:
+        pool = await create_pool(dsn, settings)
+        try:
+            migrations = load_migrations()
+            async with pool.acquire() as conn:
+                await migrate(conn, migrations)
+            yield pool, migrations[-1].version
+        finally:
+            await pool.close()
+    finally:
+        if embedded:
+            await embedded.stop()

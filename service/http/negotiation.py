@@ -40,6 +40,8 @@ def _match(media_type: str) -> str | None:
 def negotiate(accept: str | None, format_param: str | None) -> str:
     """The response media type; raises 406 when the client accepts nothing we produce."""
     if format_param:
+        # An unencoded '+' in a query string arrives as a space; no media type contains one.
+        format_param = format_param.replace(" ", "+")
         wanted = _FORMAT_ALIASES.get(format_param.lower(), format_param.split(";")[0].strip().lower())
         if (chosen := _match(wanted)) is not None:
             return chosen

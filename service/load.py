@@ -1,0 +1,147 @@
+"""`python -m service load FILE...`: bulk import of NDJSON (plain or gzip) through COPY."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from uuid import uuid4
+
+import asyncpg
+import asyncpg.exceptions
+import structlog
+
+from service.db import open_database
+from service.fhir.errors import FhirError
+from service.fhir.resource import check_id, check_resource, check_type, parse_body
+from service.settings import Settings
+from service.store.bulk import write_batch
+
+log = structlog.get_logger(__name__)
+_MAX_REPORTED_ERRORS = 20
+
+
+@dataclass
+class LoadStats:
+    loaded: Counter[str] = field(default_factory=Counter)
+    created: int = 0
+    updated: int = 0
+    invalid: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.loaded.values())
+
+
+def ndjson_files(paths: list[str]) -> list[Path]:
+    """The files named, with directories expanded to their `*.ndjson` and `*.ndjson.gz` files."""
+    found: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz"))))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"No such file or directory: {name}")
+    return found
+
+
+def read_resources(path: Path, stats: LoadStats) -> Iterator[dict[str, Any]]:
+    """Valid resources of one file; invalid lines are recorded as `file:line: reason` and skipped."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield validated(parse_body(line))
+            except FhirError as exc:
+                stats.invalid.append(f"{path}:{number}: {exc.diagnostics}")
+
+
+def validated(resource: dict[str, Any]) -> dict[str, Any]:
+    """The checks of a create or update; a resource without an id gets a server-assigned one."""
+    res_type = check_type(str(resource.get("resourceType") or ""))
+    check_resource(resource, res_type)
+    if resource.get("id") is None:
+        resource["id"] = str(uuid4())
+    check_id(str(resource["id"]))
+    return resource
+
+
+def batches(resources: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Batches of at most `size`, never holding one (type, id) twice: a repeat starts a new batch."""
+    batch: list[dict[str, Any]] = []
+    keys: set[tuple[str, str]] = set()
+    for resource in resources:
+        key = (resource["resourceType"], resource["id"])
+        if len(batch) >= size or key in keys:
+            yield batch
+            batch, keys = [], set()
+        batch.append(resource)
+        keys.add(key)
+    if batch:
+        yield batch
+
+
+async def load_files(settings: Settings, paths: list[str], batch_size: int) -> int:
+    """Load every file; return the process exit code (1 when any line was invalid)."""
+    files = ndjson_files(paths)
+    stats = LoadStats()
+    progress = Progress(sys.stderr)
+    started = time.perf_counter()
+    async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
+        for path in files:
+            for batch in batches(read_resources(path, stats), batch_size):
+                await _write_with_retry(conn, batch, stats)
+                progress.show(stats.total, time.perf_counter() - started)
+    progress.done()
+    _print_summary(stats, time.perf_counter() - started)
+    return 1 if stats.invalid else 0
+
+
+async def _write_with_retry(conn: asyncpg.Connection, batch: list[dict[str, Any]], stats: LoadStats) -> None:
+    try:
+        result = await write_batch(conn, batch)
+    except asyncpg.exceptions.UniqueViolationError:
+        # An API request created one of these ids between our lookup and the COPY: the retry sees it.
+        result = await write_batch(conn, batch)
+    stats.created += result.created
+    stats.updated += result.updated
+    stats.loaded.update(resource["resourceType"] for resource in batch)
+
+
+class Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._enabled = stream.isatty()
+
+    def show(self, count: int, elapsed: float) -> None:
+        if self._enabled:
+            self._stream.write(f"\r  loaded {count:>10,} resources  {count / max(elapsed, 1e-9):>10,.0f}/s")
+            self._stream.flush()
+
+    def done(self) -> None:
+        if self._enabled:
+            self._stream.write("\n")
+
+
+def _print_summary(stats: LoadStats, elapsed: float) -> None:
+    rate = stats.total / max(elapsed, 1e-9)
+    print(f"Loaded {stats.total} resources ({stats.created} created, {stats.updated} updated) "
+          f"in {elapsed:.2f} s: {rate:,.0f} resources/s")
+    for res_type, count in sorted(stats.loaded.items()):
+        print(f"  {res_type:<32} {count:>8}")
+    if stats.invalid:
+        print(f"{len(stats.invalid)} invalid lines skipped:")
+        for line in stats.invalid[:_MAX_REPORTED_ERRORS]:
+            print(f"  {line}")
+    log.info("load_finished", resources=stats.total, invalid=len(stats.invalid), seconds=round(elapsed, 3))

