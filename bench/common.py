@@ -1,0 +1,102 @@
+"""Shared plumbing for the benchmarks: a scratch database, the service in a subprocess, test data."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+DATA_DIR = Path(os.environ.get("FHIR_BENCH_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SERVER_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def ndjson_lines(*relative: str) -> Iterator[bytes]:
+    for name in relative:
+        path = DATA_DIR / name
+        for file in sorted(path.glob("*.ndjson.gz")) if path.is_dir() else [path]:
+            with gzip.open(file, "rb") as handle:
+                yield from (line for line in handle if line.strip())
+
+
+def unsigned_token(roles: list[str]) -> str:
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    claims = {"user_id": "bench", "user_type": "SYSTEM", "realm_access": {"roles": roles},
+              "exp": int(time.time()) + 3600}
+    return f"{part({'alg': 'none'})}.{part(claims)}."
+
+
+@asynccontextmanager
+async def scratch_database() -> AsyncIterator[str]:
+    """A fresh, empty database on the server of DATABASE_URL (default: the local one)."""
+    name = f"fhir_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(SERVER_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(SERVER_DSN)._replace(path=f"/{name}"))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def service_process(database_url: str, **env: str) -> AsyncIterator[str]:
+    """`python -m service` on a free port; yields its base URL once it is ready."""
+    port = _free_port()
+    environment = {**os.environ, "DATABASE_URL": database_url, "FHIR_PORT": str(port), "FHIR_HOST": "127.0.0.1",
+                   "FHIR_AUTH_MODE": "unsigned", "FHIR_LOG_LEVEL": "WARNING", **env}
+    process = subprocess.Popen([sys.executable, "-m", "service"], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base)
+        yield base
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 15)
+
+
+async def _wait_ready(base: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(f"{base}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the service did not become ready")
+
+
+async def run_concurrently(count: int, concurrency: int, operation) -> float:
+    """Run `operation(i)` for i in range(count) with `concurrency` in flight; return operations/s."""
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for index in queue:
+            await operation(index)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - started)
