@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from service.db import EmbeddedPostgres, create_pool, load_migrations, migrate
+from service.http.auth import authenticate, authentication_context
 from service.http.keys import LIFECYCLE, METRICS, POOL, SETTINGS, STORE, Lifecycle
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
@@ -19,15 +20,20 @@ log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
+    settings.check_auth()  # refuse to start with an authentication set-up that cannot verify a token
     app = web.Application(
-        middlewares=[request_context, fhir_errors, fhir_negotiation],
+        # Authentication sits inside the error middleware (refusals become OperationOutcomes) and before
+        # negotiation and body checks, so an unauthenticated client learns nothing about the API.
+        middlewares=[request_context, fhir_errors, authenticate, fhir_negotiation],
         client_max_size=settings.max_body_bytes,
+        handler_args={"max_field_size": settings.max_header_bytes, "max_line_size": settings.max_header_bytes},
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[LIFECYCLE] = Lifecycle()
     app.on_response_prepare.append(add_common_headers)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(authentication_context)
     add_routes(app, settings.base_path)
     return app
 

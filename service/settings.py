@@ -5,12 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 AuthMode = Literal["jwks", "hs256", "unsigned"]
 LogFormat = Literal["json", "console"]
 CommaList = Annotated[list[str], NoDecode]
+RoleMap = Annotated[dict[str, list[str]], NoDecode]
+
+# Algorithms a JWKS (public key) may verify; symmetric ones and `none` never come from a key server.
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+_MIN_SECRET_LENGTH = 32
+
+
+def parse_role_map(text: str) -> dict[str, list[str]]:
+    """`role=privilege|privilege,other-role=privilege` -> {role: [privileges]} (see the README)."""
+    result: dict[str, list[str]] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        role, sep, privileges = entry.partition("=")
+        names = [name.strip() for name in privileges.split("|") if name.strip()]
+        if not sep or not role.strip() or not names:
+            raise ValueError(f"FHIR_ROLE_MAP entry {entry!r} is not of the form role=privilege|privilege")
+        result.setdefault(role.strip(), []).extend(names)
+    return result
 
 
 class Settings(BaseSettings):
@@ -33,11 +52,14 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=30, ge=0)
     jwks_cache_seconds: int = Field(default=300, ge=1)
     jwks_min_refetch_seconds: float = Field(default=10.0, ge=0)
-    hs256_secret: str | None = None
-    role_map: CommaList = []
+    jwks_timeout_seconds: float = Field(default=5.0, gt=0)
+    hs256_secret: SecretStr | None = None
+    role_map: RoleMap = {}
 
     reindex_workers: int = Field(default=2, ge=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # eHealth tokens list every privilege, so an Authorization header easily passes aiohttp's 8 KiB default.
+    max_header_bytes: int = Field(default=64 * 1024, ge=8190)
     max_page_size: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     lock_timeout_ms: int = Field(default=5000, ge=1)
@@ -50,12 +72,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat | None = None
 
-    @field_validator("jwks_urls", "jwt_issuers", "jwt_algorithms", "role_map", mode="before")
+    @field_validator("jwks_urls", "jwt_issuers", "jwt_algorithms", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("role_map", mode="before")
+    @classmethod
+    def _parse_role_map(cls, value: object) -> object:
+        return parse_role_map(value) if isinstance(value, str) else value
 
     @field_validator("base_path")
     @classmethod
@@ -72,6 +99,28 @@ class Settings(BaseSettings):
         if self.auth_mode is None:
             self.auth_mode = "jwks" if self.database_url else "unsigned"
         return self
+
+    def check_auth(self) -> None:
+        """Raise ValueError for an authentication set-up that cannot verify a single token.
+
+        Called by `create_app`, so the server refuses to start; reading the settings alone (tools, chart tests)
+        does not need a working authentication set-up.
+        """
+        if self.auth_mode == "jwks":
+            if not self.jwks_urls:
+                raise ValueError("FHIR_AUTH_MODE is jwks (the default when DATABASE_URL is set) but FHIR_JWKS_URLS "
+                                 "is empty: set the Keycloak realm JWKS URL(s), or choose FHIR_AUTH_MODE=hs256")
+            if not self.jwt_issuers:
+                raise ValueError("FHIR_AUTH_MODE is jwks but FHIR_JWT_ISSUERS is empty: set the accepted token "
+                                 "issuer(s), e.g. https://keycloak.example/realms/ehealth")
+            if not self.jwt_algorithms or not set(self.jwt_algorithms) <= ASYMMETRIC_ALGORITHMS:
+                raise ValueError(f"FHIR_JWT_ALGORITHMS must be a non-empty subset of "
+                                 f"{sorted(ASYMMETRIC_ALGORITHMS)} in jwks mode, not {self.jwt_algorithms}")
+        if self.auth_mode == "hs256":
+            secret = self.hs256_secret.get_secret_value() if self.hs256_secret else ""
+            if len(secret) < _MIN_SECRET_LENGTH:
+                raise ValueError(f"FHIR_AUTH_MODE is hs256 but FHIR_HS256_SECRET is missing or shorter than "
+                                 f"{_MIN_SECRET_LENGTH} characters")
 
     @property
     def embedded(self) -> bool:

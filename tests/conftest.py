@@ -1,5 +1,9 @@
 """Test fixtures: a real PostgreSQL (DATABASE_URL, else an embedded one), a migrated template database
-per session, a fresh database cloned from it per test, and the real app behind aiohttp's test client."""
+per session, a fresh database cloned from it per test, and the real app behind aiohttp's test client.
+
+Authentication: `settings` run the app in hs256 mode with the secret of `tests/tokens.py`, and every test
+client made with `aiohttp_client` (so `client` too) sends `admin_token` (a SYSTEM user with every privilege)
+on each request unless it is made with its own `headers=` (e.g. `aiohttp_client(app, headers={})`)."""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import BaseTestServer, TestClient
 
 from service.app import create_app
 from service.db import load_migrations, migrate
 from service.settings import Settings
+from tests import tokens
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA_DIR.is_dir():  # CI clones the repo with shared/ beside it; a developer checkout may sit elsewhere
@@ -81,7 +86,26 @@ async def database_url(server_dsn: str, template_database: str) -> AsyncIterator
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, auth_mode="unsigned", base_path="/fhir", reindex_workers=0)
+    return Settings(database_url=database_url, auth_mode="hs256", hs256_secret=tokens.HS256_SECRET,
+                    jwt_issuers=[tokens.ISSUER], jwt_audience=tokens.AUDIENCE, base_path="/fhir", reindex_workers=0)
+
+
+@pytest.fixture
+def admin_token() -> str:
+    """An HS256 token for `settings`: user_type SYSTEM, every REST privilege on every type, and `$reindex`."""
+    return tokens.hs256(tokens.admin_claims())
+
+
+@pytest.fixture
+def aiohttp_client_cls(admin_token: str) -> type[TestClient]:
+    """pytest-aiohttp's hook for the client class: clients send `admin_token` unless given their own headers."""
+
+    class AuthenticatedTestClient(TestClient):
+        def __init__(self, server: BaseTestServer, **kwargs: object) -> None:
+            kwargs.setdefault("headers", tokens.bearer(admin_token))
+            super().__init__(server, **kwargs)  # type: ignore[arg-type]
+
+    return AuthenticatedTestClient
 
 
 @pytest.fixture

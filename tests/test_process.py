@@ -25,6 +25,7 @@ def unsigned_token(claims: dict) -> str:
     return f"{part({'alg': 'none'})}.{part(claims)}."
 
 
+TRACE_ID = "0755a2726f3f6912f108b0ba3df02c82"
 LOCAL_TOKEN = unsigned_token({
     "user_id": "local-operator", "user_type": "SYSTEM",
     "realm_access": {"roles": ["Organization.read", "Organization.write"]},
@@ -97,7 +98,8 @@ async def test_embedded_run_keeps_data_across_restart_and_drains_on_sigterm(data
         try:
             await first.wait_ready(session)
             async with session.post(f"{first.base}/fhir/Organization",
-                                    json={"resourceType": "Organization", "name": "Embedded Ltd"}) as created:
+                                    json={"resourceType": "Organization", "name": "Embedded Ltd"},
+                                    headers={"X-Request-Id": "req-embedded-1", "X-B3-TraceId": TRACE_ID}) as created:
                 assert created.status == 201, await created.text()
                 fhir_id = (await created.json(content_type=None))["id"]
             first.process.send_signal(signal.SIGTERM)
@@ -111,6 +113,11 @@ async def test_embedded_run_keeps_data_across_restart_and_drains_on_sigterm(data
         output = first.log()
         assert '"event":"embedded_postgres_started"' in output
         assert '"event":"draining"' in output and '"event":"stopped"' in output
+        access = [json.loads(line) for line in output.splitlines() if '"event":"access"' in line]
+        create_line = next(entry for entry in access if entry["request_id"] == "req-embedded-1")
+        assert create_line["trace_id"] == TRACE_ID
+        assert create_line["method"] == "POST" and create_line["status"] == 201
+        assert LOCAL_TOKEN not in output
 
         second = ServiceProcess(data_dir, port)
         try:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import asyncpg
 from aiohttp import web
 
+from service.http.tokens import Principal, TokenVerifier
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store.resources import ResourceStore
@@ -27,7 +28,10 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 STORE = web.AppKey("store", ResourceStore)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 
 # Per-request values set by the middlewares.
 RESPONSE_TYPE = web.RequestKey("response_type", str)
 REQUEST_ID = web.RequestKey("request_id", str)
+# The authenticated caller; absent on open paths (probes, metrics, metadata) and on 401 refusals.
+PRINCIPAL = web.RequestKey("principal", Principal)

@@ -13,7 +13,7 @@ from aiohttp import web
 from service import SERVICE_NAME, __version__
 from service.fhir.errors import FhirError
 from service.fhir.outcome import Issue
-from service.http.keys import METRICS, REQUEST_ID, RESPONSE_TYPE, SETTINGS
+from service.http.keys import METRICS, PRINCIPAL, REQUEST_ID, RESPONSE_TYPE, SETTINGS
 from service.http.negotiation import check_body_type, negotiate
 from service.http.responses import outcome_response
 
@@ -63,8 +63,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics = request.app[METRICS]
         metrics.requests.labels(request.method, route, str(status)).inc()
         metrics.latency.labels(request.method, route).observe(elapsed)
+        principal = request.get(PRINCIPAL)
         log.info("access", method=request.method, path=request.path, status=status,
-                 duration_ms=round(elapsed * 1000, 2), remote=request.remote)
+                 duration_ms=round(elapsed * 1000, 2), remote=request.remote,
+                 user_id=principal.user_id if principal else None, user_type=principal.user_type if principal else None)
 
 
 @web.middleware
