@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from service.app import create_app
+from service.db import open_database
 from service.http.keys import LIFECYCLE
 from service.logging import configure_logging
 from service.settings import Settings
@@ -43,10 +44,8 @@ async def serve(settings: Settings) -> None:
 
 
 async def run_migrations(settings: Settings) -> None:
-    app = create_app(settings)
-    runner = web.AppRunner(app)
-    await runner.setup()  # cleanup_ctx starts the database and applies the migrations
-    await runner.cleanup()
+    async with open_database(settings):  # starts the database and applies the migrations
+        pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings)
     if settings.auth_mode == "unsigned":
-        log.warning("auth_unsigned", detail="unsigned (alg: none) bearer tokens are accepted; never use this in a deployment")
+        log.warning("auth_unsigned",
+                    detail="unsigned (alg: none) bearer tokens are accepted; never use this in a deployment")
     if args.command == "load":
         from service.load import load_files
 

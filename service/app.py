@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import structlog
 from aiohttp import web
 
-from service.db import EmbeddedPostgres, create_pool, load_migrations, migrate
+from service.db import open_database
 from service.http.auth import authenticate, authentication_context
-from service.http.keys import LIFECYCLE, METRICS, POOL, SETTINGS, STORE, Lifecycle
+from service.http.keys import CATALOG, LIFECYCLE, METRICS, POOL, SETTINGS, STORE, Lifecycle
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
 from service.metrics import Metrics
+from service.search.catalog import Catalog
+from service.search.registry import Registry
 from service.settings import Settings
 from service.store.resources import ResourceStore
-
-log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -37,26 +36,13 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app, settings.base_path)
     return app
 
-
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    """Embedded Postgres when no DATABASE_URL is set, the pool, and the migrations."""
+    """The pool (embedded Postgres when no DATABASE_URL is set, migrations applied) and the store."""
     settings = app[SETTINGS]
-    embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
-    dsn = await embedded.start() if embedded else settings.database_url
-    assert dsn is not None
-    try:
-        pool = await create_pool(dsn, settings)
-        try:
-            migrations = load_migrations()
-            async with pool.acquire() as conn:
-                await migrate(conn, migrations)
-            app[LIFECYCLE].schema_version = migrations[-1].version
-            app[POOL] = pool
-            app[STORE] = ResourceStore(pool, settings.lock_timeout_ms)
-            app[METRICS].pool.read_pool = lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size())
-            yield
-        finally:
-            await pool.close()
-    finally:
-        if embedded:
-            await embedded.stop()
+    async with open_database(settings) as (pool, schema_version):
+        app[LIFECYCLE].schema_version = schema_version
+        app[POOL] = pool
+        app[CATALOG] = Catalog(Registry.builtin())
+        app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, app[CATALOG].registry.extract)
+        app[METRICS].pool.read_pool = lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size())
+        yield

@@ -75,7 +75,8 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list
                 await conn.execute(RECORD_MIGRATION, migration.version, migration.name, migration.checksum)
                 applied_now.append(migration)
             elif checksum != migration.checksum:
-                raise MigrationError(f"migration {migration.version} ({migration.name}) was changed after it was applied")
+                raise MigrationError(
+                    f"migration {migration.version} ({migration.name}) was changed after it was applied")
     for migration in applied_now:
         log.info("migration_applied", version=migration.version, name=migration.name)
     return applied_now

@@ -19,8 +19,10 @@ import structlog
 from service.db import open_database
 from service.fhir.errors import FhirError
 from service.fhir.resource import check_id, check_resource, check_type, parse_body
+from service.search.registry import Registry
 from service.settings import Settings
 from service.store.bulk import write_batch
+from service.store.resources import Extract
 
 log = structlog.get_logger(__name__)
 _MAX_REPORTED_ERRORS = 20
@@ -96,25 +98,30 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
     stats = LoadStats()
     progress = Progress(sys.stderr)
     started = time.perf_counter()
+    extract = Registry.builtin().extract
     async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
         for path in files:
             for batch in batches(read_resources(path, stats), batch_size):
-                await _write_with_retry(conn, batch, stats)
+                await _write_with_retry(conn, batch, extract, stats)
                 progress.show(stats.total, time.perf_counter() - started)
     progress.done()
     _print_summary(stats, time.perf_counter() - started)
     return 1 if stats.invalid else 0
 
 
-async def _write_with_retry(conn: asyncpg.Connection, batch: list[dict[str, Any]], stats: LoadStats) -> None:
+async def _write_with_retry(
+    conn: asyncpg.Connection, batch: list[dict[str, Any]], extract: Extract, stats: LoadStats,
+) -> None:
     try:
-        result = await write_batch(conn, batch)
+        result = await write_batch(conn, batch, extract)
     except asyncpg.exceptions.UniqueViolationError:
         # An API request created one of these ids between our lookup and the COPY: the retry sees it.
-        result = await write_batch(conn, batch)
+        result = await write_batch(conn, batch, extract)
     stats.created += result.created
     stats.updated += result.updated
-    stats.loaded.update(resource["resourceType"] for resource in batch)
+    stats.invalid.extend(result.rejected)
+    rejected = {line.partition(":")[0] for line in result.rejected}
+    stats.loaded.update(r["resourceType"] for r in batch if f"{r['resourceType']}/{r['id']}" not in rejected)
 
 
 class Progress:

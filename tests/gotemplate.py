@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+
 class TemplateError(Exception):
     pass
 

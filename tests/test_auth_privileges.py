@@ -7,7 +7,15 @@ from jose import jwt
 
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.http.privileges import (
-    AUTHENTICATED, PUBLIC, REINDEX_RULE, SYSTEM_HISTORY_RULE, Rule, expand_role_map, granted, refusal, rule_for,
+    AUTHENTICATED,
+    PUBLIC,
+    REINDEX_RULE,
+    SYSTEM_HISTORY_RULE,
+    Rule,
+    expand_role_map,
+    granted,
+    refusal,
+    rule_for,
 )
 from service.http.tokens import TokenRejected, principal_from_claims
 from service.settings import Settings, parse_role_map

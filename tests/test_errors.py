@@ -36,6 +36,8 @@ REFUSED = [
     ("json string", "PUT", "/fhir/Organization/org-1", b'"Organization"', {}, 400, "invalid"),
     ("no resourceType", "POST", "/fhir/Organization", b'{"name": "Acme"}', {}, 400, "invalid"),
     ("type mismatch", "POST", "/fhir/Organization", b'{"resourceType": "Patient"}', {}, 400, "invalid"),
+    ("not indexable", "POST", "/fhir/Organization", b'{"resourceType": "Organization", "identifier": "x"}', {}, 400, "invalid"),
+    ("not indexable update", "PUT", "/fhir/Organization/org-1", b'{"resourceType":"Organization","id":"org-1","identifier":[1]}', {}, 400, "invalid"),
     ("put type mismatch", "PUT", "/fhir/Organization/org-1", b'{"resourceType":"Patient","id":"org-1"}', {}, 400, "invalid"),
     ("unknown type create", "POST", "/fhir/Organisation", ORG, {}, 404, "not-found"),
     ("unknown type read", "GET", "/fhir/Organisation/org-1", None, {}, 404, "not-found"),

@@ -105,7 +105,8 @@ def env_of(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         ("{{ .Values.missing }}|{{ .Values.missing | quote }}|{{ default \"d\" .Values.missing }}", {}, "||d"),
         ('{{ printf "%s-%s" "rel" "chart" | trunc 5 | trimSuffix "-" }}', {}, "rel-c"),
         ("{{ toYaml .Values.m | nindent 2 }}", {"m": {"b": [1, "x"], "a": 8080}}, "\n  a: 8080\n  b:\n  - 1\n  - x"),
-        ("{{ toYaml .Values.m }}", {"m": {"cpu": "1", "flag": "true", "s": "a: b"}}, 'cpu: "1"\nflag: "true"\ns: \'a: b\''),
+        ("{{ toYaml .Values.m }}", {"m": {"cpu": "1", "flag": "true", "s": "a: b"}},
+         'cpu: "1"\nflag: "true"\ns: \'a: b\''),
         ('{{ eq .Values.mode "hs256" }} {{ not .Values.off }}', {"mode": "hs256", "off": False}, "true true"),
     ],
 )

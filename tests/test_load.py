@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -57,10 +58,14 @@ async def test_invalid_lines_are_reported_and_skipped(database_url, db, tmp_path
         b'{"resourceType":"Organization",',
         b'{"resourceType":"Organization","id":"good-1","name":"B"}',
         b'{"resourceType":"Patient"}',
+        b'{"resourceType":"Organization","id":"shapeless","identifier":"not-a-list"}',
     ]))
     result = run_load(database_url, str(source))
     assert result.returncode == 1
-    assert "3 invalid lines skipped" in result.stdout
+    assert "4 invalid lines skipped" in result.stdout
+    assert "Organization/shapeless: The resource cannot be indexed" in result.stdout
+    assert re.search(r"^\s+Organization\s+2$", result.stdout, re.MULTILINE)  # good-1 twice, not shapeless
     assert f"{source}:2:" in result.stdout and f"{source}:3:" in result.stdout and f"{source}:4:" in result.stdout
     assert await db.fetchval("SELECT version FROM resource WHERE fhir_id = 'good-1'") == 2
     assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Patient'") == 1
+    assert await db.fetchval("SELECT count(*) FROM resource WHERE fhir_id = 'shapeless'") == 0

@@ -6,7 +6,9 @@ from typing import Any
 from uuid import uuid4
 
 
-def bundle(bundle_type: str, entries: list[dict[str, Any]], links: dict[str, str], total: int | None = None) -> dict[str, Any]:
+def bundle(
+    bundle_type: str, entries: list[dict[str, Any]], links: dict[str, str], total: int | None = None,
+) -> dict[str, Any]:
     result: dict[str, Any] = {"resourceType": "Bundle", "id": str(uuid4()), "type": bundle_type}
     if total is not None:
         result["total"] = total

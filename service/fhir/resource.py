@@ -61,15 +61,15 @@ def check_update_id(resource: dict[str, Any], url_id: str) -> None:
         raise invalid(f"The resource id '{body_id}' does not match the id '{url_id}' in the URL")
 
 
-def stamp(resource: dict[str, Any], fhir_id: str, version: int, last_updated: datetime) -> bytes:
-    """Set the server-maintained id and meta and return the compact JSON that is stored and served."""
+def stamp(resource: dict[str, Any], fhir_id: str, version: int, last_updated: datetime) -> dict[str, Any]:
+    """The resource with the server-maintained id and meta, as it is stored, indexed and served."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = format_instant(last_updated)
     # id and meta lead the object, as FHIR servers conventionally serialise them.
     stamped = {"resourceType": resource["resourceType"], "id": fhir_id, "meta": meta}
     stamped.update((key, value) for key, value in resource.items() if key not in stamped)
-    return orjson.dumps(stamped)
+    return stamped
 
 
 def parse_version_tag(value: str) -> int:

@@ -76,7 +76,8 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except FhirError as exc:
         log.info("request_refused", status=exc.status, reason=exc.diagnostics)
-        return outcome_response(request, exc.status, Issue(exc.severity, exc.code, exc.diagnostics), headers=exc.headers)
+        issue = Issue(exc.severity, exc.code, exc.diagnostics)
+        return outcome_response(request, exc.status, issue, headers=exc.headers)
     except asyncpg.LockNotAvailableError:
         return outcome_response(request, 409, Issue(
             "error", "conflict", "The resource is being changed by another request; retry the request"))
@@ -84,8 +85,9 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        diagnostics = f"{exc.reason}: {request.method} {request.path}"
-        return outcome_response(request, exc.status, Issue("error", _STATUS_CODES.get(exc.status, "processing"), diagnostics), headers=headers)
+        code = _STATUS_CODES.get(exc.status, "processing")
+        issue = Issue("error", code, f"{exc.reason}: {request.method} {request.path}")
+        return outcome_response(request, exc.status, issue, headers=headers)
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         return outcome_response(request, 500, Issue(

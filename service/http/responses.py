@@ -33,5 +33,7 @@ def fhir_response(
     return response
 
 
-def outcome_response(request: web.Request, status: int, *issues: Issue, headers: dict[str, str] | None = None) -> web.Response:
+def outcome_response(
+    request: web.Request, status: int, *issues: Issue, headers: dict[str, str] | None = None,
+) -> web.Response:
     return fhir_response(request, status, operation_outcome(*issues), headers)

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
+from service.store.indexes import IndexRecords, index_records, replace_indexes
+from service.fhir.errors import FhirError
+from service.store.resources import Extract, index_rows
 
 SELECT_EXISTING_FOR_UPDATE = """
 SELECT r.res_id, r.res_type, r.fhir_id, r.version
@@ -28,10 +32,12 @@ VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_update
 class BatchResult:
     created: int
     updated: int
+    rejected: list[str]  # `Type/id: reason` of resources that could not be indexed (not written)
 
 
-async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]]) -> BatchResult:
-    """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) in one transaction.
+async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]], extract: Extract) -> BatchResult:
+    """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) and their
+    index rows in one transaction.
 
     New ids are inserted at version 1; existing ones get a new version, as a PUT would give them.
     """
@@ -44,11 +50,20 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]])
         }
         new_count = len(keys) - len(existing)
         fresh_ids = iter([row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, new_count)] if new_count else [])
-        inserts, updates, versions = [], [], []
+        inserts, updates, versions, rejected = [], [], [], []
+        records: IndexRecords | None = None
         for resource, (res_type, fhir_id) in zip(resources, keys):
             current = existing.get((res_type, fhir_id))
-            res_id, version = (next(fresh_ids), 1) if current is None else (current["res_id"], current["version"] + 1)
-            body = stamp(resource, fhir_id, version, last_updated)
+            version = 1 if current is None else current["version"] + 1
+            stamped = stamp(resource, fhir_id, version, last_updated)
+            try:
+                rows = index_rows(extract, stamped)
+            except FhirError as exc:
+                rejected.append(f"{res_type}/{fhir_id}: {exc.diagnostics}")
+                continue
+            res_id = next(fresh_ids) if current is None else current["res_id"]
+            records = index_records(res_id, res_type, rows, records)
+            body = orjson.dumps(stamped)
             if current is None:
                 inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body))
             else:
@@ -60,4 +75,6 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]])
             res_ids, numbers, bodies = zip(*updates)
             await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), last_updated)
         await conn.copy_records_to_table("resource_version", records=versions, columns=VERSION_COPY_COLUMNS)
-    return BatchResult(created=len(inserts), updated=len(updates))
+        # Only updated resources can have old index rows; new ones start empty.
+        await replace_indexes(conn, [row[0] for row in updates], records or {})
+    return BatchResult(created=len(inserts), updated=len(updates), rejected=rejected)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import uuid4
 
 import asyncpg
+import orjson
 
-from service.fhir.errors import FhirError
+from service.fhir.errors import FhirError, invalid
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
+from service.search.rows import IndexRows
+from service.store.indexes import index_records, replace_indexes
+
+Extract = Callable[[dict[str, Any]], IndexRows]
 
 Method = Literal["POST", "PUT", "DELETE"]
 
@@ -55,11 +61,12 @@ class WriteResult:
 
 
 class ResourceStore:
-    """The REST interactions on one pool; each write is one transaction."""
+    """The REST interactions on one pool; each write, index rows included, is one transaction."""
 
-    def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int, extract: Extract) -> None:
         self._pool = pool
         self._lock_timeout = f"{lock_timeout_ms}ms"
+        self._extract = extract
 
     async def read(self, res_type: str, fhir_id: str) -> Version | None:
         row = await self._pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
@@ -72,7 +79,7 @@ class ResourceStore:
     async def create(self, resource: dict[str, Any]) -> WriteResult:
         res_type, fhir_id = resource["resourceType"], str(uuid4())
         async with self._pool.acquire() as conn, conn.transaction():
-            written = await _insert(conn, res_type, fhir_id, resource, "POST")
+            written = await _insert(conn, res_type, fhir_id, resource, "POST", self._extract)
         assert written is not None, "a fresh UUID cannot collide"
         return WriteResult(written, created=True)
 
@@ -83,13 +90,13 @@ class ResourceStore:
             current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
             if current is None:
                 _check_version(if_match, None, res_type, fhir_id)
-                written = await _insert(conn, res_type, fhir_id, resource, "PUT")
+                written = await _insert(conn, res_type, fhir_id, resource, "PUT", self._extract)
                 if written is not None:
                     return WriteResult(written, created=True)
                 # Another request created it between our read and insert: update that one instead.
                 current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
             _check_version(if_match, current["version"], res_type, fhir_id)
-            written = await _new_version(conn, current, res_type, fhir_id, resource, "PUT")
+            written = await _new_version(conn, current, res_type, fhir_id, resource, "PUT", self._extract)
             return WriteResult(written, created=bool(current["deleted"]))
 
     async def delete(self, res_type: str, fhir_id: str, if_match: int | None) -> WriteResult | None:
@@ -102,30 +109,50 @@ class ResourceStore:
             _check_version(if_match, current["version"], res_type, fhir_id)
             if current["deleted"]:
                 return WriteResult(_version(res_type, fhir_id, current), changed=False)
-            written = await _new_version(conn, current, res_type, fhir_id, None, "DELETE")
+            written = await _new_version(conn, current, res_type, fhir_id, None, "DELETE", self._extract)
             return WriteResult(written)
 
 
-async def _insert(conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method) -> Version | None:
+async def _insert(
+    conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method, extract: Extract,
+) -> Version | None:
     last_updated = now_ms()
-    body = stamp(resource, fhir_id, 1, last_updated)
+    stamped = stamp(resource, fhir_id, 1, last_updated)
+    rows = index_rows(extract, stamped)  # before any write: a resource that cannot be indexed is not stored
+    body = orjson.dumps(stamped)
     res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body)
     if res_id is None:
         return None
     await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
+    await replace_indexes(conn, [res_id], index_records(res_id, res_type, rows))
     return Version(res_type, fhir_id, 1, last_updated, False, body)
 
 
 async def _new_version(
     conn: asyncpg.Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
-    resource: dict[str, Any] | None, method: Method,
+    resource: dict[str, Any] | None, method: Method, extract: Extract,
 ) -> Version:
-    version, last_updated = current["version"] + 1, now_ms()
-    body = None if resource is None else stamp(resource, fhir_id, version, last_updated)
+    """A new version (a deletion when `resource` is None) and the index rows that go with it."""
+    res_id, version, last_updated = current["res_id"], current["version"] + 1, now_ms()
     deleted = resource is None
-    await conn.execute(UPDATE_RESOURCE, current["res_id"], version, last_updated, deleted, body)
-    await conn.execute(INSERT_VERSION, current["res_id"], res_type, fhir_id, version, last_updated, deleted, method, body)
+    stamped = None if deleted else stamp(resource, fhir_id, version, last_updated)
+    rows = IndexRows() if stamped is None else index_rows(extract, stamped)
+    body = None if stamped is None else orjson.dumps(stamped)
+    await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body)
+    await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
+    records = index_records(res_id, res_type, rows)
+    if deleted:  # a deleted resource matches no search, not even `:missing`
+        records["idx_missing"].clear()
+    await replace_indexes(conn, [res_id], records)
     return Version(res_type, fhir_id, version, last_updated, deleted, body)
+
+
+def index_rows(extract: Extract, resource: dict[str, Any]) -> IndexRows:
+    """The resource's index rows; a body whose shape is not FHIR JSON is refused (400)."""
+    try:
+        return extract(resource)
+    except ValueError as exc:
+        raise invalid(f"The resource cannot be indexed: {exc}") from None
 
 
 def _check_version(if_match: int | None, current: int | None, res_type: str, fhir_id: str) -> None:

@@ -1,0 +1,172 @@
+"""The search parameter registry: resource type -> compiled parameters, and the extraction hot path.
+
+`Registry.builtin()` holds the R4 set; `add` / `add_resource` install custom parameters, which
+replace a parameter with the same code on the same base.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from service.fhir.resource_types import RESOURCE_TYPES
+from service.search.definitions import InvalidSearchParameter, SearchParameter, custom_definition, load_builtin
+from service.search.fallback import SyntaxProblem, check_syntax, fallback_runner
+from service.search.fhirpath_compiler import CompiledBranch, compile_expression
+from service.search.fhirpath_parser import UnknownElement, Unsupported
+from service.search.rows import IndexRows
+from service.search.shapes import shape_converter
+from service.search.values import Converter, converter
+
+NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
+SINKS = ("string", "token", "date", "number", "quantity", "uri", "reference")  # IndexRows field order
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledParameter:
+    definition: SearchParameter
+    resource_type: str
+    branches: tuple[tuple[CompiledBranch, Converter], ...]  # empty for composite and special parameters
+    compiled: bool  # False: evaluated by fhirpathpy
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractionPlan:
+    """A type's parameters grouped by the resource key their branches start from, so an absent
+    element costs one lookup for all the parameters that read it."""
+
+    by_key: dict[str, tuple]  # key -> ((code, sink index, rest runner | None, converter), ...)
+    from_root: tuple  # branches that start from [resource]
+    codes: frozenset[str]
+
+
+def concrete_bases(definition: SearchParameter) -> list[str]:
+    bases: set[str] = set()
+    for base in definition.base:
+        if base == "Resource":
+            bases |= RESOURCE_TYPES
+        elif base == "DomainResource":
+            bases |= RESOURCE_TYPES - NOT_DOMAIN_RESOURCES
+        else:
+            bases.add(base)
+    return sorted(bases)
+
+
+def compile_parameter(definition: SearchParameter, resource_type: str) -> CompiledParameter:
+    """Compile one definition for one resource type; raises InvalidSearchParameter."""
+    if not definition.indexed:
+        if definition.expression:  # composite/special: not extracted here, but must be valid FHIRPath
+            check_syntax(definition.expression)
+        return CompiledParameter(definition, resource_type, (), True)
+    expression = definition.expression
+    try:
+        branches = compile_expression(expression, resource_type)
+    except UnknownElement as problem:
+        raise InvalidSearchParameter(f"expression {expression!r} on {resource_type}: {problem}") from None
+    except Unsupported:
+        fallback = CompiledBranch("", None, fallback_runner(expression, resource_type))
+        untyped = ((fallback, shape_converter(definition.type)),)
+        return CompiledParameter(definition, resource_type, untyped, False)
+    if not branches:
+        raise InvalidSearchParameter(f"expression {expression!r} selects nothing on {resource_type}")
+    typed = tuple((branch, converter(definition.type, branch.type)) for branch in branches)
+    return CompiledParameter(definition, resource_type, typed, True)
+
+
+def build_plan(parameters: Iterable[CompiledParameter]) -> ExtractionPlan:
+    by_key, from_root, codes = defaultdict(list), [], set()
+    for parameter in parameters:
+        code = parameter.definition.code
+        for branch, convert in parameter.branches:  # only indexed types have branches
+            sink = SINKS.index(parameter.definition.type)
+            entry = (code, sink, branch.rest, convert)
+            (by_key[branch.first_key] if branch.first_key else from_root).append(entry)
+            codes.add(code)
+    return ExtractionPlan({k: tuple(v) for k, v in by_key.items()}, tuple(from_root), frozenset(codes))
+
+
+def run_entries(entries: tuple, start: list, sinks: tuple[list, ...]) -> None:
+    for code, sink, rest, convert in entries:
+        values = rest(start) if rest is not None else start
+        if values:
+            rows = sinks[sink]
+            for value in values:
+                rows += convert(code, value)
+
+
+def unique(rows: list) -> tuple:
+    return tuple(dict.fromkeys(rows)) if len(rows) > 1 else tuple(rows)
+
+
+class Registry:
+    def __init__(self, definitions: Iterable[SearchParameter] = ()):
+        self._parameters: dict[str, dict[str, CompiledParameter]] = {t: {} for t in RESOURCE_TYPES}
+        self._plans: dict[str, ExtractionPlan] = {}
+        for definition in definitions:
+            self.add(definition)
+
+    @classmethod
+    def builtin(cls) -> Registry:
+        return cls(load_builtin())
+
+    def add(self, definition: SearchParameter) -> None:
+        """Compile for every base, then install (all or nothing); raises InvalidSearchParameter."""
+        try:
+            compiled = [compile_parameter(definition, base) for base in concrete_bases(definition)]
+        except (Unsupported, SyntaxProblem) as problem:
+            message = f"expression {definition.expression!r} does not compile: {problem}"
+            raise InvalidSearchParameter(message) from None
+        for parameter in compiled:
+            self._parameters[parameter.resource_type][definition.code] = parameter
+            self._plans.pop(parameter.resource_type, None)
+
+    def add_resource(self, resource: dict[str, Any]) -> SearchParameter:
+        """Validate and install a custom SearchParameter resource; raises InvalidSearchParameter."""
+        definition = custom_definition(resource)
+        self.add(definition)
+        return definition
+
+    def parameters(self, resource_type: str) -> tuple[CompiledParameter, ...]:
+        return tuple(self._parameters.get(resource_type, {}).values())
+
+    def parameter(self, resource_type: str, code: str) -> CompiledParameter | None:
+        return self._parameters.get(resource_type, {}).get(code)
+
+    def extract(self, resource: dict[str, Any]) -> IndexRows:
+        """The index rows of a resource (a parsed JSON dict) for all its type's parameters.
+
+        Raises ValueError for an unknown resource type or a body whose shape is not FHIR JSON.
+        """
+        resource_type = resource.get("resourceType")
+        plan = self._plans.get(resource_type)
+        if plan is None:
+            if resource_type not in self._parameters:
+                raise ValueError(f"not a resource type: {resource_type!r}")
+            plan = self._plans[resource_type] = build_plan(self._parameters[resource_type].values())
+        try:
+            sinks = collect(plan, resource)
+        except (AttributeError, TypeError) as problem:  # e.g. a string where an object belongs
+            raise ValueError(f"malformed {resource_type}/{resource.get('id')}: {problem}") from None
+        produced = {row[0] for rows in sinks for row in rows}  # cheaper than tracking it per parameter
+        return IndexRows(*map(unique, sinks), missing=plan.codes.difference(produced))
+
+
+def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> tuple[list, ...]:
+    """The rows of every parameter, per index type (IndexRows order), with duplicates."""
+    sinks: tuple[list, ...] = ([], [], [], [], [], [], [])
+    if plan.from_root:
+        run_entries(plan.from_root, [resource], sinks)
+    by_key = plan.by_key
+    for key, value in resource.items():
+        entries = by_key.get(key)
+        if entries is not None and value is not None:
+            start = value if value.__class__ is list else [value]
+            for code, sink, rest, convert in entries:  # run_entries, inlined: the hottest loop
+                values = rest(start) if rest is not None else start
+                if values:
+                    rows = sinks[sink]
+                    for item in values:
+                        rows += convert(code, item)
+    return sinks

@@ -1,0 +1,73 @@
+"""Index rows: the typed values a resource contributes to each search parameter.
+
+Rows are NamedTuples (hashable, cheap to build) so a resource's rows can be compared as sets and
+written by COPY without conversion. `IndexRows` groups them per index table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import NamedTuple
+
+
+class StringRow(NamedTuple):
+    code: str
+    normalized: str  # lower-cased, accents removed: the default (prefix) match
+    exact: str  # the value as written: `:exact`
+
+
+class TokenRow(NamedTuple):
+    code: str
+    system: str | None
+    value: str | None
+    text: str | None  # Coding.display, CodeableConcept.text or Identifier.type.text, for `:text`
+
+
+class DateRow(NamedTuple):
+    code: str
+    low: datetime  # UTC, tz-aware, inclusive
+    high: datetime  # UTC, tz-aware, inclusive (last microsecond of the value's precision)
+
+
+class NumberRow(NamedTuple):
+    code: str
+    value: Decimal
+
+
+class QuantityRow(NamedTuple):
+    code: str
+    value: Decimal
+    system: str | None
+    unit_code: str | None
+    unit: str | None
+
+
+class UriRow(NamedTuple):
+    code: str
+    uri: str
+
+
+class ReferenceRow(NamedTuple):
+    code: str
+    target_type: str | None
+    target_id: str | None
+    target_url: str | None  # absolute or canonical URL, version (`_history/n`) dropped
+
+
+class IndexRows(NamedTuple):
+    """All index rows of one resource, deduplicated (a NamedTuple: built once per resource, cheaply)."""
+
+    strings: tuple[StringRow, ...] = ()
+    tokens: tuple[TokenRow, ...] = ()
+    dates: tuple[DateRow, ...] = ()
+    numbers: tuple[NumberRow, ...] = ()
+    quantities: tuple[QuantityRow, ...] = ()
+    uris: tuple[UriRow, ...] = ()
+    references: tuple[ReferenceRow, ...] = ()
+    missing: frozenset[str] = frozenset()  # applicable non-composite codes without any row (`:missing`)
+
+    def all_rows(self) -> tuple:
+        """Every row of every type, in the field order above."""
+        return (*self.strings, *self.tokens, *self.dates, *self.numbers, *self.quantities, *self.uris,
+                *self.references)

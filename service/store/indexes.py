@@ -1,0 +1,61 @@
+"""Index rows to and from the idx_* tables: COPY records, replacement of a resource's rows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import lru_cache
+
+import asyncpg
+
+from service.search.rows import IndexRows
+
+# The allow-list of index tables and their COPY columns, in the order of the IndexRows fields
+# (each row's fields after `code` map onto the columns after `sp_hash`).
+INDEX_TABLES: dict[str, tuple[str, ...]] = {
+    "idx_string": ("res_id", "sp_hash", "normalized", "exact"),
+    "idx_token": ("res_id", "sp_hash", "system", "value", "text"),
+    "idx_date": ("res_id", "sp_hash", "low", "high"),
+    "idx_number": ("res_id", "sp_hash", "value"),
+    "idx_quantity": ("res_id", "sp_hash", "value", "system", "unit_code", "unit"),
+    "idx_uri": ("res_id", "sp_hash", "uri"),
+    "idx_reference": ("res_id", "sp_hash", "target_type", "target_id", "target_url"),
+}
+_FIELD_TABLES = tuple(zip(("strings", "tokens", "dates", "numbers", "quantities", "uris", "references"), INDEX_TABLES))
+MISSING_COLUMNS = ("res_id", "sp_hash")
+DELETE_BY_RESOURCE = {
+    table: f"DELETE FROM {table} WHERE res_id = ANY($1::bigint[])" for table in (*INDEX_TABLES, "idx_missing")
+}
+
+IndexRecords = dict[str, list[tuple]]
+
+
+@lru_cache(maxsize=65536)
+def sp_hash(res_type: str, code: str) -> int:
+    """A stable signed 64-bit hash of `ResourceType|code`, the key of every index row."""
+    digest = hashlib.blake2b(f"{res_type}|{code}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def index_records(res_id: int, res_type: str, rows: IndexRows, into: IndexRecords | None = None) -> IndexRecords:
+    """COPY records of one resource's rows, appended per table (to `into` when given)."""
+    records: IndexRecords = into if into is not None else {table: [] for table in (*INDEX_TABLES, "idx_missing")}
+    for field, table in _FIELD_TABLES:
+        target = records[table]
+        for row in getattr(rows, field):
+            target.append((res_id, sp_hash(res_type, row[0]), *row[1:]))
+    records["idx_missing"].extend((res_id, sp_hash(res_type, code)) for code in rows.missing)
+    return records
+
+
+async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], records: IndexRecords) -> int:
+    """Delete the resources' index rows and COPY the new ones; call inside a transaction. Returns rows written."""
+    for statement in DELETE_BY_RESOURCE.values():
+        await conn.execute(statement, list(res_ids))
+    written = 0
+    for table, table_records in records.items():
+        if table_records:
+            columns = INDEX_TABLES.get(table, MISSING_COLUMNS)
+            await conn.copy_records_to_table(table, records=table_records, columns=columns)
+            written += len(table_records)
+    return written

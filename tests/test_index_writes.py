@@ -1,0 +1,61 @@
+"""Index rows are written in the same transaction as the resource: create, update, delete, bulk load."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.search.registry import Registry
+from service.store.indexes import sp_hash
+from tests.conftest import DATA_DIR
+from tests.indexes import expected_index_rows, stored_index_rows
+from tests.test_load import run_load
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry.builtin()
+
+
+async def names_of(db, fhir_id: str) -> list[str]:
+    return sorted(row[0] for row in await db.fetch(
+        "SELECT s.exact FROM idx_string s JOIN resource r USING (res_id) WHERE r.fhir_id = $1 AND s.sp_hash = $2",
+        fhir_id, sp_hash("Organization", "name")))
+
+
+async def test_create_update_delete_keep_indexes_exact(client, db, registry):
+    org = {"resourceType": "Organization", "id": "o1", "name": "Église Saint-Éloi", "active": True,
+           "identifier": [{"system": "urn:oid:1.2", "value": "42"}], "partOf": {"reference": "Organization/parent"}}
+    assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
+    assert await names_of(db, "o1") == ["Église Saint-Éloi"]
+    normalized = await db.fetchval("SELECT normalized FROM idx_string WHERE sp_hash = $1",
+                                   sp_hash("Organization", "name"))
+    assert normalized == "eglise saint-eloi"
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry)
+
+    assert (await client.put("/fhir/Organization/o1", json={**org, "name": "Renamed"}, headers=FHIR_JSON)).status == 200
+    assert await names_of(db, "o1") == ["Renamed"]
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry)
+
+    assert (await client.delete("/fhir/Organization/o1")).status == 200
+    stored = await stored_index_rows(db)
+    assert all(not rows for rows in stored.values())
+
+
+async def test_refused_write_leaves_indexes_alone(client, db, registry):
+    org = {"resourceType": "Organization", "id": "o1", "name": "Kept"}
+    assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
+    before = await stored_index_rows(db)
+    refused = await client.put("/fhir/Organization/o1", json={**org, "name": "Lost"},
+                               headers={**FHIR_JSON, "If-Match": 'W/"9"'})
+    assert refused.status == 412
+    assert await stored_index_rows(db) == before
+
+
+async def test_bulk_load_writes_the_indexes_a_clean_extraction_gives(database_url, db, registry):
+    result = run_load(database_url, str(DATA_DIR / "plannet"), str(DATA_DIR / "synthea-bulk-10"))
+    assert result.returncode == 0, result.stderr
+    stored = await stored_index_rows(db)
+    assert sum(len(rows) for rows in stored.values()) > 100_000
+    assert stored == await expected_index_rows(db, registry)
