@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA_DIR, ndjson_lines, run_concurrently, scratch_database, service_process, unsigned_token  # noqa: E402
 from service.db import create_pool, load_migrations, migrate  # noqa: E402
+from service.search.catalog import Catalogs  # noqa: E402
 from service.search.registry import Registry  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store.resources import ResourceStore  # noqa: E402
@@ -71,7 +72,7 @@ async def store_round(database_url: str, orgs: list[dict], count: int, concurren
     pool = await create_pool(database_url, settings)
     async with pool.acquire() as conn:
         await migrate(conn, load_migrations())
-    store = ResourceStore(pool, settings.lock_timeout_ms, Registry.builtin().extract)
+    store = ResourceStore(pool, settings.lock_timeout_ms, Catalogs(Registry.builtin()))
     ids: list[str] = []
     try:
         async def create(index: int) -> None:

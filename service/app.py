@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 from aiohttp import web
 
@@ -12,10 +14,11 @@ from service.http.keys import CATALOG, LIFECYCLE, METRICS, POOL, SETTINGS, STORE
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
 from service.metrics import Metrics
-from service.search.catalog import Catalog
+from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
 from service.store.resources import ResourceStore
+from service.store.search_parameters import follow_changes, refresh_catalog
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -32,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app.on_response_prepare.append(add_common_headers)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_search_parameters)
     app.cleanup_ctx.append(authentication_context)
     add_routes(app, settings.base_path)
     return app
@@ -42,7 +46,19 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     async with open_database(settings) as (pool, schema_version):
         app[LIFECYCLE].schema_version = schema_version
         app[POOL] = pool
-        app[CATALOG] = Catalog(Registry.builtin())
-        app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, app[CATALOG].registry.extract)
         app[METRICS].pool.read_pool = lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size())
         yield
+
+
+async def _search_parameters(app: web.Application) -> AsyncIterator[None]:
+    """The catalog of search parameters, the store that indexes with it, and the task that keeps it
+    current when another replica changes a custom SearchParameter."""
+    pool, settings = app[POOL], app[SETTINGS]
+    catalogs = app[CATALOG] = Catalogs(Registry.builtin())
+    await refresh_catalog(pool, catalogs)
+    app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, catalogs)
+    follower = asyncio.create_task(follow_changes(pool, catalogs, settings.catalog_poll_seconds))
+    yield
+    follower.cancel()
+    with suppress(asyncio.CancelledError):
+        await follower

@@ -19,10 +19,11 @@ import structlog
 from service.db import open_database
 from service.fhir.errors import FhirError
 from service.fhir.resource import check_id, check_resource, check_type, parse_body
+from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
 from service.store.bulk import write_batch
-from service.store.resources import Extract
+from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
 _MAX_REPORTED_ERRORS = 20
@@ -98,11 +99,13 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
     stats = LoadStats()
     progress = Progress(sys.stderr)
     started = time.perf_counter()
-    extract = Registry.builtin().extract
+    catalogs = Catalogs(Registry.builtin())
     async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
+        await refresh_catalog(pool, catalogs)
         for path in files:
             for batch in batches(read_resources(path, stats), batch_size):
-                await _write_with_retry(conn, batch, extract, stats)
+                if await _write_with_retry(conn, batch, catalogs, stats):
+                    await refresh_catalog(pool, catalogs)  # later batches are indexed with them
                 progress.show(stats.total, time.perf_counter() - started)
     progress.done()
     _print_summary(stats, time.perf_counter() - started)
@@ -110,18 +113,20 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
 
 
 async def _write_with_retry(
-    conn: asyncpg.Connection, batch: list[dict[str, Any]], extract: Extract, stats: LoadStats,
-) -> None:
+    conn: asyncpg.Connection, batch: list[dict[str, Any]], catalogs: Catalogs, stats: LoadStats,
+) -> bool:
+    """Write one batch; True when it held SearchParameters."""
     try:
-        result = await write_batch(conn, batch, extract)
+        result = await write_batch(conn, batch, catalogs)
     except asyncpg.exceptions.UniqueViolationError:
         # An API request created one of these ids between our lookup and the COPY: the retry sees it.
-        result = await write_batch(conn, batch, extract)
+        result = await write_batch(conn, batch, catalogs)
     stats.created += result.created
     stats.updated += result.updated
     stats.invalid.extend(result.rejected)
     rejected = {line.partition(":")[0] for line in result.rejected}
     stats.loaded.update(r["resourceType"] for r in batch if f"{r['resourceType']}/{r['id']}" not in rejected)
+    return result.search_parameters > 0
 
 
 class Progress:

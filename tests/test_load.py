@@ -10,6 +10,7 @@ from collections import Counter
 
 import orjson
 
+from service.store.indexes import sp_hash
 from tests.conftest import DATA_DIR
 
 DATASETS = ["synthea-r4-2019", "synthea-bulk-10", "synthea-bulk-1000", "plannet"]
@@ -29,8 +30,8 @@ def file_counts() -> tuple[Counter[str], Counter[str]]:
     return lines, Counter({res_type: len(ids) for res_type, ids in distinct.items()})
 
 
-def run_load(database_url: str, *paths: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", "load", *paths], capture_output=True, text=True,
+def run_load(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", "load", *arguments], capture_output=True, text=True,
                           env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}, timeout=300)
 
 
@@ -69,3 +70,20 @@ async def test_invalid_lines_are_reported_and_skipped(database_url, db, tmp_path
     assert await db.fetchval("SELECT version FROM resource WHERE fhir_id = 'good-1'") == 2
     assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Patient'") == 1
     assert await db.fetchval("SELECT count(*) FROM resource WHERE fhir_id = 'shapeless'") == 0
+
+
+async def test_loaded_search_parameters_index_later_batches(database_url, db, tmp_path):
+    source = tmp_path / "with-parameters.ndjson"
+    source.write_bytes(b"\n".join([
+        orjson.dumps({"resourceType": "SearchParameter", "id": "nickname", "url": "http://example.org/sp/nickname",
+                      "name": "nickname", "status": "active", "code": "nickname", "base": ["Organization"],
+                      "type": "string", "expression": "Organization.alias"}),
+        b'{"resourceType":"SearchParameter","id":"broken","code":"x","base":["Organization"],"type":"string"}',
+        b'{"resourceType":"Organization","id":"org-1","alias":["Speedy"]}',
+    ]))
+    result = run_load(database_url, "--batch-size", "1", str(source))
+    assert result.returncode == 1  # the broken parameter
+    assert "SearchParameter/broken: Invalid SearchParameter" in result.stdout
+    assert await db.fetchval("SELECT count(*) FROM search_parameter_change") == 1
+    exact = await db.fetchval("SELECT exact FROM idx_string WHERE sp_hash = $1", sp_hash("Organization", "nickname"))
+    assert exact == "Speedy"

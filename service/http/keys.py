@@ -10,7 +10,7 @@ from aiohttp import web
 
 from service.http.tokens import Principal, TokenVerifier
 from service.metrics import Metrics
-from service.search.catalog import Catalog
+from service.search.catalog import Catalogs
 from service.settings import Settings
 from service.store.resources import ResourceStore
 
@@ -29,7 +29,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 STORE = web.AppKey("store", ResourceStore)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
-CATALOG = web.AppKey("catalog", Catalog)
+CATALOG = web.AppKey("catalog", Catalogs)
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 
 # Per-request values set by the middlewares.

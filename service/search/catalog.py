@@ -1,12 +1,21 @@
-"""The search parameters in force: the registry used for extraction and search, and which custom
-parameters are still pending (not every stored resource of their base types indexed yet)."""
+"""The search parameters in force: the registry used for extraction and search, and which
+(resource type, code) pairs are pending, i.e. not every stored resource is indexed with their
+current definition yet. Built from the built-in registry and the custom SearchParameter change log."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from service.search.registry import Registry
+import structlog
+
+from service.fhir.errors import FhirError, invalid
+from service.search.definitions import InvalidSearchParameter, custom_definition
+from service.search.registry import Registry, concrete_types
+from service.search.rows import IndexRows
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -15,8 +24,74 @@ class Catalog:
 
     registry: Registry
     generation: int = 0
-    # resource type -> codes of custom parameters still pending for that type
+    # resource type -> codes whose index rows may be stale until a reindex
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def pending_codes(self, resource_type: str) -> frozenset[str]:
         return self.pending.get(resource_type, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParameterChange:
+    """What storing a SearchParameter resource changes: (code, base) and the definition now in force
+    (None when it no longer applies)."""
+
+    code: str
+    base: list[str]
+    definition: dict[str, Any] | None
+
+
+def build_catalog(builtin: Registry, generation: int, definitions: Sequence[dict[str, Any]],
+                  pending: Sequence[tuple[str, Sequence[str]]]) -> Catalog:
+    registry = builtin.copy()
+    for resource in definitions:
+        try:
+            registry.add_resource(resource)
+        except InvalidSearchParameter as exc:  # stored by an older version that accepted it
+            log.warning("search_parameter_skipped", url=resource.get("url"), code=resource.get("code"), reason=str(exc))
+    by_type: dict[str, set[str]] = {}
+    for code, bases in pending:
+        for resource_type in concrete_types(bases):
+            by_type.setdefault(resource_type, set()).add(code)
+    return Catalog(registry, generation, {t: frozenset(codes) for t, codes in by_type.items()})
+
+
+class Catalogs:
+    """The current Catalog of this process, replaced whole when the custom parameters change."""
+
+    def __init__(self, builtin: Registry) -> None:
+        self._builtin = builtin
+        self.current = Catalog(builtin)
+
+    @property
+    def registry(self) -> Registry:
+        return self.current.registry
+
+    def pending_codes(self, resource_type: str) -> frozenset[str]:
+        return self.current.pending_codes(resource_type)
+
+    def install(self, generation: int, definitions: Sequence[dict[str, Any]],
+                pending: Sequence[tuple[str, Sequence[str]]]) -> bool:
+        """Build and install the catalog of `generation` unless a newer one is in place already."""
+        if generation < self.current.generation:
+            return False
+        self.current = build_catalog(self._builtin, generation, definitions, pending)
+        return True
+
+    def index_rows(self, resource: dict[str, Any]) -> IndexRows:
+        """The resource's index rows; a body whose shape is not FHIR JSON is refused (400)."""
+        try:
+            return self.current.registry.extract(resource)
+        except ValueError as exc:
+            raise invalid(f"The resource cannot be indexed: {exc}") from None
+
+    def search_parameter_change(self, resource: dict[str, Any]) -> SearchParameterChange:
+        """Validate a SearchParameter resource being stored; 422 when it cannot be used."""
+        try:
+            definition = custom_definition(resource)
+            self.current.registry.copy().add(definition)
+        except InvalidSearchParameter as exc:
+            raise FhirError(422, f"Invalid SearchParameter: {exc}", code="invalid") from None
+        # Retired parameters are stored but not used; draft and active ones are (HAPI uses only active).
+        in_force = resource if resource.get("status") != "retired" else None
+        return SearchParameterChange(definition.code, list(definition.base), in_force)

@@ -43,15 +43,20 @@ class ExtractionPlan:
 
 
 def concrete_bases(definition: SearchParameter) -> list[str]:
-    bases: set[str] = set()
-    for base in definition.base:
+    return concrete_types(definition.base)
+
+
+def concrete_types(bases: Iterable[str]) -> list[str]:
+    """Resource types named by a base list, with `Resource` and `DomainResource` expanded."""
+    result: set[str] = set()
+    for base in bases:
         if base == "Resource":
-            bases |= RESOURCE_TYPES
+            result |= RESOURCE_TYPES
         elif base == "DomainResource":
-            bases |= RESOURCE_TYPES - NOT_DOMAIN_RESOURCES
+            result |= RESOURCE_TYPES - NOT_DOMAIN_RESOURCES
         else:
-            bases.add(base)
-    return sorted(bases)
+            result.add(base)
+    return sorted(result)
 
 
 def compile_parameter(definition: SearchParameter, resource_type: str) -> CompiledParameter:
@@ -110,6 +115,12 @@ class Registry:
     @classmethod
     def builtin(cls) -> Registry:
         return cls(load_builtin())
+
+    def copy(self) -> Registry:
+        """An independent registry with the same compiled parameters (cheap: nothing is recompiled)."""
+        clone = Registry()
+        clone._parameters = {res_type: dict(parameters) for res_type, parameters in self._parameters.items()}
+        return clone
 
     def add(self, definition: SearchParameter) -> None:
         """Compile for every base, then install (all or nothing); raises InvalidSearchParameter."""

@@ -8,11 +8,13 @@ from typing import Any
 import asyncpg
 import orjson
 
+from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
+from service.search.catalog import Catalogs
 from service.store.indexes import IndexRecords, index_records, replace_indexes
-from service.fhir.errors import FhirError
-from service.store.resources import Extract, index_rows
+from service.store.resources import SEARCH_PARAMETER
+from service.store.search_parameters import record_change
 
 SELECT_EXISTING_FOR_UPDATE = """
 SELECT r.res_id, r.res_type, r.fhir_id, r.version
@@ -33,9 +35,10 @@ class BatchResult:
     created: int
     updated: int
     rejected: list[str]  # `Type/id: reason` of resources that could not be indexed (not written)
+    search_parameters: int  # SearchParameters written: the catalog needs a refresh
 
 
-async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]], extract: Extract) -> BatchResult:
+async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]], catalogs: Catalogs) -> BatchResult:
     """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) and their
     index rows in one transaction.
 
@@ -50,18 +53,21 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]],
         }
         new_count = len(keys) - len(existing)
         fresh_ids = iter([row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, new_count)] if new_count else [])
-        inserts, updates, versions, rejected = [], [], [], []
+        inserts, updates, versions, rejected, search_parameters = [], [], [], [], []
         records: IndexRecords | None = None
         for resource, (res_type, fhir_id) in zip(resources, keys):
             current = existing.get((res_type, fhir_id))
             version = 1 if current is None else current["version"] + 1
             stamped = stamp(resource, fhir_id, version, last_updated)
             try:
-                rows = index_rows(extract, stamped)
+                rows = catalogs.index_rows(stamped)
+                change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
             except FhirError as exc:
                 rejected.append(f"{res_type}/{fhir_id}: {exc.diagnostics}")
                 continue
             res_id = next(fresh_ids) if current is None else current["res_id"]
+            if change is not None:
+                search_parameters.append((res_id, change))
             records = index_records(res_id, res_type, rows, records)
             body = orjson.dumps(stamped)
             if current is None:
@@ -77,4 +83,7 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]],
         await conn.copy_records_to_table("resource_version", records=versions, columns=VERSION_COPY_COLUMNS)
         # Only updated resources can have old index rows; new ones start empty.
         await replace_indexes(conn, [row[0] for row in updates], records or {})
-    return BatchResult(created=len(inserts), updated=len(updates), rejected=rejected)
+        for res_id, change in search_parameters:
+            await record_change(conn, res_id, change)
+    return BatchResult(created=len(inserts), updated=len(updates), rejected=rejected,
+                       search_parameters=len(search_parameters))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -11,13 +10,15 @@ from uuid import uuid4
 import asyncpg
 import orjson
 
-from service.fhir.errors import FhirError, invalid
+from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
+from service.search.catalog import Catalogs, SearchParameterChange
 from service.search.rows import IndexRows
 from service.store.indexes import index_records, replace_indexes
+from service.store.search_parameters import record_change, refresh_catalog
 
-Extract = Callable[[dict[str, Any]], IndexRows]
+SEARCH_PARAMETER = "SearchParameter"
 
 Method = Literal["POST", "PUT", "DELETE"]
 
@@ -61,12 +62,16 @@ class WriteResult:
 
 
 class ResourceStore:
-    """The REST interactions on one pool; each write, index rows included, is one transaction."""
+    """The REST interactions on one pool; each write, index rows included, is one transaction.
 
-    def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int, extract: Extract) -> None:
+    Writing a SearchParameter also logs the change of the registry; this replica's catalog is
+    refreshed before the write returns (other replicas follow on the NOTIFY).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int, catalogs: Catalogs) -> None:
         self._pool = pool
         self._lock_timeout = f"{lock_timeout_ms}ms"
-        self._extract = extract
+        self._catalogs = catalogs
 
     async def read(self, res_type: str, fhir_id: str) -> Version | None:
         row = await self._pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
@@ -79,9 +84,9 @@ class ResourceStore:
     async def create(self, resource: dict[str, Any]) -> WriteResult:
         res_type, fhir_id = resource["resourceType"], str(uuid4())
         async with self._pool.acquire() as conn, conn.transaction():
-            written = await _insert(conn, res_type, fhir_id, resource, "POST", self._extract)
+            written = await self._insert(conn, res_type, fhir_id, resource, "POST")
         assert written is not None, "a fresh UUID cannot collide"
-        return WriteResult(written, created=True)
+        return await self._after_write(WriteResult(written, created=True))
 
     async def update(self, resource: dict[str, Any], fhir_id: str, if_match: int | None) -> WriteResult:
         res_type = resource["resourceType"]
@@ -90,14 +95,15 @@ class ResourceStore:
             current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
             if current is None:
                 _check_version(if_match, None, res_type, fhir_id)
-                written = await _insert(conn, res_type, fhir_id, resource, "PUT", self._extract)
-                if written is not None:
-                    return WriteResult(written, created=True)
-                # Another request created it between our read and insert: update that one instead.
-                current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
-            _check_version(if_match, current["version"], res_type, fhir_id)
-            written = await _new_version(conn, current, res_type, fhir_id, resource, "PUT", self._extract)
-            return WriteResult(written, created=bool(current["deleted"]))
+                written = await self._insert(conn, res_type, fhir_id, resource, "PUT")
+                result = None if written is None else WriteResult(written, created=True)
+                # None: another request created it between our read and insert; update that one instead.
+                current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id) if result is None else None
+            if current is not None:
+                _check_version(if_match, current["version"], res_type, fhir_id)
+                written = await self._new_version(conn, current, res_type, fhir_id, resource, "PUT")
+                result = WriteResult(written, created=bool(current["deleted"]))
+        return await self._after_write(result)
 
     async def delete(self, res_type: str, fhir_id: str, if_match: int | None) -> WriteResult | None:
         """Soft-delete: a new version with no body. None when there is no such resource."""
@@ -109,50 +115,55 @@ class ResourceStore:
             _check_version(if_match, current["version"], res_type, fhir_id)
             if current["deleted"]:
                 return WriteResult(_version(res_type, fhir_id, current), changed=False)
-            written = await _new_version(conn, current, res_type, fhir_id, None, "DELETE", self._extract)
-            return WriteResult(written)
+            written = await self._new_version(conn, current, res_type, fhir_id, None, "DELETE")
+        return await self._after_write(WriteResult(written))
 
+    async def _insert(
+        self, conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method,
+    ) -> Version | None:
+        last_updated = now_ms()
+        stamped = stamp(resource, fhir_id, 1, last_updated)
+        # Checked before any write: a resource that cannot be indexed or used is not stored.
+        rows, change = self._indexing(stamped)
+        body = orjson.dumps(stamped)
+        res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body)
+        if res_id is None:
+            return None
+        await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
+        await replace_indexes(conn, [res_id], index_records(res_id, res_type, rows))
+        if res_type == SEARCH_PARAMETER:
+            await record_change(conn, res_id, change)
+        return Version(res_type, fhir_id, 1, last_updated, False, body)
 
-async def _insert(
-    conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method, extract: Extract,
-) -> Version | None:
-    last_updated = now_ms()
-    stamped = stamp(resource, fhir_id, 1, last_updated)
-    rows = index_rows(extract, stamped)  # before any write: a resource that cannot be indexed is not stored
-    body = orjson.dumps(stamped)
-    res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body)
-    if res_id is None:
-        return None
-    await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
-    await replace_indexes(conn, [res_id], index_records(res_id, res_type, rows))
-    return Version(res_type, fhir_id, 1, last_updated, False, body)
+    async def _new_version(
+        self, conn: asyncpg.Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
+        resource: dict[str, Any] | None, method: Method,
+    ) -> Version:
+        """A new version (a deletion when `resource` is None) and the index rows that go with it."""
+        res_id, version, last_updated = current["res_id"], current["version"] + 1, now_ms()
+        deleted = resource is None
+        stamped = None if resource is None else stamp(resource, fhir_id, version, last_updated)
+        rows, change = (IndexRows(), None) if stamped is None else self._indexing(stamped)
+        body = None if stamped is None else orjson.dumps(stamped)
+        await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body)
+        await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
+        records = index_records(res_id, res_type, rows)
+        if deleted:  # a deleted resource matches no search, not even `:missing`
+            records["idx_missing"].clear()
+        await replace_indexes(conn, [res_id], records)
+        if res_type == SEARCH_PARAMETER:
+            await record_change(conn, res_id, change)
+        return Version(res_type, fhir_id, version, last_updated, deleted, body)
 
+    def _indexing(self, stamped: dict[str, Any]) -> tuple[IndexRows, SearchParameterChange | None]:
+        rows = self._catalogs.index_rows(stamped)
+        is_search_parameter = stamped["resourceType"] == SEARCH_PARAMETER
+        return rows, self._catalogs.search_parameter_change(stamped) if is_search_parameter else None
 
-async def _new_version(
-    conn: asyncpg.Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
-    resource: dict[str, Any] | None, method: Method, extract: Extract,
-) -> Version:
-    """A new version (a deletion when `resource` is None) and the index rows that go with it."""
-    res_id, version, last_updated = current["res_id"], current["version"] + 1, now_ms()
-    deleted = resource is None
-    stamped = None if deleted else stamp(resource, fhir_id, version, last_updated)
-    rows = IndexRows() if stamped is None else index_rows(extract, stamped)
-    body = None if stamped is None else orjson.dumps(stamped)
-    await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body)
-    await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
-    records = index_records(res_id, res_type, rows)
-    if deleted:  # a deleted resource matches no search, not even `:missing`
-        records["idx_missing"].clear()
-    await replace_indexes(conn, [res_id], records)
-    return Version(res_type, fhir_id, version, last_updated, deleted, body)
-
-
-def index_rows(extract: Extract, resource: dict[str, Any]) -> IndexRows:
-    """The resource's index rows; a body whose shape is not FHIR JSON is refused (400)."""
-    try:
-        return extract(resource)
-    except ValueError as exc:
-        raise invalid(f"The resource cannot be indexed: {exc}") from None
+    async def _after_write(self, result: WriteResult) -> WriteResult:
+        if result.version.res_type == SEARCH_PARAMETER:
+            await refresh_catalog(self._pool, self._catalogs)
+        return result
 
 
 def _check_version(if_match: int | None, current: int | None, res_type: str, fhir_id: str) -> None:

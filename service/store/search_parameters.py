@@ -1,0 +1,86 @@
+"""The custom SearchParameter change log: recording changes, and reading what the catalog is built from."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+
+import asyncpg
+import structlog
+
+from service.search.catalog import Catalogs, SearchParameterChange
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "search_parameters"
+
+SELECT_PREVIOUS = """
+SELECT code, base FROM search_parameter_change WHERE res_id = $1 ORDER BY generation DESC LIMIT 1"""
+INSERT_CHANGE = """
+INSERT INTO search_parameter_change (res_id, code, base, definition) VALUES ($1, $2, $3, $4)
+RETURNING generation"""
+NOTIFY_CHANGE = "SELECT pg_notify($1, $2::text)"
+SELECT_GENERATION = "SELECT coalesce(max(generation), 0) FROM search_parameter_change"
+SELECT_CURRENT_DEFINITIONS = """
+SELECT definition FROM (
+    SELECT DISTINCT ON (res_id) definition, generation FROM search_parameter_change
+    ORDER BY res_id, generation DESC
+) latest
+WHERE definition IS NOT NULL ORDER BY generation"""
+SELECT_PENDING = "SELECT code, base FROM search_parameter_change WHERE NOT indexed"
+
+
+async def record_change(conn: asyncpg.Connection, res_id: int, change: SearchParameterChange | None) -> int | None:
+    """Log a change of a SearchParameter resource (inside the write's transaction) and notify replicas.
+
+    `change` None is a deletion. A change of code or base leaves the old (base, code) stale as well,
+    so it is logged as a definition-less row first. Returns the new generation (None: nothing to log).
+    """
+    previous = await conn.fetchrow(SELECT_PREVIOUS, res_id)
+    if change is None:
+        if previous is None:
+            return None
+        change = SearchParameterChange(previous["code"], list(previous["base"]), None)
+    elif previous is not None and (previous["code"], list(previous["base"])) != (change.code, change.base):
+        await conn.fetchval(INSERT_CHANGE, res_id, previous["code"], previous["base"], None)
+    generation = await conn.fetchval(INSERT_CHANGE, res_id, change.code, change.base, change.definition)
+    await conn.execute(NOTIFY_CHANGE, CHANNEL, str(generation))  # delivered at commit, to every replica
+    return generation
+
+
+async def refresh_catalog(pool: asyncpg.Pool, catalogs: Catalogs) -> bool:
+    """Install the catalog of the latest change, read in one snapshot; False when already current."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        generation = await conn.fetchval(SELECT_GENERATION)
+        if generation == catalogs.current.generation:
+            return False
+        definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
+        pending = [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)]
+    return catalogs.install(generation, definitions, pending)
+
+
+async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: float) -> None:
+    """Keep `catalogs` current: refresh on every NOTIFY, and every `poll_seconds` in case a notification
+    was missed (the listening connection dropped). Runs until cancelled."""
+    changed = asyncio.Event()
+
+    def on_notify(*_: object) -> None:
+        changed.set()
+
+    while True:
+        try:
+            # Released to the pool, the connection is reset: its listener goes with it.
+            async with pool.acquire() as conn:
+                await conn.add_listener(CHANNEL, on_notify)
+                while True:
+                    changed.clear()  # before the read, so a change during it is not lost
+                    if await refresh_catalog(pool, catalogs):
+                        log.info("search_parameters_changed", generation=catalogs.current.generation)
+                    with suppress(TimeoutError):
+                        async with asyncio.timeout(poll_seconds):
+                            await changed.wait()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if asyncio.current_task().cancelling():  # an error while being cancelled is the cancellation
+                raise asyncio.CancelledError from exc
+            log.warning("search_parameter_follower_failed", error=type(exc).__name__, detail=str(exc))
+            await asyncio.sleep(poll_seconds)
