@@ -12,7 +12,8 @@ CREATE TABLE resource (
     last_updated timestamptz NOT NULL,
     deleted      boolean     NOT NULL DEFAULT false,
     body         bytea,
-    -- The search-parameter generation this row was last indexed with (0: never).
+    -- The catalog generation (search_parameter_change; 0: built-in parameters only) whose definitions
+    -- produced this row's index rows: a reindex skips rows already at the current generation.
     index_gen    bigint      NOT NULL DEFAULT 0,
     CONSTRAINT resource_type_id_key UNIQUE (res_type, fhir_id)
 );

@@ -109,6 +109,13 @@ def aiohttp_client_cls(admin_token: str) -> type[TestClient]:
 
 
 @pytest.fixture
+def aiohttp_client(database_url: str, aiohttp_client):
+    """pytest-aiohttp's client factory, set up after (so torn down before) the test database: every
+    app a test starts is closed before its database is dropped."""
+    return aiohttp_client
+
+
+@pytest.fixture
 async def client(aiohttp_client, settings: Settings) -> TestClient:
     return await aiohttp_client(create_app(settings))
 

@@ -8,21 +8,19 @@ import asyncpg
 import orjson
 
 from service.search.registry import Registry
-from service.store.indexes import INDEX_TABLES, MISSING_COLUMNS, index_records
-
-TABLES = {**INDEX_TABLES, "idx_missing": MISSING_COLUMNS}
+from service.store.indexes import TABLE_COLUMNS, index_records
 
 
 async def stored_index_rows(conn: asyncpg.Connection) -> dict[str, Counter[tuple]]:
     stored = {}
-    for table, columns in TABLES.items():
+    for table, columns in TABLE_COLUMNS.items():
         rows = await conn.fetch(f"SELECT {', '.join(columns)} FROM {table}")  # names from the allow-list
         stored[table] = Counter(tuple(row) for row in rows)
     return stored
 
 
 async def expected_index_rows(conn: asyncpg.Connection, registry: Registry) -> dict[str, Counter[tuple]]:
-    records = {table: [] for table in TABLES}
+    records = {table: [] for table in TABLE_COLUMNS}
     for row in await conn.fetch("SELECT res_id, res_type, body FROM resource WHERE NOT deleted"):
         index_records(row["res_id"], row["res_type"], registry.extract(orjson.loads(row["body"])), records)
     return {table: Counter(table_records) for table, table_records in records.items()}

@@ -59,3 +59,18 @@ async def test_bulk_load_writes_the_indexes_a_clean_extraction_gives(database_ur
     stored = await stored_index_rows(db)
     assert sum(len(rows) for rows in stored.values()) > 100_000
     assert stored == await expected_index_rows(db, registry)
+
+
+async def test_update_rewrites_only_the_rows_that_changed(client, db, registry):
+    org = {"resourceType": "Organization", "id": "o1", "name": "Before",
+           "identifier": [{"system": "urn:oid:1.2", "value": "42"}]}
+    assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
+    identifier_hash = sp_hash("Organization", "identifier")
+    token_rows = "SELECT ctid::text FROM idx_token WHERE sp_hash = $1 ORDER BY 1"
+    before = await db.fetch(token_rows, identifier_hash)
+    name_before = await db.fetchval("SELECT ctid::text FROM idx_string WHERE exact = 'Before'")
+    assert (await client.put("/fhir/Organization/o1", json={**org, "name": "After"}, headers=FHIR_JSON)).status == 200
+    assert await db.fetch(token_rows, identifier_hash) == before  # untouched: same physical rows
+    assert await db.fetchval("SELECT count(*) FROM idx_string WHERE ctid::text = $1", name_before) == 0
+    assert await names_of(db, "o1") == ["After"]
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry)

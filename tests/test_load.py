@@ -87,3 +87,5 @@ async def test_loaded_search_parameters_index_later_batches(database_url, db, tm
     assert await db.fetchval("SELECT count(*) FROM search_parameter_change") == 1
     exact = await db.fetchval("SELECT exact FROM idx_string WHERE sp_hash = $1", sp_hash("Organization", "nickname"))
     assert exact == "Speedy"
+    generation = await db.fetchval("SELECT max(generation) FROM search_parameter_change")
+    assert await db.fetchval("SELECT index_gen FROM resource WHERE fhir_id = 'org-1'") == generation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 
 import asyncpg
 import pytest
@@ -15,7 +16,7 @@ from tests.conftest import with_database
 
 @pytest.fixture
 async def empty_database_url(server_dsn):
-    name = "fhir_empty_" + str(id(object()))
+    name = f"fhir_empty_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     yield with_database(server_dsn, name)

@@ -122,3 +122,14 @@ async def test_builtin_parameter_restored_when_its_override_is_deleted(client):
     assert (await client.delete("/fhir/SearchParameter/sp-1")).status == 200
     assert client.server.app[CATALOG].registry.parameter("Organization", "name").definition == builtin
     assert "name" in client.server.app[CATALOG].pending_codes("Organization")
+
+
+async def test_writes_record_the_catalog_generation_they_were_indexed_with(client, db):
+    await put(client, {"resourceType": "Organization", "id": "before"})
+    await put(client, search_parameter())
+    generation = client.server.app[CATALOG].current.generation
+    assert generation > 0
+    await put(client, {"resourceType": "Organization", "id": "after"})
+    rows = {row["fhir_id"]: row["index_gen"] for row in await db.fetch(
+        "SELECT fhir_id, index_gen FROM resource WHERE res_type = 'Organization'")}
+    assert rows == {"before": 0, "after": generation}

@@ -23,10 +23,10 @@ FROM resource r JOIN unnest($1::text[], $2::text[]) AS k (res_type, fhir_id)
 FOR UPDATE OF r"""
 ALLOCATE_RES_IDS = "SELECT nextval(pg_get_serial_sequence('resource', 'res_id')) FROM generate_series(1, $1)"
 UPDATE_EXISTING = """
-UPDATE resource r SET version = u.version, last_updated = $4, deleted = false, body = u.body
+UPDATE resource r SET version = u.version, last_updated = $4, deleted = false, body = u.body, index_gen = $5
 FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u (res_id, version, body)
 WHERE r.res_id = u.res_id"""
-RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "body")
+RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "body", "index_gen")
 VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "method", "body")
 
 
@@ -45,7 +45,7 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]],
     New ids are inserted at version 1; existing ones get a new version, as a PUT would give them.
     """
     keys = [(resource["resourceType"], resource["id"]) for resource in resources]
-    last_updated = now_ms()
+    last_updated, generation = now_ms(), catalogs.current.generation
     async with conn.transaction():
         existing = {
             (row["res_type"], row["fhir_id"]): row
@@ -71,7 +71,7 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]],
             records = index_records(res_id, res_type, rows, records)
             body = orjson.dumps(stamped)
             if current is None:
-                inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body))
+                inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, generation))
             else:
                 updates.append((res_id, version, body))
             versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
@@ -79,7 +79,7 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]],
             await conn.copy_records_to_table("resource", records=inserts, columns=RESOURCE_COPY_COLUMNS)
         if updates:
             res_ids, numbers, bodies = zip(*updates)
-            await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), last_updated)
+            await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), last_updated, generation)
         await conn.copy_records_to_table("resource_version", records=versions, columns=VERSION_COPY_COLUMNS)
         # Only updated resources can have old index rows; new ones start empty.
         await replace_indexes(conn, [row[0] for row in updates], records or {})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import asyncpg
@@ -23,11 +25,25 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
 }
 _FIELD_TABLES = tuple(zip(("strings", "tokens", "dates", "numbers", "quantities", "uris", "references"), INDEX_TABLES))
 MISSING_COLUMNS = ("res_id", "sp_hash")
-DELETE_BY_RESOURCE = {
-    table: f"DELETE FROM {table} WHERE res_id = ANY($1::bigint[])" for table in (*INDEX_TABLES, "idx_missing")
+TABLE_COLUMNS = {**INDEX_TABLES, "idx_missing": MISSING_COLUMNS}
+DELETE_BY_RESOURCE = {table: f"DELETE FROM {table} WHERE res_id = ANY($1::bigint[])" for table in TABLE_COLUMNS}
+SELECT_BY_RESOURCE = {
+    table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = $1" for table, columns in TABLE_COLUMNS.items()
 }
+DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 
 IndexRecords = dict[str, list[tuple]]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexChanges:
+    added: int
+    removed: int
+    kept: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
 
 
 @lru_cache(maxsize=65536)
@@ -55,7 +71,32 @@ async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], reco
     written = 0
     for table, table_records in records.items():
         if table_records:
-            columns = INDEX_TABLES.get(table, MISSING_COLUMNS)
-            await conn.copy_records_to_table(table, records=table_records, columns=columns)
+            await conn.copy_records_to_table(table, records=table_records, columns=TABLE_COLUMNS[table])
             written += len(table_records)
     return written
+
+
+async def update_indexes(conn: asyncpg.Connection, res_id: int, records: IndexRecords) -> IndexChanges:
+    """Bring one resource's index rows to `records`, touching only the rows that differ.
+
+    Call inside a transaction that holds the resource row's lock: rows are deleted by ctid.
+    """
+    added = removed = kept = 0
+    for table, columns in TABLE_COLUMNS.items():
+        wanted = Counter(records.get(table, ()))
+        stale = []
+        for row in await conn.fetch(SELECT_BY_RESOURCE[table], res_id):
+            key = tuple(row[column] for column in columns)
+            if wanted[key] > 0:
+                wanted[key] -= 1
+                kept += 1
+            else:
+                stale.append(row["ctid"])
+        if stale:
+            await conn.execute(DELETE_BY_CTID[table], stale)
+            removed += len(stale)
+        additions = list(wanted.elements())
+        if additions:
+            await conn.copy_records_to_table(table, records=additions, columns=columns)
+            added += len(additions)
+    return IndexChanges(added, removed, kept)

@@ -15,7 +15,7 @@ from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
 from service.search.catalog import Catalogs, SearchParameterChange
 from service.search.rows import IndexRows
-from service.store.indexes import index_records, replace_indexes
+from service.store.indexes import index_records, replace_indexes, update_indexes
 from service.store.search_parameters import record_change, refresh_catalog
 
 SEARCH_PARAMETER = "SearchParameter"
@@ -26,12 +26,12 @@ SELECT_CURRENT = """
 SELECT res_id, version, last_updated, deleted, body FROM resource WHERE res_type = $1 AND fhir_id = $2"""
 SELECT_CURRENT_FOR_UPDATE = SELECT_CURRENT + " FOR UPDATE"
 INSERT_RESOURCE = """
-INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body)
-VALUES ($1, $2, 1, $3, false, $4)
+INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen)
+VALUES ($1, $2, 1, $3, false, $4, $5)
 ON CONFLICT (res_type, fhir_id) DO NOTHING
 RETURNING res_id"""
 UPDATE_RESOURCE = """
-UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5 WHERE res_id = $1"""
+UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6 WHERE res_id = $1"""
 INSERT_VERSION = """
 INSERT INTO resource_version (res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
@@ -124,9 +124,10 @@ class ResourceStore:
         last_updated = now_ms()
         stamped = stamp(resource, fhir_id, 1, last_updated)
         # Checked before any write: a resource that cannot be indexed or used is not stored.
+        generation = self._catalogs.current.generation
         rows, change = self._indexing(stamped)
         body = orjson.dumps(stamped)
-        res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body)
+        res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, generation)
         if res_id is None:
             return None
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
@@ -143,14 +144,15 @@ class ResourceStore:
         res_id, version, last_updated = current["res_id"], current["version"] + 1, now_ms()
         deleted = resource is None
         stamped = None if resource is None else stamp(resource, fhir_id, version, last_updated)
+        generation = self._catalogs.current.generation
         rows, change = (IndexRows(), None) if stamped is None else self._indexing(stamped)
         body = None if stamped is None else orjson.dumps(stamped)
-        await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body)
+        await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, generation)
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
         records = index_records(res_id, res_type, rows)
         if deleted:  # a deleted resource matches no search, not even `:missing`
             records["idx_missing"].clear()
-        await replace_indexes(conn, [res_id], records)
+        await update_indexes(conn, res_id, records)
         if res_type == SEARCH_PARAMETER:
             await record_change(conn, res_id, change)
         return Version(res_type, fhir_id, version, last_updated, deleted, body)

@@ -69,17 +69,20 @@ async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: f
 
     while True:
         try:
-            # Released to the pool, the connection is reset: its listener goes with it.
             async with pool.acquire() as conn:
                 await conn.add_listener(CHANNEL, on_notify)
-                while True:
-                    changed.clear()  # before the read, so a change during it is not lost
-                    if await refresh_catalog(pool, catalogs):
-                        log.info("search_parameters_changed", generation=catalogs.current.generation)
-                    with suppress(TimeoutError):
-                        async with asyncio.timeout(poll_seconds):
-                            await changed.wait()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                try:
+                    while True:
+                        changed.clear()  # before the read, so a change during it is not lost
+                        if await refresh_catalog(pool, catalogs):
+                            log.info("search_parameters_changed", generation=catalogs.current.generation)
+                        with suppress(TimeoutError):
+                            async with asyncio.timeout(poll_seconds):
+                                await changed.wait()
+                finally:
+                    if not conn.is_closed():  # a dead connection takes its listener with it
+                        await conn.remove_listener(CHANNEL, on_notify)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
             if asyncio.current_task().cancelling():  # an error while being cancelled is the cancellation
                 raise asyncio.CancelledError from exc
             log.warning("search_parameter_follower_failed", error=type(exc).__name__, detail=str(exc))
