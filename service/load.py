@@ -22,7 +22,7 @@ from service.fhir.resource import check_id, check_resource, check_type, parse_bo
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
-from service.store.bulk import write_batch
+from service.store.bulk import analyze_resources, write_batch
 from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
@@ -107,6 +107,8 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
                 if await _write_with_retry(conn, batch, catalogs, stats):
                     await refresh_catalog(pool, catalogs)  # later batches are indexed with them
                 progress.show(stats.total, time.perf_counter() - started)
+        # Fresh planner statistics: searches right after a large load would otherwise plan blind.
+        await analyze_resources(conn)
     progress.done()
     _print_summary(stats, time.perf_counter() - started)
     return 1 if stats.invalid else 0

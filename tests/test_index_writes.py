@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from service.search.param_hash import sp_hash
 from service.search.registry import Registry
-from service.store.indexes import sp_hash
 from tests.conftest import DATA_DIR
 from tests.indexes import expected_index_rows, stored_index_rows
 from tests.test_load import run_load

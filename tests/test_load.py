@@ -10,7 +10,7 @@ from collections import Counter
 
 import orjson
 
-from service.store.indexes import sp_hash
+from service.search.param_hash import sp_hash
 from tests.conftest import DATA_DIR
 
 DATASETS = ["synthea-r4-2019", "synthea-bulk-10", "synthea-bulk-1000", "plannet"]

@@ -10,8 +10,8 @@ import pytest
 
 from service.app import create_app
 from service.http.keys import CATALOG
+from service.search.param_hash import sp_hash
 from service.search.registry import Registry
-from service.store.indexes import sp_hash
 from tests.conftest import DATA_DIR
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -69,7 +69,14 @@ async def test_plannet_parameters_index_resources_written_after_them(client, db)
     role = {"resourceType": "PractitionerRole", "id": "role-1",
             "extension": [{"url": NETWORK_URL, "valueReference": {"reference": "Organization/net-1"}}]}
     await put(client, role)
+    await put(client, {**role, "id": "role-2", "extension": []})
     assert await indexed_values(db, "PractitionerRole", "network", "idx_reference", "target_id") == {"net-1"}
+    found = await (await client.get("/fhir/PractitionerRole?network=Organization/net-1")).json(content_type=None)
+    matches = [e["resource"]["id"] for e in found["entry"] if e["search"]["mode"] == "match"]
+    warnings = [e["resource"] for e in found["entry"] if e["search"]["mode"] == "outcome"]
+    assert matches == ["role-1"]
+    assert warnings and warnings[0]["issue"][0]["severity"] == "warning"
+    assert "PractitionerRole:network" in warnings[0]["issue"][0]["diagnostics"]
     # Plan-Net's InsurancePlan `name` is `name | alias` without the type prefix: custom expressions compile too.
     await put(client, {"resourceType": "InsurancePlan", "id": "plan-1", "name": "Gold", "alias": ["Au Plan"]})
     assert await indexed_values(db, "InsurancePlan", "name", "idx_string", "exact") == {"Gold", "Au Plan"}

@@ -8,11 +8,15 @@ from typing import Any
 from service import SERVICE_NAME, __version__
 from service.fhir.instant import format_instant
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.search.definitions import SearchParameter
+from service.search.registry import Registry
 
-_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create")
+_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type")
 
 
-def capability_statement(base: str, started: datetime) -> dict[str, Any]:
+def capability_statement(base: str, started: datetime, registry: Registry) -> dict[str, Any]:
+    """The statement; each type lists the search parameters of `registry` (built-in and custom)."""
+    referring = _referring(registry)
     resources = [
         {
             "type": res_type,
@@ -20,6 +24,9 @@ def capability_statement(base: str, started: datetime) -> dict[str, Any]:
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
+            "searchInclude": ["*", *(f"{res_type}:{p.definition.code}" for p in _references(registry, res_type))],
+            **({"searchRevInclude": referring[res_type]} if res_type in referring else {}),
+            "searchParam": [_search_param(p.definition) for p in _sorted(registry, res_type)],
         }
         for res_type in sorted(RESOURCE_TYPES)
     ]
@@ -35,3 +42,38 @@ def capability_statement(base: str, started: datetime) -> dict[str, Any]:
         "format": ["application/fhir+json", "json"],
         "rest": [{"mode": "server", "resource": resources, "interaction": [{"code": "history-system"}]}],
     }
+
+
+def _sorted(registry: Registry, res_type: str) -> list:
+    return sorted(registry.parameters(res_type), key=lambda parameter: parameter.definition.code)
+
+
+def _references(registry: Registry, res_type: str) -> list:
+    return [p for p in _sorted(registry, res_type) if p.definition.type == "reference" and p.definition.indexed]
+
+
+def _referring(registry: Registry) -> dict[str, list[str]]:
+    """Target type -> the `Source:param` reference parameters that may point at it (for _revinclude)."""
+    referring: dict[str, list[str]] = {}
+    for source in sorted(RESOURCE_TYPES):
+        for parameter in _references(registry, source):
+            for target in parameter.definition.target:
+                referring.setdefault(target, []).append(f"{source}:{parameter.definition.code}")
+    return referring
+
+
+def _search_param(definition: SearchParameter) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": definition.code, "type": definition.type}
+    if definition.url:
+        entry["definition"] = definition.url
+    entry["documentation"] = _documentation(definition)
+    return entry
+
+
+def _documentation(definition: SearchParameter) -> str:
+    if definition.type == "composite":
+        return "Composite parameter: listed for completeness, not supported for search by this server"
+    if not definition.indexed:
+        return f"{definition.type.capitalize()} parameter without an indexed expression: not supported for search"
+    targets = f" (refers to {', '.join(definition.target)})" if definition.target else ""
+    return f"Searches the values of {definition.expression}{targets}"

@@ -5,10 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.fhir.capability import capability_statement
-from service.http.keys import LIFECYCLE
+from service.http.keys import CATALOG, LIFECYCLE
 from service.http.responses import fhir_response
 from service.http.urls import base_url
 
 
 async def metadata(request: web.Request) -> web.Response:
-    return fhir_response(request, 200, capability_statement(base_url(request), request.app[LIFECYCLE].started))
+    statement = capability_statement(base_url(request), request.app[LIFECYCLE].started, request.app[CATALOG].registry)
+    return fhir_response(request, 200, statement)

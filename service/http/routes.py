@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.http import history, metadata, probes, rest
+from service.http import history, metadata, probes, rest, search
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -15,8 +15,10 @@ def add_routes(app: web.Application, base: str) -> None:
 
     app.router.add_get(f"{base}/metadata", metadata.metadata)
     app.router.add_get(f"{base}/_history", history.system_history)
-    # `_history` is registered before `{id}`: ids cannot start with '_', so the two never overlap.
+    # `_history` and `_search` are registered before `{id}`: ids cannot start with '_', so they never overlap.
     app.router.add_get(f"{base}/{{type}}/_history", history.type_history)
+    app.router.add_post(f"{base}/{{type}}/_search", search.search_post)
+    app.router.add_get(f"{base}/{{type}}", search.search_get)
     app.router.add_post(f"{base}/{{type}}", rest.create)
     app.router.add_get(f"{base}/{{type}}/{{id}}", rest.read)
     app.router.add_put(f"{base}/{{type}}/{{id}}", rest.update)

@@ -12,7 +12,7 @@ from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
 from service.search.catalog import Catalogs
-from service.store.indexes import IndexRecords, index_records, replace_indexes
+from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
 from service.store.resources import SEARCH_PARAMETER
 from service.store.search_parameters import record_change
 
@@ -27,6 +27,7 @@ UPDATE resource r SET version = u.version, last_updated = $4, deleted = false, b
 FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u (res_id, version, body)
 WHERE r.res_id = u.res_id"""
 RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "body", "index_gen")
+ANALYZE_TABLES = ("resource", *TABLE_COLUMNS)
 VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "method", "body")
 
 
@@ -87,3 +88,8 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]],
             await record_change(conn, res_id, change)
     return BatchResult(created=len(inserts), updated=len(updates), rejected=rejected,
                        search_parameters=len(search_parameters))
+
+
+async def analyze_resources(conn: asyncpg.Connection) -> None:
+    """Refresh the planner statistics of the resource and index tables (names from the allow-list)."""
+    await conn.execute(f"ANALYZE {', '.join(ANALYZE_TABLES)}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import asyncpg
 
+from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows
 
 # The allow-list of index tables and their COPY columns, in the order of the IndexRows fields
@@ -28,7 +27,8 @@ MISSING_COLUMNS = ("res_id", "sp_hash")
 TABLE_COLUMNS = {**INDEX_TABLES, "idx_missing": MISSING_COLUMNS}
 DELETE_BY_RESOURCE = {table: f"DELETE FROM {table} WHERE res_id = ANY($1::bigint[])" for table in TABLE_COLUMNS}
 SELECT_BY_RESOURCE = {
-    table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = $1" for table, columns in TABLE_COLUMNS.items()
+    table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = $1"
+    for table, columns in TABLE_COLUMNS.items()
 }
 DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 
@@ -44,13 +44,6 @@ class IndexChanges:
     @property
     def changed(self) -> bool:
         return bool(self.added or self.removed)
-
-
-@lru_cache(maxsize=65536)
-def sp_hash(res_type: str, code: str) -> int:
-    """A stable signed 64-bit hash of `ResourceType|code`, the key of every index row."""
-    digest = hashlib.blake2b(f"{res_type}|{code}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def index_records(res_id: int, res_type: str, rows: IndexRows, into: IndexRecords | None = None) -> IndexRecords:

@@ -1,0 +1,118 @@
+"""Type-level search: `GET [base]/{type}?...` and `POST [base]/{type}/_search` (form body) -> searchset Bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from aiohttp import web
+
+from service.fhir.bundle import bundle, outcome_entry, search_entry
+from service.fhir.errors import FhirError
+from service.fhir.outcome import Issue
+from service.fhir.resource import check_type
+from service.http.keys import CATALOG, POOL, SETTINGS
+from service.http.responses import fhir_response
+from service.http.urls import base_url
+from service.search.cursor import BACKWARD, FORWARD, encode_cursor
+from service.search.query import SearchContext, SearchQuery, parse_search
+from service.store.search import Found, SearchResult, run_search
+
+FORM = "application/x-www-form-urlencoded"
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
+             "display": "Resource encoded in summary mode"}
+KEPT_ELEMENTS = ("resourceType", "id", "meta")
+
+
+async def search_get(request: web.Request) -> web.Response:
+    return await _search(request, check_type(request.match_info["type"]), list(request.query.items()))
+
+
+async def search_post(request: web.Request) -> web.Response:
+    res_type = check_type(request.match_info["type"])
+    return await _search(request, res_type, [*request.query.items(), *await _form_items(request)])
+
+
+async def _form_items(request: web.Request) -> list[tuple[str, str]]:
+    if not request.can_read_body:
+        return []
+    if request.content_type != FORM:
+        raise FhirError(415, f"Unsupported Content-Type '{request.content_type}': a _search body must be {FORM}",
+                        code="not-supported")
+    form = await request.post()
+    return [(name, value) for name, value in form.items() if isinstance(value, str)]
+
+
+def _lenient(request: web.Request) -> bool:
+    return any(part.strip().replace(" ", "") == "handling=lenient"
+               for header in request.headers.getall("Prefer", []) for part in header.split(";"))
+
+
+async def _search(request: web.Request, res_type: str, items: list[tuple[str, str]]) -> web.Response:
+    settings, catalog = request.app[SETTINGS], request.app[CATALOG].current  # one snapshot for the whole request
+    base = base_url(request)
+    context = SearchContext(catalog.registry, base, datetime.now(timezone.utc), _lenient(request),
+                            settings.default_page_size, settings.max_page_size)
+    query = parse_search(res_type, items, context)
+    count_total = query.total == "accurate"
+    result = await run_search(request.app[POOL], query, count_total, settings.max_page_size)
+    if result.total is None and query.total == "auto" and query.cursor is None and not result.more_after:
+        result.total = len(result.matches)  # the first page holds every match: the total is known
+    issues = _issues(query, result, catalog.pending_codes)
+    entries = [outcome_entry(issues)] if issues else []
+    entries += [_entry(base, found, "match", query.elements) for found in result.matches]
+    entries += [_entry(base, found, "include", query.elements) for found in result.included]
+    links = _links(base, query, result)
+    total = None if query.total == "none" and not query.summary_count else result.total
+    return fhir_response(request, 200, bundle("searchset", entries, links, total))
+
+
+def _issues(query: SearchQuery, result: SearchResult, pending_codes: Callable[[str], frozenset[str]]) -> list[Issue]:
+    issues = [Issue("warning", "not-supported", message) for message in query.ignored]
+    pending = sorted(f"{res_type}:{code}" for res_type, code in query.used if code in pending_codes(res_type))
+    if pending:
+        issues.append(Issue("warning", "incomplete", f"Search parameters {', '.join(pending)} are not yet fully "
+                            "indexed: the results may be incomplete until a reindex completes"))
+    if result.included_truncated:
+        issues.append(Issue("warning", "too-costly", f"Only the first {len(result.included)} included resources "
+                            "are returned; use a smaller _count to get them all"))
+    return issues
+
+
+def _entry(base: str, found: Found, mode: str, elements: tuple[str, ...]) -> dict[str, Any]:
+    resource = _subset(found.body, elements) if elements else orjson.Fragment(found.body)
+    return search_entry(f"{base}/{found.res_type}/{found.fhir_id}", resource, mode)
+
+
+def _subset(body: bytes, elements: tuple[str, ...]) -> dict[str, Any]:
+    """Only the listed top-level elements (and resourceType, id, meta), tagged SUBSETTED."""
+    resource = orjson.loads(body)
+    kept = {name: value for name, value in resource.items() if name in KEPT_ELEMENTS or name in elements}
+    meta = dict(kept.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    kept["meta"] = meta
+    return kept
+
+
+def _links(base: str, query: SearchQuery, result: SearchResult) -> dict[str, str]:
+    url = f"{base}/{query.resource_type}"
+    own = query.cursor
+    links = {"self": _page_url(url, query, own and encode_cursor(own.direction, own.values, own.res_id))}
+    matches = result.matches
+    if not matches:
+        return links
+    first, last = matches[0], matches[-1]
+    backward = query.cursor is not None and query.cursor.direction == BACKWARD
+    if result.more_after or backward:
+        links["next"] = _page_url(url, query, encode_cursor(FORWARD, last.sort_values, last.res_id))
+    if result.more_before or (query.cursor is not None and not backward):
+        links["previous"] = _page_url(url, query, encode_cursor(BACKWARD, first.sort_values, first.res_id))
+    return links
+
+
+def _page_url(url: str, query: SearchQuery, cursor: str | None) -> str:
+    parameters = [*query.link_parameters, *((("_cursor", cursor),) if cursor else ())]
+    return f"{url}?{urlencode(parameters)}" if parameters else url

@@ -1,0 +1,289 @@
+"""Search requests -> typed queries (pure).
+
+`parse_search` turns the parameters of `GET [type]?...` (or a `_search` form) into a `SearchQuery`:
+one `Term` per parameter occurrence (repeated parameters AND), each holding its comma-separated
+alternatives (OR), plus the result controls (_sort, _count, _include...). Bad values are FhirError 400;
+unknown parameters are 400 too unless the request is lenient, when they are listed in `ignored`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from service.fhir.errors import invalid
+from service.fhir.resource_types import RESOURCE_TYPES
+from service.search.cursor import Cursor, decode_cursor
+from service.search.definitions import SearchParameter
+from service.search.query_values import (
+    parse_date,
+    parse_missing,
+    parse_number,
+    parse_quantity,
+    parse_reference,
+    parse_string,
+    parse_token,
+    parse_uri,
+    split_unescaped,
+)
+from service.search.registry import Registry
+
+CONTROL_PARAMETERS = frozenset({"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
+                                "_format", "_pretty", "_cursor"})
+MODIFIERS = {"string": {"exact", "contains"}, "token": {"not", "text"}, "uri": {"above", "below"}}
+COLUMN_SORTS = {"_id": "text", "_lastUpdated": "date"}  # sorted on resource columns
+SORT_VALUE_KINDS = {"date": "date", "number": "number", "quantity": "number"}  # others sort as text
+TOTAL_MODES = {"none": "none", "estimate": "accurate", "accurate": "accurate"}
+
+
+class UnknownParameter(Exception):
+    """A parameter this server cannot search on; ignored under `Prefer: handling=lenient`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    resource_type: str
+    code: str
+    kind: str  # the parameter's type: string, token, date, number, quantity, uri, reference
+    values: tuple = ()  # alternatives (OR), instances of the classes of query_values
+    negated: bool = False  # `:not`: no value of the resource matches any alternative
+    chain: Term | None = None  # `code:Type.inner=...`: the term the referenced resources must match
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    code: str
+    kind: str  # the parameter type ("token" for _id, "date" for _lastUpdated)
+    descending: bool
+
+    @property
+    def value_kind(self) -> str:
+        return SORT_VALUE_KINDS.get(self.kind, "text")
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    source_type: str  # the type holding the references
+    codes: tuple[str, ...]  # its reference parameters followed
+    target_type: str | None  # only references to this type (None: any)
+    reverse: bool  # _revinclude: resources of source_type that refer to the matches
+
+
+@dataclass(frozen=True, slots=True)
+class SearchContext:
+    registry: Registry
+    base: str  # this server's absolute base URL: references starting with it are local
+    now: datetime  # for `ap` on dates
+    lenient: bool
+    default_count: int
+    max_count: int
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    resource_type: str
+    terms: tuple[Term, ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = 20
+    total: str = "auto"  # "none", "accurate", or "auto": given when known without a count query
+    summary_count: bool = False
+    elements: tuple[str, ...] = ()
+    includes: tuple[Include, ...] = ()
+    cursor: Cursor | None = None
+    ignored: tuple[str, ...] = ()  # why each ignored parameter was ignored (lenient handling)
+    used: frozenset[tuple[str, str]] = frozenset()  # (resource type, code) of every parameter searched on
+    link_parameters: tuple[tuple[str, str], ...] = field(default=())  # the request's, for paging links
+
+
+def parse_search(resource_type: str, items: Iterable[tuple[str, str]], context: SearchContext) -> SearchQuery:
+    controls: dict[str, list[str]] = {}
+    terms, ignored, links = [], [], []
+    for name, value in items:
+        if "\x00" in name or "\x00" in value:
+            raise invalid("Search parameters must not contain NUL characters")
+        if name != "_cursor":
+            links.append((name, value))
+        if name in CONTROL_PARAMETERS:
+            controls.setdefault(name, []).append(value)
+        elif value:  # a parameter with an empty value is ignored, as in HAPI
+            try:
+                terms.append(parse_term(resource_type, name, value, context))
+            except UnknownParameter as problem:
+                if not context.lenient:
+                    raise invalid(str(problem)) from None
+                ignored.append(f"{problem}; it was ignored (Prefer: handling=lenient)")
+    used = frozenset(pair for term in terms for pair in term_codes(term))
+    query = SearchQuery(resource_type, tuple(terms), ignored=tuple(ignored), used=used, link_parameters=tuple(links))
+    return apply_controls(query, controls, context)
+
+
+def term_codes(term: Term) -> list[tuple[str, str]]:
+    return [(term.resource_type, term.code), *(term_codes(term.chain) if term.chain else ())]
+
+
+def lookup(registry: Registry, resource_type: str, code: str) -> SearchParameter:
+    compiled = registry.parameter(resource_type, code)
+    if compiled is None:
+        raise UnknownParameter(f"Unknown search parameter '{code}' for resource type '{resource_type}'")
+    if not compiled.definition.indexed:
+        kind = compiled.definition.type
+        raise UnknownParameter(f"Search parameter '{code}' ({kind}) of '{resource_type}' is not supported")
+    return compiled.definition
+
+
+def parse_term(resource_type: str, name: str, value: str, context: SearchContext) -> Term:
+    head, dot, chained = name.partition(".")
+    code, _, modifier = head.partition(":")
+    definition = lookup(context.registry, resource_type, code)
+    if dot:
+        return chained_term(resource_type, definition, modifier or None, chained, value, context)
+    return simple_term(resource_type, definition, modifier or None, value, context)
+
+
+def simple_term(resource_type: str, definition: SearchParameter, modifier: str | None, value: str,
+                context: SearchContext) -> Term:
+    kind, code = definition.type, definition.code
+    if modifier == "missing":
+        return Term(resource_type, code, kind, (parse_missing(value),))
+    type_modifier = modifier if kind == "reference" and modifier in RESOURCE_TYPES else None
+    if modifier and not type_modifier and modifier not in MODIFIERS.get(kind, ()):
+        raise invalid(f"Modifier ':{modifier}' is not supported on the {kind} parameter '{code}'")
+    if type_modifier and definition.target and type_modifier not in definition.target:
+        raise invalid(f"Parameter '{code}' refers to {', '.join(definition.target)}, not {type_modifier}")
+    parts = [part for part in split_unescaped(value, ",") if part]
+    if not parts:
+        raise invalid(f"Parameter '{code}' has no value: '{value}'")
+    values = tuple(parse_value(definition, part, modifier, type_modifier, context) for part in parts)
+    return Term(resource_type, code, kind, values, negated=modifier == "not")
+
+
+def parse_value(definition: SearchParameter, text: str, modifier: str | None, type_modifier: str | None,
+                context: SearchContext) -> object:
+    kind = definition.type
+    if kind == "string":
+        return parse_string(text, modifier)
+    if kind == "token":
+        return parse_token(text, modifier)
+    if kind == "reference":
+        return parse_reference(text, type_modifier, definition.target, context.base)
+    if kind == "date":
+        return parse_date(text, context.now)
+    if kind == "number":
+        return parse_number(text)
+    if kind == "quantity":
+        return parse_quantity(text)
+    return parse_uri(text, modifier)
+
+
+def chained_term(resource_type: str, definition: SearchParameter, modifier: str | None, chained: str, value: str,
+                 context: SearchContext) -> Term:
+    code = definition.code
+    if definition.type != "reference":
+        raise invalid(f"Cannot chain on '{code}': it is a {definition.type} parameter, not a reference")
+    if "." in chained:
+        raise invalid(f"Chained parameter '{code}.{chained}': only one level of chaining is supported")
+    if modifier is not None and modifier not in RESOURCE_TYPES:
+        raise invalid(f"Cannot chain on '{code}:{modifier}': ':{modifier}' is not a resource type")
+    target = modifier or (definition.target[0] if len(definition.target) == 1 else None)
+    if target is None:
+        kinds = ", ".join(definition.target) or "any type"
+        raise invalid(f"Chained parameter '{code}.{chained}': '{code}' may refer to {kinds}; "
+                      f"name the type, as in {code}:Type.{chained}")
+    if definition.target and target not in definition.target:
+        raise invalid(f"Parameter '{code}' refers to {', '.join(definition.target)}, not {target}")
+    inner_code, _, inner_modifier = chained.partition(":")
+    inner_definition = lookup(context.registry, target, inner_code)
+    inner = simple_term(target, inner_definition, inner_modifier or None, value, context)
+    return Term(resource_type, code, "reference", chain=inner)
+
+
+def apply_controls(query: SearchQuery, controls: dict[str, list[str]], context: SearchContext) -> SearchQuery:
+    resource_type, registry = query.resource_type, context.registry
+    last = {name: values[-1] for name, values in controls.items()}
+    count = parse_count(last.get("_count"), context)
+    sort = tuple(key for text in controls.get("_sort", ()) for key in parse_sort(resource_type, text, registry))
+    includes = [parse_include(text, resource_type, registry, reverse=False) for text in controls.get("_include", ())]
+    includes += [parse_include(text, resource_type, registry, reverse=True) for text in controls.get("_revinclude", ())]
+    cursor = last.get("_cursor")
+    return SearchQuery(
+        resource_type, query.terms, sort, max(count, 1), parse_total(last.get("_total")),
+        parse_summary(last.get("_summary")) or count == 0, parse_elements(controls.get("_elements", ())),
+        tuple(includes), decode_cursor(cursor, sort_value_kinds(sort)) if cursor else None,
+        query.ignored, query.used, query.link_parameters,
+    )
+
+
+def parse_count(text: str | None, context: SearchContext) -> int:
+    if text is None:
+        return context.default_count
+    if not text.isdigit():
+        raise invalid(f"Invalid _count '{text}': a non-negative integer was expected")
+    return min(int(text), context.max_count)
+
+
+def parse_total(text: str | None) -> str:
+    if text is None:
+        return "auto"
+    if text not in TOTAL_MODES:
+        raise invalid(f"Invalid _total '{text}': expected none, estimate or accurate")
+    return TOTAL_MODES[text]
+
+
+def parse_summary(text: str | None) -> bool:
+    """True for `_summary=count`; `false` is the default; the other modes are refused."""
+    if text is None or text == "false":
+        return False
+    if text == "count":
+        return True
+    raise invalid(f"_summary={text} is not supported: use count or false (or _elements)")
+
+
+def parse_elements(texts: Iterable[str]) -> tuple[str, ...]:
+    names = [name.strip() for text in texts for name in text.split(",") if name.strip()]
+    for name in names:
+        if not name.replace("_", "a").isalnum():
+            raise invalid(f"Invalid _elements name '{name}': top-level element names are expected")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_sort(resource_type: str, text: str, registry: Registry) -> list[SortKey]:
+    keys = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        descending, code = item.startswith("-"), item.removeprefix("-")
+        if code in COLUMN_SORTS:
+            keys.append(SortKey(code, "token" if code == "_id" else "date", descending))
+            continue
+        compiled = registry.parameter(resource_type, code)
+        if compiled is None or not compiled.definition.indexed:
+            raise invalid(f"Cannot sort on '{code}': not a searchable parameter of '{resource_type}'")
+        keys.append(SortKey(code, compiled.definition.type, descending))
+    return keys
+
+
+def sort_value_kinds(sort: Iterable[SortKey]) -> list[str]:
+    return [key.value_kind for key in sort]
+
+
+def parse_include(text: str, resource_type: str, registry: Registry, reverse: bool) -> Include:
+    name = "_revinclude" if reverse else "_include"
+    if text == "*" and not reverse:
+        codes = tuple(p.definition.code for p in registry.parameters(resource_type)
+                      if p.definition.type == "reference" and p.definition.indexed)
+        return Include(resource_type, codes, None, reverse)
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise invalid(f"Invalid {name} '{text}': expected SourceType:parameter[:TargetType]")
+    source, code, target = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+    if not reverse and source != resource_type:
+        raise invalid(f"Invalid _include '{text}': the source type must be {resource_type}")
+    compiled = registry.parameter(source, code) if source in RESOURCE_TYPES else None
+    if compiled is None or compiled.definition.type != "reference":
+        raise invalid(f"Invalid {name} '{text}': '{code}' is not a reference parameter of '{source}'")
+    if target is not None and target not in RESOURCE_TYPES:
+        raise invalid(f"Invalid {name} '{text}': '{target}' is not a resource type")
+    if reverse and target is not None and target != resource_type:
+        raise invalid(f"Invalid _revinclude '{text}': the target type must be {resource_type}")
+    return Include(source, (code,), resource_type if reverse else target, reverse)

@@ -1,0 +1,125 @@
+"""Search queries -> SQL statements (pure): the page of matches, and the count.
+
+The page is a keyset: rows are ordered by the sort keys then `res_id`, and a cursor selects the rows
+strictly after (or, paging backwards, before) the row it names, so pages stay exact while data changes.
+A parameter sort key is the minimum of the resource's values ascending, the maximum descending (for
+dates: the lowest `low`, the highest `high`), looked up per matching resource through the index on
+res_id; resources without a value sort last in both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.search.cursor import BACKWARD, Cursor
+from service.search.param_hash import sp_hash
+from service.search.query import SearchQuery, SortKey
+from service.search.sql_filters import TABLES, Parameters, term_condition
+
+RESOURCE_COLUMNS = {"_id": "r.fhir_id", "_lastUpdated": "r.last_updated"}
+SORT_COLUMNS = {"string": "normalized", "token": "value", "uri": "uri", "number": "value", "quantity": "value",
+                "reference": "coalesce(target_type || '/' || target_id, target_url)"}
+CASTS = {"date": "::timestamptz", "number": "::numeric", "text": "::text"}
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    text: str
+    params: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    expression: str
+    descending: bool
+    nulls_last: bool
+    cast: str
+
+    def reversed(self) -> OrderItem:
+        return OrderItem(self.expression, not self.descending, not self.nulls_last, self.cast)
+
+    def sql(self) -> str:
+        nulls = "LAST" if self.nulls_last else "FIRST"
+        return f"{self.expression} {'DESC' if self.descending else 'ASC'} NULLS {nulls}"
+
+
+def match_conditions(query: SearchQuery, params: Parameters) -> list[str]:
+    conditions = [f"r.res_type = {params.add(query.resource_type)}", "NOT r.deleted"]
+    conditions += [term_condition(term, params) for term in query.terms]
+    return conditions
+
+
+def count_statement(query: SearchQuery) -> Statement:
+    params = Parameters()
+    where = " AND ".join(match_conditions(query, params))
+    return Statement(f"SELECT count(*) FROM resource r WHERE {where}", tuple(params.values))
+
+
+def page_statement(query: SearchQuery) -> Statement:
+    """`count + 1` rows (the extra one tells whether there is a further page): res_id, res_type, fhir_id,
+    body and the sort values k0, k1, ...; in reverse order when the cursor pages backwards."""
+    params = Parameters()
+    conditions = match_conditions(query, params)
+    joins, order = sort_order(query, params)
+    cursor = query.cursor
+    if cursor is not None:
+        if cursor.direction == BACKWARD:
+            order = [item.reversed() for item in order]
+        conditions.append(keyset_condition(order, cursor, params))
+    keys = "".join(f", {item.expression} AS k{index}" for index, item in enumerate(order[:-1]))
+    text = (f"SELECT r.res_id, r.res_type, r.fhir_id, r.body{keys} FROM resource r{''.join(joins)} "
+            f"WHERE {' AND '.join(conditions)} ORDER BY {', '.join(item.sql() for item in order)} "
+            f"LIMIT {params.add(query.count + 1)}")
+    return Statement(text, tuple(params.values))
+
+
+def sort_order(query: SearchQuery, params: Parameters) -> tuple[list[str], list[OrderItem]]:
+    joins, order = [], []
+    for index, key in enumerate(query.sort):
+        cast = CASTS[key.value_kind]
+        if key.code in RESOURCE_COLUMNS:
+            order.append(OrderItem(RESOURCE_COLUMNS[key.code], key.descending, True, cast))
+            continue
+        joins.append(sort_join(query.resource_type, key, f"s{index}", params))
+        order.append(OrderItem(f"s{index}.v", key.descending, True, cast))
+    order.append(OrderItem("r.res_id", False, True, "::bigint"))
+    return joins, order
+
+
+def sort_join(resource_type: str, key: SortKey, alias: str, params: Parameters) -> str:
+    if key.kind == "date":
+        column = "high" if key.descending else "low"
+    else:
+        column = SORT_COLUMNS[key.kind]
+    aggregate = "max" if key.descending else "min"
+    code_hash = params.add(sp_hash(resource_type, key.code))
+    return (f" LEFT JOIN LATERAL (SELECT {aggregate}({column}) AS v FROM {TABLES[key.kind]} "
+            f"WHERE res_id = r.res_id AND sp_hash = {code_hash}) {alias} ON true")
+
+
+def keyset_condition(order: list[OrderItem], cursor: Cursor, params: Parameters) -> str:
+    """Rows strictly after the cursor's row in `order` (lexicographic over the keys, res_id last)."""
+    values = [*cursor.values, cursor.res_id]
+    arms = []
+    for position, item in enumerate(order):
+        after = after_condition(item, values[position], params)
+        if after is None:
+            continue
+        equal = [equal_condition(order[i], values[i], params) for i in range(position)]
+        arms.append("(" + " AND ".join([*equal, after]) + ")")
+    return "(" + (" OR ".join(arms) or "false") + ")"
+
+
+def after_condition(item: OrderItem, value: object, params: Parameters) -> str | None:
+    """Values strictly after `value` in the item's order; None when nothing comes after it."""
+    if value is None:
+        return None if item.nulls_last else f"{item.expression} IS NOT NULL"
+    operator = "<" if item.descending else ">"
+    condition = f"{item.expression} {operator} {params.add(value, item.cast)}"
+    return f"({condition} OR {item.expression} IS NULL)" if item.nulls_last else condition
+
+
+def equal_condition(item: OrderItem, value: object, params: Parameters) -> str:
+    if value is None:
+        return f"{item.expression} IS NULL"
+    return f"{item.expression} = {params.add(value, item.cast)}"

@@ -1,0 +1,190 @@
+"""Search terms -> SQL conditions on the index tables (pure).
+
+Each term becomes `res_id IN (SELECT res_id FROM idx_<type> WHERE ...)` (NOT IN for `:not`), every
+alternative carrying `sp_hash = $h` first so the (sp_hash, value) b-tree indexes serve it. Table and
+column names come from the fixed tables below; every value is a `$n` parameter.
+"""
+
+from __future__ import annotations
+
+from service.search.param_hash import sp_hash
+from service.search.query import Term
+from service.search.query_values import (
+    DateMatch,
+    MissingMatch,
+    NumberMatch,
+    QuantityMatch,
+    ReferenceMatch,
+    StringMatch,
+    TokenMatch,
+    TokenText,
+    UriMatch,
+    uri_ancestors,
+)
+
+TABLES = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
+          "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference"}
+# Row range [low, high] against the query value's range [ql, qh] (FHIR R4 search, prefixes on ranges).
+# Redundant bounds (low <= high always) give each arm an index range on `low` or `high`.
+DATE_CONDITIONS = {
+    "eq": "low >= {ql} AND low <= {qh} AND high <= {qh}",
+    "ne": "NOT (low >= {ql} AND high <= {qh})",
+    "gt": "high > {qh}",
+    "lt": "low < {ql}",
+    "ge": "(high > {qh} OR (high >= {ql} AND high <= {qh} AND low >= {ql}))",
+    "le": "(low < {ql} OR (low >= {ql} AND low <= {qh} AND high <= {qh}))",
+    "sa": "low > {qh}",
+    "eb": "high < {ql}",
+    "ap": "low <= {qh} AND high >= {ql}",
+}
+# A stored number against the query value v and its implicit range [low, high).
+NUMBER_CONDITIONS = {
+    "eq": "value >= {low} AND value < {high}",
+    "ne": "NOT (value >= {low} AND value < {high})",
+    "gt": "value > {v}",
+    "lt": "value < {v}",
+    "ge": "value >= {v}",
+    "le": "value <= {v}",
+    "sa": "value > {v}",
+    "eb": "value < {v}",
+    "ap": "value >= {low} AND value <= {high}",
+}
+
+
+class Parameters:
+    """The `$n` parameters of one statement, in order."""
+
+    def __init__(self) -> None:
+        self.values: list[object] = []
+
+    def add(self, value: object, cast: str = "") -> str:
+        self.values.append(value)
+        return f"${len(self.values)}{cast}"
+
+
+def term_condition(term: Term, params: Parameters, res_id: str = "r.res_id") -> str:
+    operator = "NOT IN" if term.negated else "IN"
+    return f"{res_id} {operator} ({term_subquery(term, params)})"
+
+
+def term_subquery(term: Term, params: Parameters) -> str:
+    code_hash = params.add(sp_hash(term.resource_type, term.code))
+    if term.chain is not None:
+        return chain_subquery(term.chain, code_hash, params)
+    first = term.values[0]
+    if isinstance(first, MissingMatch):
+        table = "idx_missing" if first.missing else TABLES[term.kind]
+        return f"SELECT res_id FROM {table} WHERE sp_hash = {code_hash}"
+    alternatives = " OR ".join(f"(sp_hash = {code_hash} AND {value_condition(value, params)})"
+                               for value in term.values)
+    return f"SELECT res_id FROM {TABLES[term.kind]} WHERE {alternatives}"
+
+
+def chain_subquery(inner: Term, code_hash: str, params: Parameters) -> str:
+    """Resources whose reference `code_hash` points at a live resource matching `inner`."""
+    target_type = params.add(inner.resource_type)
+    return (f"SELECT x.res_id FROM idx_reference x JOIN resource t "
+            f"ON t.res_type = x.target_type AND t.fhir_id = x.target_id "
+            f"WHERE x.sp_hash = {code_hash} AND x.target_type = {target_type} AND NOT t.deleted "
+            f"AND {term_condition(inner, params, 't.res_id')}")
+
+
+def value_condition(value: object, params: Parameters) -> str:
+    if isinstance(value, StringMatch):
+        return string_condition(value, params)
+    if isinstance(value, TokenMatch):
+        return token_condition(value, params)
+    if isinstance(value, TokenText):
+        return f"text ILIKE {params.add(like_prefix(value.text))}"
+    if isinstance(value, ReferenceMatch):
+        return reference_condition(value, params)
+    if isinstance(value, DateMatch):
+        return fill(DATE_CONDITIONS[value.prefix], {"ql": value.low, "qh": value.high}, "::timestamptz", params)
+    if isinstance(value, NumberMatch):
+        return number_condition(value, params)
+    if isinstance(value, QuantityMatch):
+        return quantity_condition(value, params)
+    if isinstance(value, UriMatch):
+        return uri_condition(value, params)
+    raise TypeError(f"not a search value: {value!r}")
+
+
+def successor(text: str) -> str | None:
+    """The smallest string greater than every string starting with `text` (code point order)."""
+    last = ord(text[-1]) + 1
+    if 0xD800 <= last < 0xE000:  # surrogates cannot be encoded
+        last = 0xE000
+    return text[:-1] + chr(last) if last <= 0x10FFFF else None
+
+
+def prefix_condition(column: str, text: str, params: Parameters) -> str:
+    """`column` starts with `text`, as a range the "C"-collated b-tree index serves."""
+    upper = successor(text) if text else None
+    if upper is None:
+        return f"starts_with({column}, {params.add(text)})"
+    return f"{column} >= {params.add(text)} AND {column} < {params.add(upper)}"
+
+
+def like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def string_condition(value: StringMatch, params: Parameters) -> str:
+    if value.mode == "exact":
+        return f"exact = {params.add(value.text)}"
+    if value.mode == "contains":
+        return f"strpos(normalized, {params.add(value.text)}) > 0"
+    return prefix_condition("normalized", value.text, params)
+
+
+def token_condition(value: TokenMatch, params: Parameters) -> str:
+    parts = []
+    if value.code is not None:
+        parts.append(f"value = {params.add(value.code)}")
+    if value.system_rule == "none":
+        parts.append("system IS NULL")
+    elif value.system_rule == "equal":
+        parts.append(f"system = {params.add(value.system)}")
+    return " AND ".join(parts)
+
+
+def reference_condition(value: ReferenceMatch, params: Parameters) -> str:
+    if value.url is not None:
+        return f"target_url = {params.add(value.url)}"
+    condition = f"target_id = {params.add(value.target_id)}"
+    if len(value.target_types) == 1:
+        condition = f"target_type = {params.add(value.target_types[0])} AND {condition}"
+    elif value.target_types:
+        condition = f"target_type = ANY({params.add(list(value.target_types), '::text[]')}) AND {condition}"
+    return condition
+
+
+def fill(template: str, values: dict[str, object], cast: str, params: Parameters) -> str:
+    """The template with a parameter for each of its placeholders (only those it uses)."""
+    used = {name: params.add(value, cast) for name, value in values.items() if "{" + name + "}" in template}
+    return template.format(**used)
+
+
+def number_condition(value: NumberMatch, params: Parameters) -> str:
+    values = {"v": value.value, "low": value.low, "high": value.high}
+    return fill(NUMBER_CONDITIONS[value.prefix], values, "::numeric", params)
+
+
+def quantity_condition(value: QuantityMatch, params: Parameters) -> str:
+    condition = number_condition(value.number, params)
+    if value.system is not None:
+        condition += f" AND system = {params.add(value.system)}"
+        if value.code is not None:
+            condition += f" AND unit_code = {params.add(value.code)}"
+    elif value.code is not None:
+        unit = params.add(value.code)
+        condition += f" AND (unit_code = {unit} OR unit = {unit})"
+    return condition
+
+
+def uri_condition(value: UriMatch, params: Parameters) -> str:
+    if value.mode == "below":
+        return prefix_condition("uri", value.uri, params)
+    if value.mode == "above":
+        return f"uri = ANY({params.add(uri_ancestors(value.uri), '::text[]')})"
+    return f"uri = {params.add(value.uri)}"

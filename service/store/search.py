@@ -1,0 +1,97 @@
+"""Search execution: one page of matches, the total, and the included resources, read in one snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from service.search.cursor import BACKWARD
+from service.search.param_hash import sp_hash
+from service.search.query import Include, SearchQuery
+from service.search.sql import Statement, count_statement, page_statement
+
+# Resources the page's references point at (_include), and resources referring to the page (_revinclude).
+SELECT_INCLUDED = """
+SELECT DISTINCT t.res_id, t.res_type, t.fhir_id, t.body
+FROM idx_reference x JOIN resource t ON t.res_type = x.target_type AND t.fhir_id = x.target_id
+WHERE x.res_id = ANY($1::bigint[]) AND x.sp_hash = ANY($2::bigint[]) AND NOT t.deleted
+  AND ($3::text IS NULL OR t.res_type = $3::text)
+ORDER BY t.res_id LIMIT $4"""
+SELECT_REVINCLUDED = """
+SELECT DISTINCT s.res_id, s.res_type, s.fhir_id, s.body
+FROM idx_reference x JOIN resource s ON s.res_id = x.res_id
+WHERE x.sp_hash = ANY($1::bigint[]) AND x.target_type = $2 AND x.target_id = ANY($3::text[]) AND NOT s.deleted
+ORDER BY s.res_id LIMIT $4"""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    res_id: int
+    res_type: str
+    fhir_id: str
+    body: bytes
+    sort_values: tuple[object, ...] = ()
+
+
+@dataclass
+class SearchResult:
+    matches: list[Found] = field(default_factory=list)  # in sort order
+    more_before: bool = False  # a backward page found rows before it
+    more_after: bool = False  # a forward page found rows after it
+    total: int | None = None
+    included: list[Found] = field(default_factory=list)
+    included_truncated: bool = False
+
+
+async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, include_limit: int) -> SearchResult:
+    """Page, count (when `count_total`) and includes in one read-only repeatable-read snapshot."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if query.summary_count:
+            return SearchResult(total=await _fetch_count(conn, count_statement(query)))
+        result = await _fetch_page(conn, query)
+        if count_total:
+            result.total = await _fetch_count(conn, count_statement(query))
+        if query.includes and result.matches:
+            result.included, result.included_truncated = await _fetch_included(
+                conn, query, result.matches, include_limit)
+        return result
+
+
+async def _fetch_count(conn: asyncpg.Connection, statement: Statement) -> int:
+    return await conn.fetchval(statement.text, *statement.params)
+
+
+async def _fetch_page(conn: asyncpg.Connection, query: SearchQuery) -> SearchResult:
+    statement = page_statement(query)
+    rows = await conn.fetch(statement.text, *statement.params)
+    more = len(rows) > query.count
+    found = [Found(row[0], row[1], row[2], row[3], tuple(row[4:])) for row in rows[:query.count]]
+    if query.cursor is not None and query.cursor.direction == BACKWARD:
+        return SearchResult(found[::-1], more_before=more)
+    return SearchResult(found, more_after=more)
+
+
+async def _fetch_included(conn: asyncpg.Connection, query: SearchQuery, matches: Sequence[Found],
+                          limit: int) -> tuple[list[Found], bool]:
+    """Included resources, each once, none of them a match; at most `limit` (and whether more were left)."""
+    seen = {found.res_id for found in matches}
+    included: list[Found] = []
+    for include in query.includes:
+        rows = await conn.fetch(*_include_arguments(include, matches, limit + 1))
+        for row in rows:
+            if row[0] not in seen:
+                seen.add(row[0])
+                included.append(Found(row[0], row[1], row[2], row[3]))
+        if len(included) > limit or len(rows) > limit:
+            return included[:limit], True
+    return included, False
+
+
+def _include_arguments(include: Include, matches: Sequence[Found], limit: int) -> tuple:
+    hashes = [sp_hash(include.source_type, code) for code in include.codes]
+    if include.reverse:
+        fhir_ids = [found.fhir_id for found in matches]
+        return SELECT_REVINCLUDED, hashes, include.target_type, fhir_ids, limit
+    return SELECT_INCLUDED, [found.res_id for found in matches], hashes, include.target_type, limit
