@@ -13,6 +13,7 @@ from service.http.auth import authenticate, authentication_context
 from service.http.keys import CATALOG, LIFECYCLE, METRICS, POOL, SETTINGS, STORE, Lifecycle
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
+from service.jobs.worker import ReindexWorkers, WorkerSettings
 from service.metrics import Metrics
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
@@ -36,6 +37,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_common_headers)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_search_parameters)
+    app.cleanup_ctx.append(_reindex_workers)
     app.cleanup_ctx.append(authentication_context)
     add_routes(app, settings.base_path)
     return app
@@ -59,6 +61,23 @@ async def _search_parameters(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, catalogs)
     follower = asyncio.create_task(follow_changes(pool, catalogs, settings.catalog_poll_seconds))
     yield
-    follower.cancel()
+    await _stop(follower)
+
+
+async def _reindex_workers(app: web.Application) -> AsyncIterator[None]:
+    """This replica's share of the job engine: `FHIR_REINDEX_WORKERS` workers (none: an API-only node)."""
+    settings = app[SETTINGS]
+    if settings.reindex_workers == 0:
+        yield
+        return
+    worker_settings = WorkerSettings(settings.reindex_workers, settings.reindex_lease_seconds,
+                                     settings.reindex_poll_seconds)
+    workers = asyncio.create_task(ReindexWorkers(app[POOL], app[CATALOG], worker_settings).run())
+    yield
+    await _stop(workers)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
     with suppress(asyncio.CancelledError):
-        await follower
+        await task

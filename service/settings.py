@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     role_map: RoleMap = {}
 
     reindex_workers: int = Field(default=2, ge=0)
+    reindex_lease_seconds: float = Field(default=60.0, gt=0)
+    reindex_poll_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # eHealth tokens list every privilege, so an Authorization header easily passes aiohttp's 8 KiB default.
     max_header_bytes: int = Field(default=64 * 1024, ge=8190)

@@ -9,6 +9,7 @@ import asyncpg
 import structlog
 
 from service.search.catalog import Catalogs, SearchParameterChange
+from service.store.notifications import CONNECTION_ERRORS, listening
 
 log = structlog.get_logger(__name__)
 
@@ -61,29 +62,17 @@ async def refresh_catalog(pool: asyncpg.Pool, catalogs: Catalogs) -> bool:
 
 async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: float) -> None:
     """Keep `catalogs` current: refresh on every NOTIFY, and every `poll_seconds` in case a notification
-    was missed (the listening connection dropped). Runs until cancelled."""
-    changed = asyncio.Event()
-
-    def on_notify(*_: object) -> None:
-        changed.set()
-
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                await conn.add_listener(CHANNEL, on_notify)
-                try:
-                    while True:
-                        changed.clear()  # before the read, so a change during it is not lost
-                        if await refresh_catalog(pool, catalogs):
-                            log.info("search_parameters_changed", generation=catalogs.current.generation)
-                        with suppress(TimeoutError):
-                            async with asyncio.timeout(poll_seconds):
-                                await changed.wait()
-                finally:
-                    if not conn.is_closed():  # a dead connection takes its listener with it
-                        await conn.remove_listener(CHANNEL, on_notify)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-            if asyncio.current_task().cancelling():  # an error while being cancelled is the cancellation
-                raise asyncio.CancelledError from exc
-            log.warning("search_parameter_follower_failed", error=type(exc).__name__, detail=str(exc))
-            await asyncio.sleep(poll_seconds)
+    was missed. Runs until cancelled."""
+    async with listening(pool, CHANNEL, poll_seconds) as changed:
+        while True:
+            changed.clear()  # before the read, so a change during it is not lost
+            try:
+                if await refresh_catalog(pool, catalogs):
+                    log.info("search_parameters_changed", generation=catalogs.current.generation)
+            except CONNECTION_ERRORS as exc:
+                if asyncio.current_task().cancelling():
+                    raise asyncio.CancelledError from exc
+                log.warning("search_parameter_refresh_failed", error=type(exc).__name__, detail=str(exc))
+            with suppress(TimeoutError):
+                async with asyncio.timeout(poll_seconds):
+                    await changed.wait()

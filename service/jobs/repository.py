@@ -1,0 +1,237 @@
+"""Job and chunk SQL: creation and planning, claiming under a lease, checkpoints, cancel, finalizing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+JOBS_CHANNEL = "jobs"
+# Whether a job with these parameters indexed every stored resource of these base types.
+Covers = Callable[[list[str], dict[str, Any]], bool]
+
+INSERT_JOB = """
+INSERT INTO job (id, kind, parameters, fingerprint, catalog_generation, full_coverage, created_by, created_by_type)
+VALUES ($1, 'reindex', $2, $3, $4, $5, $6, $7)
+ON CONFLICT (fingerprint) WHERE state IN ('queued', 'in_progress', 'finalizing') DO NOTHING
+RETURNING id"""
+SELECT_RUNNING_BY_FINGERPRINT = """
+SELECT id FROM job WHERE fingerprint = $1 AND state IN ('queued', 'in_progress', 'finalizing')"""
+# The types that have resources, by a loose index scan over (res_type, res_id).
+SELECT_RESOURCE_TYPES = """
+WITH RECURSIVE types (res_type) AS (
+    (SELECT res_type FROM resource ORDER BY res_type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.res_type FROM resource r WHERE r.res_type > t.res_type ORDER BY r.res_type LIMIT 1)
+    FROM types t WHERE t.res_type IS NOT NULL
+)
+SELECT res_type FROM types WHERE res_type IS NOT NULL"""
+# The res_id that closes a chunk of $3 resources after $2: a bounded index walk from a keyset position.
+SELECT_CHUNK_END = """
+SELECT res_id FROM resource WHERE res_type = $1 AND res_id > $2 ORDER BY res_id OFFSET $3 - 1 LIMIT 1"""
+SELECT_LAST_RES_ID = "SELECT max(res_id) FROM resource WHERE res_type = $1 AND res_id > $2"
+INSERT_CHUNKS = """
+INSERT INTO job_chunk (job_id, seq, res_type, lo, hi, checkpoint)
+SELECT $1, seq, res_type, lo, hi, lo FROM unnest($2::integer[], $3::text[], $4::bigint[], $5::bigint[])
+    AS c (seq, res_type, lo, hi)"""
+SET_ESTIMATE = "UPDATE job SET total_estimate = $2 WHERE id = $1"
+NOTIFY_JOBS = "SELECT pg_notify($1, $2::text)"
+
+# One statement: the oldest claimable chunk (pending, or running under an expired lease) of a live job.
+CLAIM_CHUNK = """
+WITH claimed AS (
+    UPDATE job_chunk c SET state = 'running', owner = $1, lease_until = now() + make_interval(secs => $2),
+                           attempts = c.attempts + 1
+    WHERE (c.job_id, c.seq) = (
+        SELECT k.job_id, k.seq FROM job_chunk k JOIN job j ON j.id = k.job_id
+        WHERE j.state IN ('queued', 'in_progress') AND NOT j.cancel_requested
+          AND (k.state = 'pending' OR (k.state = 'running' AND k.lease_until < now()))
+        ORDER BY j.created_at, k.seq
+        FOR UPDATE OF k SKIP LOCKED LIMIT 1)
+    RETURNING c.job_id, c.seq, c.res_type, c.hi, c.checkpoint, c.attempts
+)
+SELECT claimed.*, j.parameters, j.catalog_generation FROM claimed JOIN job j ON j.id = claimed.job_id"""
+START_JOB = """
+UPDATE job SET state = 'in_progress', started_at = now() WHERE id = $1 AND state = 'queued'"""
+# The batch's checkpoint: counters, failures (kept to 100), lease extended; returns the cancel flag.
+CHECKPOINT_CHUNK = """
+WITH advanced AS (
+    UPDATE job_chunk SET checkpoint = $3, processed = processed + $4, changed = changed + $5,
+                         unchanged = unchanged + $6, failed = failed + $7,
+                         failures = CASE WHEN jsonb_array_length(failures) >= 100 THEN failures
+                                         ELSE failures || $8::jsonb END,
+                         lease_until = now() + make_interval(secs => $9)
+    WHERE job_id = $1 AND seq = $2 AND owner = $10 AND state = 'running'
+    RETURNING job_id
+)
+SELECT j.cancel_requested FROM advanced JOIN job j ON j.id = advanced.job_id"""
+FINISH_CHUNK = "UPDATE job_chunk SET state = 'done', lease_until = NULL WHERE job_id = $1 AND seq = $2 AND owner = $3"
+RELEASE_CHUNK = """
+UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL
+WHERE job_id = $1 AND seq = $2 AND owner = $3"""
+# Only the transaction that finishes the last chunk moves the job on (the row lock serialises them).
+LOCK_JOB = "SELECT state, cancel_requested FROM job WHERE id = $1 FOR UPDATE"
+COUNT_OPEN_CHUNKS = "SELECT count(*) FROM job_chunk WHERE job_id = $1 AND state <> 'done'"
+SUM_BY_TYPE = """
+SELECT res_type, sum(processed) AS processed, sum(changed) AS changed, sum(unchanged) AS unchanged,
+       sum(failed) AS failed
+FROM job_chunk WHERE job_id = $1 GROUP BY res_type ORDER BY res_type"""
+SELECT_FAILURES = """
+SELECT f FROM job_chunk, jsonb_array_elements(failures) AS f WHERE job_id = $1 ORDER BY seq LIMIT 100"""
+END_JOB = """
+UPDATE job SET state = $2, ended_at = now(), report = $3, error = $4 WHERE id = $1 RETURNING started_at, ended_at"""
+SELECT_JOB = "SELECT * FROM job WHERE id = $1"
+REQUEST_CANCEL = """
+UPDATE job SET cancel_requested = true WHERE id = $1 AND state IN ('queued', 'in_progress', 'finalizing')
+RETURNING state"""
+SELECT_RUNNING_CHUNKS = "SELECT count(*) FROM job_chunk WHERE job_id = $1 AND state = 'running' AND lease_until > now()"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedChunk:
+    job_id: UUID
+    seq: int
+    res_type: str
+    hi: int
+    checkpoint: int
+    attempts: int
+    parameters: dict[str, Any]
+    catalog_generation: int
+
+
+async def resource_types(conn: asyncpg.Connection) -> list[str]:
+    return [row["res_type"] for row in await conn.fetch(SELECT_RESOURCE_TYPES)]
+
+
+async def plan_chunks(conn: asyncpg.Connection, job_id: UUID, res_types: list[str], chunk_size: int) -> int:
+    """Split each type's res_ids into chunks of `chunk_size` by a keyset walk; returns the resource estimate."""
+    seqs, types, lows, highs = [], [], [], []
+    for res_type in res_types:
+        low = 0
+        while True:
+            high = await conn.fetchval(SELECT_CHUNK_END, res_type, low, chunk_size)
+            if high is None:
+                high = await conn.fetchval(SELECT_LAST_RES_ID, res_type, low)
+            if high is None:
+                break
+            seqs.append(len(seqs))
+            types.append(res_type)
+            lows.append(low)
+            highs.append(high)
+            low = high
+    if seqs:
+        await conn.execute(INSERT_CHUNKS, job_id, seqs, types, lows, highs)
+    estimate = await conn.fetchval(
+        "SELECT count(*) FROM resource WHERE res_type = ANY($1::text[])", res_types) if res_types else 0
+    await conn.execute(SET_ESTIMATE, job_id, estimate)
+    return estimate
+
+
+async def claim_chunk(conn: asyncpg.Connection, owner: str, lease_seconds: float) -> ClaimedChunk | None:
+    async with conn.transaction():
+        row = await conn.fetchrow(CLAIM_CHUNK, owner, lease_seconds)
+        if row is None:
+            return None
+        await conn.execute(START_JOB, row["job_id"])
+    return ClaimedChunk(row["job_id"], row["seq"], row["res_type"], row["hi"], row["checkpoint"], row["attempts"],
+                        row["parameters"], row["catalog_generation"])
+
+
+SELECT_PENDING_CHANGES = "SELECT generation, base FROM search_parameter_change WHERE NOT indexed AND generation <= $1"
+MARK_CHANGES_INDEXED = "UPDATE search_parameter_change SET indexed = true WHERE generation = ANY($1::bigint[])"
+
+
+@dataclass(frozen=True, slots=True)
+class TypeCounts:
+    res_type: str
+    processed: int
+    changed: int
+    unchanged: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobTotals:
+    by_type: list[TypeCounts]
+    failures: list[dict[str, str]]
+
+    @property
+    def failed(self) -> int:
+        return sum(counts.failed for counts in self.by_type)
+
+
+async def job_totals(conn: asyncpg.Connection, job_id: UUID) -> JobTotals:
+    by_type = [TypeCounts(row["res_type"], int(row["processed"]), int(row["changed"]), int(row["unchanged"]),
+                          int(row["failed"])) for row in await conn.fetch(SUM_BY_TYPE, job_id)]
+    return JobTotals(by_type, [row[0] for row in await conn.fetch(SELECT_FAILURES, job_id)])
+
+
+async def finish_chunk(conn: asyncpg.Connection, chunk: ClaimedChunk, owner: str,
+                       covers: Covers) -> str | None:
+    """Mark the chunk done; the transaction that finishes a job's last chunk ends the job. Returns the
+    job's final state when this call ended it."""
+    async with conn.transaction():
+        await conn.execute(FINISH_CHUNK, chunk.job_id, chunk.seq, owner)
+        job = await conn.fetchrow(LOCK_JOB, chunk.job_id)
+        if job["state"] != "in_progress" or await conn.fetchval(COUNT_OPEN_CHUNKS, chunk.job_id):
+            return None
+        return await _end_job(conn, chunk.job_id, "cancelled" if job["cancel_requested"] else None, covers)
+
+
+async def end_cancelled(conn: asyncpg.Connection, job_id: UUID, seq: int | None, owner: str | None) -> None:
+    """Stop a cancelled job: release the caller's chunk (if any) and end the job as cancelled."""
+    async with conn.transaction():
+        if seq is not None:
+            await conn.execute(RELEASE_CHUNK, job_id, seq, owner)
+        job = await conn.fetchrow(LOCK_JOB, job_id)
+        if job["state"] in ("queued", "in_progress", "finalizing"):
+            await _end_job(conn, job_id, "cancelled", lambda _bases, _parameters: False)
+
+
+async def fail_job(conn: asyncpg.Connection, job_id: UUID, error: str) -> None:
+    async with conn.transaction():
+        job = await conn.fetchrow(LOCK_JOB, job_id)
+        if job["state"] in ("queued", "in_progress", "finalizing"):
+            await conn.execute(END_JOB, job_id, "failed", None, error)
+
+
+async def _end_job(conn: asyncpg.Connection, job_id: UUID, forced_state: str | None,
+                   covers: Covers) -> str:
+    await conn.execute("UPDATE job SET state = 'finalizing' WHERE id = $1", job_id)
+    job = await conn.fetchrow(SELECT_JOB, job_id)
+    totals = await job_totals(conn, job_id)
+    state = forced_state or ("failed" if totals.failed else "completed")
+    if state == "completed" and job["full_coverage"]:
+        await _mark_indexed(conn, job["catalog_generation"], job["parameters"], covers)
+    error = f"{totals.failed} resources could not be reindexed" if state == "failed" else None
+    await conn.execute(END_JOB, job_id, state, None, error)
+    return state
+
+
+async def _mark_indexed(conn: asyncpg.Connection, generation: int, parameters: dict[str, Any],
+                        covers: Covers) -> None:
+    """Custom parameter changes whose base types this job covered are indexed now; replicas are told."""
+    done = [row["generation"] for row in await conn.fetch(SELECT_PENDING_CHANGES, generation)
+            if covers(list(row["base"]), parameters)]
+    if done:
+        await conn.execute(MARK_CHANGES_INDEXED, done)
+        await conn.execute(NOTIFY_JOBS, "search_parameters", str(max(done)))
+
+
+async def request_cancel(conn: asyncpg.Connection, job_id: UUID) -> str | None:
+    """Flag the job cancelled; a job no worker holds ends at once. Returns the state it was in (None: ended)."""
+    async with conn.transaction():
+        state = await conn.fetchval(REQUEST_CANCEL, job_id)
+        if state is not None and not await conn.fetchval(SELECT_RUNNING_CHUNKS, job_id):
+            await end_cancelled(conn, job_id, None, None)
+        await conn.execute(NOTIFY_JOBS, JOBS_CHANNEL, str(job_id))
+    return state
+
+
+async def end_empty_job(conn: asyncpg.Connection, job_id: UUID, covers: Covers) -> str:
+    """A job with no chunk (no resources of its types) completes at once."""
+    await conn.execute(START_JOB, job_id)
+    return await _end_job(conn, job_id, None, covers)
