@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.http import history, metadata, probes, rest, search
+from service.http import history, metadata, probes, reindex, rest, search
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -15,6 +15,10 @@ def add_routes(app: web.Application, base: str) -> None:
 
     app.router.add_get(f"{base}/metadata", metadata.metadata)
     app.router.add_get(f"{base}/_history", history.system_history)
+    # Operations before `{type}`: a `$name` segment is never a resource type.
+    app.router.add_post(f"{base}/$reindex", reindex.start)
+    app.router.add_get(f"{base}/{reindex.STATUS_OPERATION}", reindex.status)
+    app.router.add_delete(f"{base}/{reindex.STATUS_OPERATION}", reindex.cancel)
     # `_history` and `_search` are registered before `{id}`: ids cannot start with '_', so they never overlap.
     app.router.add_get(f"{base}/{{type}}/_history", history.type_history)
     app.router.add_post(f"{base}/{{type}}/_search", search.search_post)

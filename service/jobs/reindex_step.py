@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 
+from service.jobs.filters import chunk_read
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.search.catalog import Catalogs
 from service.store.indexes import DELETE_BY_RESOURCE, TABLE_COLUMNS, IndexRecords, index_records
@@ -63,7 +64,7 @@ async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connectio
     batch_size = int(chunk.parameters.get("batchSize", 500))
     force = bool(chunk.parameters.get("force", False))
     async with read_conn.transaction(isolation="repeatable_read", readonly=True):
-        cursor = await read_conn.cursor(READ_CHUNK, chunk.res_type, chunk.checkpoint, chunk.hi)
+        cursor = await read_conn.cursor(*_chunk_read(chunk, catalogs))
         while rows := await cursor.fetch(batch_size):
             # The batch's index writes and its checkpoint commit together: a crash loses at most this batch.
             async with write_conn.transaction():
@@ -71,12 +72,22 @@ async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connectio
                 cancelled = await write_conn.fetchval(
                     CHECKPOINT_CHUNK, chunk.job_id, chunk.seq, outcome.last_res_id, outcome.processed,
                     outcome.changed, outcome.unchanged, len(outcome.failures),
-                    orjson.dumps(outcome.failures).decode(), lease_seconds, owner)
+                    outcome.failures, lease_seconds, owner)
                 if cancelled is None:  # rolls the batch back: the chunk is someone else's now
                     raise LeaseLost(f"chunk {chunk.seq} of job {chunk.job_id} was taken over by another worker")
             if cancelled:
                 raise ChunkCancelled(f"job {chunk.job_id} was cancelled")
             await asyncio.sleep(0)  # let requests and probes run between batches
+
+
+def _chunk_read(chunk: ClaimedChunk, catalogs: Catalogs) -> tuple[object, ...]:
+    """The statement and arguments that stream the chunk's resources from its checkpoint."""
+    queries = chunk.parameters.get("filters", {}).get(chunk.res_type)
+    if not queries:
+        return READ_CHUNK, chunk.res_type, chunk.checkpoint, chunk.hi
+    statement = chunk_read(catalogs.registry, chunk.parameters["base"], chunk.res_type, queries,
+                           chunk.checkpoint, chunk.hi)
+    return statement.text, *statement.params
 
 
 async def write_batch(conn: asyncpg.Connection, chunk: ClaimedChunk, rows: list[asyncpg.Record],
@@ -97,16 +108,19 @@ async def write_batch(conn: asyncpg.Connection, chunk: ClaimedChunk, rows: list[
             outcome.failures.append(failure)
             continue
         extracted.append(Extracted(row["res_id"], row["version"], records))
-    await _write(conn, extracted, catalog.generation, outcome)
+    await _write(conn, extracted, catalog.generation, outcome, chunk.parameters.get("optimisticLock", True))
     return outcome
 
 
-async def _write(conn: asyncpg.Connection, extracted: list[Extracted], generation: int, outcome: BatchOutcome) -> None:
+async def _write(conn: asyncpg.Connection, extracted: list[Extracted], generation: int, outcome: BatchOutcome,
+                 optimistic_lock: bool) -> None:
     if not extracted:
         return
     versions = {row["res_id"]: row["version"] for row in
                 await conn.fetch(LOCK_BATCH, [item.res_id for item in extracted])}
-    current = [item for item in extracted if versions.get(item.res_id) == item.version]
+    # Without the optimistic lock (as HAPI's optimisticLock=false) the read's rows are written anyway.
+    current = [item for item in extracted if item.res_id in versions
+               and (versions[item.res_id] == item.version or not optimistic_lock)]
     outcome.unchanged += len(extracted) - len(current)  # changed since the read: its own write indexed it
     stored = await _stored_rows(conn, [item.res_id for item in current])
     changed = [item for item in current if _differs(item, stored)]

@@ -9,6 +9,9 @@ from uuid import UUID
 
 import asyncpg
 
+from service.jobs.report import ReindexCounts, ReindexFailure, TypeCounts, render_report
+from service.store.search_parameters import CHANNEL as SEARCH_PARAMETERS_CHANNEL
+
 JOBS_CHANNEL = "jobs"
 # Whether a job with these parameters indexed every stored resource of these base types.
 Covers = Callable[[list[str], dict[str, Any]], bool]
@@ -84,6 +87,11 @@ SELECT f FROM job_chunk, jsonb_array_elements(failures) AS f WHERE job_id = $1 O
 END_JOB = """
 UPDATE job SET state = $2, ended_at = now(), report = $3, error = $4 WHERE id = $1 RETURNING started_at, ended_at"""
 SELECT_JOB = "SELECT * FROM job WHERE id = $1"
+SELECT_JOB_PROGRESS = """
+SELECT j.state, j.total_estimate, j.error, j.report, coalesce(sum(c.processed), 0) AS processed,
+       extract(epoch FROM now() - j.started_at) AS elapsed
+FROM job j LEFT JOIN job_chunk c ON c.job_id = j.id WHERE j.id = $1 GROUP BY j.id"""
+SET_REPORT = "UPDATE job SET report = $2 WHERE id = $1"
 REQUEST_CANCEL = """
 UPDATE job SET cancel_requested = true WHERE id = $1 AND state IN ('queued', 'in_progress', 'finalizing')
 RETURNING state"""
@@ -144,29 +152,17 @@ SELECT_PENDING_CHANGES = "SELECT generation, base FROM search_parameter_change W
 MARK_CHANGES_INDEXED = "UPDATE search_parameter_change SET indexed = true WHERE generation = ANY($1::bigint[])"
 
 
-@dataclass(frozen=True, slots=True)
-class TypeCounts:
-    res_type: str
-    processed: int
-    changed: int
-    unchanged: int
-    failed: int
-
-
-@dataclass(frozen=True, slots=True)
-class JobTotals:
-    by_type: list[TypeCounts]
-    failures: list[dict[str, str]]
-
-    @property
-    def failed(self) -> int:
-        return sum(counts.failed for counts in self.by_type)
-
-
-async def job_totals(conn: asyncpg.Connection, job_id: UUID) -> JobTotals:
-    by_type = [TypeCounts(row["res_type"], int(row["processed"]), int(row["changed"]), int(row["unchanged"]),
-                          int(row["failed"])) for row in await conn.fetch(SUM_BY_TYPE, job_id)]
-    return JobTotals(by_type, [row[0] for row in await conn.fetch(SELECT_FAILURES, job_id)])
+async def job_totals(conn: asyncpg.Connection, job_id: UUID) -> tuple[ReindexCounts, list[ReindexFailure]]:
+    """The job's counters per resource type, and its first 100 failures."""
+    counts = ReindexCounts({
+        row["res_type"]: TypeCounts(int(row["changed"]), int(row["unchanged"]), int(row["failed"]))
+        for row in await conn.fetch(SUM_BY_TYPE, job_id)
+    })
+    failures = []
+    for row in await conn.fetch(SELECT_FAILURES, job_id):
+        resource_type, _, resource_id = row[0]["id"].partition("/")
+        failures.append(ReindexFailure(resource_type, resource_id, row[0]["reason"]))
+    return counts, failures
 
 
 async def finish_chunk(conn: asyncpg.Connection, chunk: ClaimedChunk, owner: str,
@@ -202,12 +198,15 @@ async def _end_job(conn: asyncpg.Connection, job_id: UUID, forced_state: str | N
                    covers: Covers) -> str:
     await conn.execute("UPDATE job SET state = 'finalizing' WHERE id = $1", job_id)
     job = await conn.fetchrow(SELECT_JOB, job_id)
-    totals = await job_totals(conn, job_id)
-    state = forced_state or ("failed" if totals.failed else "completed")
+    counts, failures = await job_totals(conn, job_id)
+    state = forced_state or ("failed" if counts.failed else "completed")
     if state == "completed" and job["full_coverage"]:
         await _mark_indexed(conn, job["catalog_generation"], job["parameters"], covers)
-    error = f"{totals.failed} resources could not be reindexed" if state == "failed" else None
-    await conn.execute(END_JOB, job_id, state, None, error)
+    error = f"{counts.failed} resources could not be reindexed" if state == "failed" else None
+    times = await conn.fetchrow(END_JOB, job_id, state, None, error)
+    started = times["started_at"] or times["ended_at"]
+    report = render_report(counts, started, times["ended_at"] - started, failures)
+    await conn.execute(SET_REPORT, job_id, report)
     return state
 
 
@@ -218,7 +217,7 @@ async def _mark_indexed(conn: asyncpg.Connection, generation: int, parameters: d
             if covers(list(row["base"]), parameters)]
     if done:
         await conn.execute(MARK_CHANGES_INDEXED, done)
-        await conn.execute(NOTIFY_JOBS, "search_parameters", str(max(done)))
+        await conn.execute(NOTIFY_JOBS, SEARCH_PARAMETERS_CHANNEL, str(max(done)))
 
 
 async def request_cancel(conn: asyncpg.Connection, job_id: UUID) -> str | None:
@@ -235,3 +234,22 @@ async def end_empty_job(conn: asyncpg.Connection, job_id: UUID, covers: Covers) 
     """A job with no chunk (no resources of its types) completes at once."""
     await conn.execute(START_JOB, job_id)
     return await _end_job(conn, job_id, None, covers)
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    state: str
+    processed: int
+    total: int
+    elapsed_seconds: float | None
+    error: str | None
+    report: str | None
+
+
+async def job_progress(conn: asyncpg.Connection | asyncpg.Pool, job_id: UUID) -> JobProgress | None:
+    row = await conn.fetchrow(SELECT_JOB_PROGRESS, job_id)
+    if row is None:
+        return None
+    elapsed = None if row["elapsed"] is None else float(row["elapsed"])
+    return JobProgress(row["state"], int(row["processed"]), int(row["total_estimate"]), elapsed, row["error"],
+                       row["report"])

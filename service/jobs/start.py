@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
 
+from service.jobs.filters import is_filtered
 from service.jobs.repository import (
     INSERT_JOB,
     JOBS_CHANNEL,
@@ -26,15 +28,25 @@ DEFAULT_CHUNK_SIZE = 5000
 
 @dataclass(frozen=True, slots=True)
 class ReindexPlan:
-    """What to reindex: explicit types, or every type that has resources (`types` empty)."""
+    """What to reindex: explicit types, or every type that has resources (`types` empty); `filters`
+    limits a type to the resources matching any of its search query strings (see jobs/filters.py)."""
 
     types: tuple[str, ...] = ()
     batch_size: int = 500
     force: bool = False  # re-extract rows already indexed at the current catalog generation
+    optimistic_lock: bool = True  # skip resources changed since the chunk read them
+    filters: Mapping[str, list[str]] = field(default_factory=dict)
+    base: str = ""  # the server's base URL, for references in filters
+
+    @property
+    def full_coverage(self) -> bool:
+        return not is_filtered(self.filters)
 
     def parameters(self) -> dict[str, Any]:
         return {"types": list(self.types), "allTypes": not self.types, "batchSize": self.batch_size,
-                "force": self.force}
+                "force": self.force, "optimisticLock": self.optimistic_lock,
+                "filters": {res_type: list(queries) for res_type, queries in self.filters.items() if queries},
+                "base": self.base}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +65,7 @@ async def start_reindex(pool: asyncpg.Pool, plan: ReindexPlan, generation: int, 
     parameters = plan.parameters()
     fingerprint = hashlib.sha256(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)).hexdigest()
     async with pool.acquire() as conn, conn.transaction():
-        job_id = await conn.fetchval(INSERT_JOB, uuid4(), parameters, fingerprint, generation, True,
+        job_id = await conn.fetchval(INSERT_JOB, uuid4(), parameters, fingerprint, generation, plan.full_coverage,
                                      user_id, user_type)
         if job_id is None:
             return StartedJob(await conn.fetchval(SELECT_RUNNING_BY_FINGERPRINT, fingerprint), already_running=True)

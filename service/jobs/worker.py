@@ -94,6 +94,9 @@ class ReindexWorkers:
         except asyncio.CancelledError:
             await asyncio.shield(self._release(chunk, owner))  # shutting down: another worker resumes it now
             raise
+        except Exception:  # a bug must not stop this replica's workers: retried, then the job fails
+            log.exception("chunk_crashed", attempt=chunk.attempts)
+            await self._release(chunk, owner)
 
     async def _release(self, chunk: ClaimedChunk, owner: str) -> None:
         try:

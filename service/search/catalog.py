@@ -26,6 +26,7 @@ class Catalog:
     generation: int = 0
     # resource type -> codes whose index rows may be stale until a reindex
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    unindexed: int = 0  # changes not yet reindexed (with the generation, what identifies this snapshot)
 
     def pending_codes(self, resource_type: str) -> frozenset[str]:
         return self.pending.get(resource_type, frozenset())
@@ -53,7 +54,7 @@ def build_catalog(builtin: Registry, generation: int, definitions: Sequence[dict
     for code, bases in pending:
         for resource_type in concrete_types(bases):
             by_type.setdefault(resource_type, set()).add(code)
-    return Catalog(registry, generation, {t: frozenset(codes) for t, codes in by_type.items()})
+    return Catalog(registry, generation, {t: frozenset(codes) for t, codes in by_type.items()}, len(pending))
 
 
 class Catalogs:

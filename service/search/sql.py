@@ -9,6 +9,7 @@ res_id; resources without a value sort last in both directions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.search.cursor import BACKWARD, Cursor
@@ -123,3 +124,13 @@ def equal_condition(item: OrderItem, value: object, params: Parameters) -> str:
     if value is None:
         return f"{item.expression} IS NULL"
     return f"{item.expression} = {params.add(value, item.cast)}"
+
+
+def chunk_statement(queries: Sequence[SearchQuery], after: int, upto: int) -> Statement:
+    """The resources of one reindex chunk (res_id in (after, upto]) that match any of the queries, all of
+    one resource type, in res_id order, with the columns the reindex step reads."""
+    params = Parameters()
+    alternatives = " OR ".join(f"({' AND '.join(match_conditions(query, params))})" for query in queries)
+    text = (f"SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.body FROM resource r WHERE ({alternatives}) "
+            f"AND r.res_id > {params.add(after)} AND r.res_id <= {params.add(upto)} ORDER BY r.res_id")
+    return Statement(text, tuple(params.values))

@@ -21,7 +21,10 @@ INSERT_CHANGE = """
 INSERT INTO search_parameter_change (res_id, code, base, definition) VALUES ($1, $2, $3, $4)
 RETURNING generation"""
 NOTIFY_CHANGE = "SELECT pg_notify($1, $2::text)"
-SELECT_GENERATION = "SELECT coalesce(max(generation), 0) FROM search_parameter_change"
+# The catalog's state key: marking changes indexed leaves the generation alone but lowers the count.
+SELECT_STATE = """
+SELECT coalesce(max(generation), 0) AS generation, count(*) FILTER (WHERE NOT indexed) AS unindexed
+FROM search_parameter_change"""
 SELECT_CURRENT_DEFINITIONS = """
 SELECT definition FROM (
     SELECT DISTINCT ON (res_id) definition, generation FROM search_parameter_change
@@ -52,12 +55,12 @@ async def record_change(conn: asyncpg.Connection, res_id: int, change: SearchPar
 async def refresh_catalog(pool: asyncpg.Pool, catalogs: Catalogs) -> bool:
     """Install the catalog of the latest change, read in one snapshot; False when already current."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        generation = await conn.fetchval(SELECT_GENERATION)
-        if generation == catalogs.current.generation:
+        state = await conn.fetchrow(SELECT_STATE)
+        if (state["generation"], state["unindexed"]) == (catalogs.current.generation, catalogs.current.unindexed):
             return False
         definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
         pending = [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)]
-    return catalogs.install(generation, definitions, pending)
+    return catalogs.install(state["generation"], definitions, pending)
 
 
 async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: float) -> None:

@@ -1,0 +1,105 @@
+"""`POST [base]/$reindex`, and `GET`/`DELETE [base]/$hapi.fhir.reindex-status?_jobId=` (HAPI 8.6.5 wire
+contract; see the design brief, section 2)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from aiohttp import web
+
+from service.fhir.errors import FhirError, invalid, not_found
+from service.fhir.parameters import ReindexRequest, parse_reindex_request
+from service.fhir.resource import parse_body
+from service.http.keys import CATALOG, POOL, PRINCIPAL
+from service.http.responses import fhir_response
+from service.http.urls import base_url
+from service.jobs.filters import parse_filters
+from service.jobs.repository import JobProgress, job_progress, request_cancel
+from service.jobs.start import ReindexPlan, start_reindex
+from service.jobs.status import (
+    JobStatus,
+    accepted_response,
+    already_running_response,
+    cancel_ended_response,
+    cancel_requested_response,
+    status_response,
+)
+
+STATUS_OPERATION = "$hapi.fhir.reindex-status"
+ENDED_STATES = frozenset({"completed", "failed", "cancelled"})
+
+
+async def start(request: web.Request) -> web.Response:
+    reindex = parse_reindex_request(parse_body(await request.read()))
+    _refuse_unsupported(reindex)
+    catalogs, base = request.app[CATALOG], base_url(request)
+    filters = parse_filters(catalogs.registry, base, reindex.searches)
+    plan = ReindexPlan(types=tuple(filters), batch_size=reindex.batch_size, optimistic_lock=reindex.optimistic_lock,
+                       filters=filters, base=base)
+    principal = request[PRINCIPAL]
+    started = await start_reindex(request.app[POOL], plan, catalogs.current.generation, principal.user_id,
+                                  principal.user_type)
+    respond = already_running_response if started.already_running else accepted_response
+    status, body, headers = respond(_poll_url(request, started.job_id), _prefers_async(request))
+    return fhir_response(request, status, body, headers)
+
+
+async def status(request: web.Request) -> web.StreamResponse:
+    job_id = _job_id(request)
+    progress = await _progress(request, job_id)
+    if request.query.get("_return") == "report" and progress.state in ENDED_STATES:
+        return web.Response(text=progress.report or progress.error or "", content_type="text/plain")
+    code, body, headers = status_response(_job_status(progress), _poll_url(request, job_id))
+    return fhir_response(request, code, body, headers)
+
+
+async def cancel(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    progress = await _progress(request, job_id)
+    if progress.state in ENDED_STATES:
+        code, body, headers = cancel_ended_response(progress.state)
+    else:
+        async with request.app[POOL].acquire() as conn:
+            await request_cancel(conn, job_id)
+        code, body, headers = cancel_requested_response(_poll_url(request, job_id))
+    return fhir_response(request, code, body, headers)
+
+
+def _refuse_unsupported(reindex: ReindexRequest) -> None:
+    if reindex.reindex_search_parameters == "NONE" or reindex.optimize_storage != "NONE":
+        raise FhirError(400, "reindexSearchParameters=NONE and optimizeStorage (storage rewrites) are not "
+                             "supported yet; use the defaults (ALL, NONE)", code="not-supported")
+
+
+def _job_id(request: web.Request) -> UUID:
+    raw = request.query.get("_jobId")
+    if not raw:
+        raise invalid("The _jobId parameter is required")
+    try:
+        return UUID(raw)
+    except ValueError:
+        raise not_found(f"Invalid/unknown job ID: {raw}") from None
+
+
+async def _progress(request: web.Request, job_id: UUID) -> JobProgress:
+    progress = await job_progress(request.app[POOL], job_id)
+    if progress is None:
+        raise not_found(f"Invalid/unknown job ID: {job_id}")
+    return progress
+
+
+def _job_status(progress: JobProgress) -> JobStatus:
+    rate = left = None
+    if progress.elapsed_seconds and progress.processed:
+        rate = progress.processed / progress.elapsed_seconds
+        left = max(progress.total - progress.processed, 0) / rate
+    return JobStatus(progress.state, progress.processed, progress.total, rate, left,  # type: ignore[arg-type]
+                     progress.error, progress.report)
+
+
+def _poll_url(request: web.Request, job_id: UUID) -> str:
+    return f"{base_url(request)}/{STATUS_OPERATION}?_jobId={job_id}"
+
+
+def _prefers_async(request: web.Request) -> bool:
+    return any("respond-async" in value.lower() for value in request.headers.getall("Prefer", []))
