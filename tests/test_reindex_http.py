@@ -195,3 +195,45 @@ async def test_a_search_filter_limits_the_job(aiohttp_client, worker_settings, d
     assert 0 < matching < await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Organization'")
     assert await db.fetchval("SELECT sum(processed) FROM job_chunk") == matching
     assert await db.fetchval("SELECT full_coverage FROM job") is False
+
+
+def sections(parameters: dict) -> dict[str, dict[str, list[dict]]]:
+    """{section: {code: [parts of each entry]}} of an instance $reindex answer."""
+    result: dict[str, dict[str, list[dict]]] = {}
+    for parameter in parameters["parameter"]:
+        for part in parameter.get("part", []):
+            values = {sub["name"]: next(v for k, v in sub.items() if k.startswith("value")) for sub in part["part"]}
+            result.setdefault(parameter["name"], {}).setdefault(part["name"], []).append(values)
+    return result
+
+
+def message_of(parameters: dict) -> str:
+    return next(p["valueString"] for p in parameters["parameter"] if p["name"] == "Message")
+
+
+async def test_instance_dryrun_and_reindex(client, db):
+    org = {"resourceType": "Organization", "id": "o1", "name": "Acme",
+           "identifier": [{"system": "urn:oid:1.2", "value": "42"}]}
+    assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
+    # Make the stored name row stale, as an older definition would have left it.
+    await db.execute("UPDATE idx_string SET exact = 'Old', normalized = 'old' WHERE exact = 'Acme'")
+    stale = await db.fetchval("SELECT count(*) FROM idx_string WHERE exact = 'Old'")  # name and phonetic
+
+    dry = await client.get("/fhir/Organization/o1/$reindex-dryrun?code=name")
+    body = await dry.json(content_type=None)
+    assert dry.status == 200
+    assert message_of(body).startswith("Reindex dry-run completed in")
+    assert "No changes were committed" in message_of(body)
+    names = sections(body)["StringIndexes"]["name"]
+    assert {(n["Action"], n["ValueExact"]) for n in names} == {("ADD", "Acme"), ("REMOVE", "Old")}
+    assert "TokenIndexes" not in sections(body)  # limited to `name`
+    assert await db.fetchval("SELECT count(*) FROM idx_string WHERE exact = 'Old'") == stale  # nothing written
+
+    done = await client.post("/fhir/Organization/o1/$reindex")
+    body = await done.json(content_type=None)
+    assert message_of(body).startswith("Reindex completed in")
+    tokens = sections(body)["TokenIndexes"]["identifier"]
+    assert {(t["Action"], t["System"], t["Value"]) for t in tokens} == {("NO_CHANGE", "urn:oid:1.2", "42")}
+    assert await db.fetchval("SELECT count(*) FROM idx_string WHERE exact = 'Old'") == 0
+    assert await db.fetchval("SELECT count(*) FROM idx_string WHERE exact = 'Acme'") == stale
+    assert (await client.post("/fhir/Organization/nobody/$reindex")).status == 404

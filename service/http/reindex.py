@@ -3,17 +3,20 @@ contract; see the design brief, section 2)."""
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from uuid import UUID
 
 from aiohttp import web
 
 from service.fhir.errors import FhirError, invalid, not_found
-from service.fhir.parameters import ReindexRequest, parse_reindex_request
-from service.fhir.resource import parse_body
-from service.http.keys import CATALOG, POOL, PRINCIPAL
+from service.fhir.parameters import ReindexRequest, parse_dryrun_codes, parse_reindex_request
+from service.fhir.resource import check_id, check_type, parse_body
+from service.http.keys import CATALOG, POOL, PRINCIPAL, STORE
 from service.http.responses import fhir_response
 from service.http.urls import base_url
 from service.jobs.filters import parse_filters
+from service.jobs.instance_report import instance_reindex_parameters
 from service.jobs.repository import JobProgress, job_progress, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from service.jobs.status import (
@@ -103,3 +106,27 @@ def _poll_url(request: web.Request, job_id: UUID) -> str:
 
 def _prefers_async(request: web.Request) -> bool:
     return any("respond-async" in value.lower() for value in request.headers.getall("Prefer", []))
+
+
+async def instance_reindex(request: web.Request) -> web.Response:
+    """`POST [base]/{type}/{id}/$reindex`: reindex one resource now; the Parameters say what changed."""
+    return await _instance(request, dry_run=False, codes=())
+
+
+async def instance_dryrun(request: web.Request) -> web.Response:
+    """`GET|POST [base]/{type}/{id}/$reindex-dryrun[?code=...]`: the same extraction, nothing written."""
+    body = parse_body(await request.read()) if request.can_read_body else None
+    return await _instance(request, dry_run=True, codes=parse_dryrun_codes(request.query.getall("code", []), body))
+
+
+async def _instance(request: web.Request, dry_run: bool, codes: tuple[str, ...]) -> web.Response:
+    res_type, fhir_id = check_type(request.match_info["type"]), check_id(request.match_info["id"])
+    started = time.perf_counter()
+    result = await request.app[STORE].reindex(res_type, fhir_id, write=not dry_run)
+    if result is None:
+        raise not_found(f"Resource {res_type}/{fhir_id} is not known")
+    old, new = result
+    elapsed = timedelta(seconds=time.perf_counter() - started)
+    parameters = request.app[CATALOG].registry.parameters(res_type)
+    types = {parameter.definition.code: parameter.definition.type.capitalize() for parameter in parameters}
+    return fhir_response(request, 200, instance_reindex_parameters(old, new, elapsed, dry_run, codes, types))

@@ -28,4 +28,7 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_put(f"{base}/{{type}}/{{id}}", rest.update)
     app.router.add_delete(f"{base}/{{type}}/{{id}}", rest.delete)
     app.router.add_get(f"{base}/{{type}}/{{id}}/_history", history.instance_history)
+    app.router.add_post(f"{base}/{{type}}/{{id}}/$reindex", reindex.instance_reindex)
+    app.router.add_get(f"{base}/{{type}}/{{id}}/$reindex-dryrun", reindex.instance_dryrun)
+    app.router.add_post(f"{base}/{{type}}/{{id}}/$reindex-dryrun", reindex.instance_dryrun)
     app.router.add_get(f"{base}/{{type}}/{{id}}/_history/{{vid}}", rest.vread)

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 import asyncpg
 
 from service.search.param_hash import sp_hash
-from service.search.rows import IndexRows
+from service.search.rows import (
+    DateRow,
+    IndexRows,
+    NumberRow,
+    QuantityRow,
+    ReferenceRow,
+    StringRow,
+    TokenRow,
+    UriRow,
+)
 
 # The allow-list of index tables and their COPY columns, in the order of the IndexRows fields
 # (each row's fields after `code` map onto the columns after `sp_hash`).
@@ -93,3 +102,23 @@ async def update_indexes(conn: asyncpg.Connection, res_id: int, records: IndexRe
             await conn.copy_records_to_table(table, records=additions, columns=columns)
             added += len(additions)
     return IndexChanges(added, removed, kept)
+
+
+# The row type of each index table, in the order of INDEX_TABLES (missing rows carry only the code).
+_ROW_TYPES = dict(zip(INDEX_TABLES, (StringRow, TokenRow, DateRow, NumberRow, QuantityRow, UriRow, ReferenceRow)))
+_FIELDS = dict(zip(INDEX_TABLES, IndexRows._fields))
+
+
+async def read_index_rows(conn: asyncpg.Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
+    """One resource's stored index rows as IndexRows; `codes` maps sp_hash to code (a row whose hash is
+    not there, left by a parameter that no longer exists, shows under `?`)."""
+    fields: dict[str, list[object]] = {field: [] for field in _FIELDS.values()}
+    missing = set()
+    for table, statement in SELECT_BY_RESOURCE.items():
+        for row in await conn.fetch(statement, res_id):
+            code = codes.get(row["sp_hash"], "?")
+            if table == "idx_missing":
+                missing.add(code)
+            else:
+                fields[_FIELDS[table]].append(_ROW_TYPES[table](code, *tuple(row)[3:]))
+    return IndexRows(**{field: tuple(rows) for field, rows in fields.items()}, missing=frozenset(missing))

@@ -14,8 +14,9 @@ from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
 from service.search.catalog import Catalogs, SearchParameterChange
+from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows
-from service.store.indexes import index_records, replace_indexes, update_indexes
+from service.store.indexes import index_records, read_index_rows, replace_indexes, update_indexes
 from service.store.search_parameters import record_change, refresh_catalog
 
 SEARCH_PARAMETER = "SearchParameter"
@@ -39,6 +40,7 @@ SELECT_VERSION = """
 SELECT v.version, v.last_updated, v.deleted, v.body
 FROM resource r JOIN resource_version v ON v.res_id = r.res_id
 WHERE r.res_type = $1 AND r.fhir_id = $2 AND v.version = $3"""
+SET_INDEX_GEN = "UPDATE resource SET index_gen = $2 WHERE res_id = $1"
 SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 
 
@@ -117,6 +119,22 @@ class ResourceStore:
                 return WriteResult(_version(res_type, fhir_id, current), changed=False)
             written = await self._new_version(conn, current, res_type, fhir_id, None, "DELETE")
         return await self._after_write(WriteResult(written))
+
+    async def reindex(self, res_type: str, fhir_id: str, write: bool) -> tuple[IndexRows, IndexRows] | None:
+        """The resource's stored and freshly extracted index rows (None: no such live resource); with
+        `write`, the stored ones are brought up to date in the same transaction (instance $reindex)."""
+        catalog = self._catalogs.current
+        codes = {sp_hash(res_type, p.definition.code): p.definition.code for p in catalog.registry.parameters(res_type)}
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE if write else SELECT_CURRENT, res_type, fhir_id)
+            if row is None or row["deleted"]:
+                return None
+            old = await read_index_rows(conn, row["res_id"], codes)
+            new = self._catalogs.index_rows(orjson.loads(row["body"]))
+            if write:
+                await update_indexes(conn, row["res_id"], index_records(row["res_id"], res_type, new))
+                await conn.execute(SET_INDEX_GEN, row["res_id"], catalog.generation)
+        return old, new
 
     async def _insert(
         self, conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method,
