@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     load = commands.add_parser("load", help="bulk-load NDJSON files (plain or .gz) through COPY")
     load.add_argument("files", nargs="+", help="NDJSON files or directories of *.ndjson[.gz]")
     load.add_argument("--batch-size", type=int, default=5000, help="resources per write transaction")
+    reindex = commands.add_parser("reindex", help="start a $reindex job (as POST [base]/$reindex would)")
+    reindex.add_argument("--url", action="append", default=[], help="Type? or Type?search; repeatable; none: all")
+    reindex.add_argument("--batch-size", type=int, help="resources per write transaction (default 500)")
+    reindex.add_argument("--wait", action="store_true", help="work on the job here and wait until it ends")
     return parser
 
 
@@ -70,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service.load import load_files
 
         return _run(load_files(settings, args.files, args.batch_size))
+    if args.command == "reindex":
+        from service.reindex_cli import run_reindex
+
+        return _run(run_reindex(settings, args.url, args.batch_size, args.wait))
     command = run_migrations if args.command == "migrate" else serve
     _run(command(settings))
     return 0
