@@ -72,7 +72,7 @@ async def _reindex_workers(app: web.Application) -> AsyncIterator[None]:
         return
     worker_settings = WorkerSettings(settings.reindex_workers, settings.reindex_lease_seconds,
                                      settings.reindex_poll_seconds)
-    workers = asyncio.create_task(ReindexWorkers(app[POOL], app[CATALOG], worker_settings).run())
+    workers = asyncio.create_task(ReindexWorkers(app[POOL], app[CATALOG], worker_settings, app[METRICS]).run())
     yield
     await _stop(workers)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -42,6 +42,30 @@ class Metrics:
         )
         self.pool = _PoolCollector()
         self.registry.register(self.pool)
+        self.reindex_resources = Counter(
+            "fhir_reindex_resources", "Resources processed by this replica's reindex workers", ["outcome"],
+            registry=self.registry,
+        )
+        self.reindex_batch_seconds = Histogram(
+            "fhir_reindex_batch_duration_seconds", "Time to extract and write one reindex batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=self.registry,
+        )
+        labels = ["job_id", "state"]
+        self.job_processed = Gauge("fhir_reindex_job_processed", "Resources a live job has processed", labels,
+                                   registry=self.registry)
+        self.job_total = Gauge("fhir_reindex_job_total", "Resources a live job will visit (estimate)", labels,
+                               registry=self.registry)
+        self.job_rate = Gauge("fhir_reindex_job_rate", "Resources per second of a live job so far", labels,
+                              registry=self.registry)
+
+    def set_jobs(self, jobs: list[tuple[str, str, int, int, float]]) -> None:
+        """(job id, state, processed, total, rate) of the live jobs; ended jobs drop out."""
+        for gauge in (self.job_processed, self.job_total, self.job_rate):
+            gauge.clear()
+        for job_id, state, processed, total, rate in jobs:
+            self.job_processed.labels(job_id, state).set(processed)
+            self.job_total.labels(job_id, state).set(total)
+            self.job_rate.labels(job_id, state).set(rate)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

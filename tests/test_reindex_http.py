@@ -94,6 +94,11 @@ async def test_seed_exchange_is_answered_as_hapi_does(aiohttp_client, worker_set
     raw = await client.get(local(location) + "&_return=report", headers=SEED_HEADERS)
     assert raw.headers["Content-Type"].startswith("text/plain") and await raw.text() == report
     assert await db.fetchval("SELECT created_by_type FROM job") == "SYSTEM"
+    metrics = await (await client.get("/metrics")).text()
+    counted = sum(float(value) for value in re.findall(r'^fhir_reindex_resources_total\{outcome="\w+"\} (\S+)$',
+                                                        metrics, re.MULTILINE))
+    assert counted == 32
+    assert "fhir_reindex_batch_duration_seconds_count" in metrics
 
 
 @pytest.mark.parametrize(("body", "problem"), [
@@ -130,6 +135,9 @@ async def test_status_and_cancel_of_unknown_missing_and_queued_jobs(client, db):
     path = local(started.headers["Content-Location"])
     queued = await client.get(path)  # this app runs no workers
     assert queued.status == 202 and queued.headers["X-Progress"] == "$reindex job has not yet started"
+    job_id = path.rpartition("=")[2]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'fhir_reindex_job_total{{job_id="{job_id}",state="queued"}} 1.0' in metrics
     again = await client.post("/fhir/$reindex", json=parameters(("url", "valueString", "Organization?")),
                               headers={**FHIR_JSON, "Prefer": "respond-async"})
     assert again.headers["Content-Location"] == started.headers["Content-Location"]

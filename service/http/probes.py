@@ -11,6 +11,7 @@ from aiohttp import web
 
 from service.db import schema_version
 from service.http.keys import LIFECYCLE, METRICS, POOL
+from service.jobs.repository import live_jobs
 from service.metrics import CONTENT_TYPE
 
 log = structlog.get_logger(__name__)
@@ -42,4 +43,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+    registry = request.app[METRICS]
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
+            registry.set_jobs(await live_jobs(request.app[POOL]))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        # The process metrics still matter when the database does not answer.
+        log.warning("metrics_jobs_unavailable", error=type(exc).__name__)
+    return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})

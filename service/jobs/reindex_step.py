@@ -5,7 +5,9 @@ replaces the changed resources' index rows through COPY and advances the chunk's
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -59,13 +61,16 @@ class Extracted:
 
 
 async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connection, chunk: ClaimedChunk,
-                    catalogs: Catalogs, owner: str, lease_seconds: float) -> None:
-    """Process the chunk from its checkpoint to its end; raises ChunkCancelled when the job is cancelled."""
+                    catalogs: Catalogs, owner: str, lease_seconds: float,
+                    on_batch: Callable[[BatchOutcome, float], None] = lambda _outcome, _seconds: None) -> None:
+    """Process the chunk from its checkpoint to its end, telling `on_batch` what each committed batch did
+    and how long it took; raises ChunkCancelled when the job is cancelled."""
     batch_size = int(chunk.parameters.get("batchSize", 500))
     force = bool(chunk.parameters.get("force", False))
     async with read_conn.transaction(isolation="repeatable_read", readonly=True):
         cursor = await read_conn.cursor(*_chunk_read(chunk, catalogs))
         while rows := await cursor.fetch(batch_size):
+            started = time.perf_counter()
             # The batch's index writes and its checkpoint commit together: a crash loses at most this batch.
             async with write_conn.transaction():
                 outcome = await write_batch(write_conn, chunk, rows, catalogs, force)
@@ -75,6 +80,7 @@ async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connectio
                     outcome.failures, lease_seconds, owner)
                 if cancelled is None:  # rolls the batch back: the chunk is someone else's now
                     raise LeaseLost(f"chunk {chunk.seq} of job {chunk.job_id} was taken over by another worker")
+            on_batch(outcome, time.perf_counter() - started)
             if cancelled:
                 raise ChunkCancelled(f"job {chunk.job_id} was cancelled")
             await asyncio.sleep(0)  # let requests and probes run between batches

@@ -253,3 +253,20 @@ async def job_progress(conn: asyncpg.Connection | asyncpg.Pool, job_id: UUID) ->
     elapsed = None if row["elapsed"] is None else float(row["elapsed"])
     return JobProgress(row["state"], int(row["processed"]), int(row["total_estimate"]), elapsed, row["error"],
                        row["report"])
+
+
+SELECT_LIVE_JOBS = """
+SELECT j.id::text AS id, j.state, j.total_estimate, coalesce(sum(c.processed), 0) AS processed,
+       extract(epoch FROM now() - j.started_at) AS elapsed
+FROM job j LEFT JOIN job_chunk c ON c.job_id = j.id
+WHERE j.state IN ('queued', 'in_progress', 'finalizing') GROUP BY j.id"""
+
+
+async def live_jobs(pool: asyncpg.Pool) -> list[tuple[str, str, int, int, float]]:
+    """(id, state, processed, total, rate) of every job not yet ended, for /metrics."""
+    jobs = []
+    for row in await pool.fetch(SELECT_LIVE_JOBS):
+        elapsed = float(row["elapsed"] or 0)
+        rate = int(row["processed"]) / elapsed if elapsed else 0.0
+        jobs.append((row["id"], row["state"], int(row["processed"]), int(row["total_estimate"]), rate))
+    return jobs

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
+import structlog
 
 from service.jobs.filters import is_filtered
 from service.jobs.repository import (
@@ -23,6 +24,7 @@ from service.jobs.repository import (
 )
 from service.search.registry import concrete_types
 
+log = structlog.get_logger(__name__)
 DEFAULT_CHUNK_SIZE = 5000
 
 
@@ -70,8 +72,11 @@ async def start_reindex(pool: asyncpg.Pool, plan: ReindexPlan, generation: int, 
         if job_id is None:
             return StartedJob(await conn.fetchval(SELECT_RUNNING_BY_FINGERPRINT, fingerprint), already_running=True)
         types = list(plan.types) or await resource_types(conn)
-        if await plan_chunks(conn, job_id, types, chunk_size):
+        estimate = await plan_chunks(conn, job_id, types, chunk_size)
+        if estimate:
             await conn.execute(NOTIFY_JOBS, JOBS_CHANNEL, str(job_id))
         else:
             await end_empty_job(conn, job_id, covers)
+    log.info("job_started", job_id=str(job_id), types=types, resources=estimate, filtered=not plan.full_coverage,
+             user_id=user_id)
     return StartedJob(job_id, already_running=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from service.jobs.reindex_step import ChunkCancelled, LeaseLost, run_chunk
+from service.jobs.reindex_step import BatchOutcome, ChunkCancelled, LeaseLost, run_chunk
 from service.jobs.repository import (
     JOBS_CHANNEL,
     RELEASE_CHUNK,
@@ -23,6 +23,7 @@ from service.jobs.repository import (
     finish_chunk,
 )
 from service.jobs.start import covers
+from service.metrics import Metrics
 from service.search.catalog import Catalogs
 from service.store.notifications import CONNECTION_ERRORS, listening
 
@@ -40,10 +41,12 @@ class WorkerSettings:
 
 
 class ReindexWorkers:
-    def __init__(self, pool: asyncpg.Pool, catalogs: Catalogs, settings: WorkerSettings) -> None:
+    def __init__(self, pool: asyncpg.Pool, catalogs: Catalogs, settings: WorkerSettings,
+                 metrics: Metrics | None = None) -> None:
         self._pool = pool
         self._catalogs = catalogs
         self._settings = settings
+        self._metrics = metrics
         self._name = f"{socket.gethostname()}-{os.getpid()}"
 
     async def run(self) -> None:
@@ -78,9 +81,12 @@ class ReindexWorkers:
         log.info("chunk_started", res_type=chunk.res_type, attempt=chunk.attempts, checkpoint=chunk.checkpoint)
         try:
             async with self._pool.acquire() as read_conn, self._pool.acquire() as write_conn:
-                await run_chunk(read_conn, write_conn, chunk, self._catalogs, owner, self._settings.lease_seconds)
+                await run_chunk(read_conn, write_conn, chunk, self._catalogs, owner, self._settings.lease_seconds,
+                                self._count_batch)
                 ended = await finish_chunk(write_conn, chunk, owner, covers)
-            log.info("chunk_finished", res_type=chunk.res_type, job_ended=ended)
+            log.info("chunk_finished", res_type=chunk.res_type)
+            if ended:
+                log.info("job_ended", state=ended)
         except ChunkCancelled:
             async with self._pool.acquire() as conn:
                 await end_cancelled(conn, chunk.job_id, chunk.seq, owner)
@@ -97,6 +103,14 @@ class ReindexWorkers:
         except Exception:  # a bug must not stop this replica's workers: retried, then the job fails
             log.exception("chunk_crashed", attempt=chunk.attempts)
             await self._release(chunk, owner)
+
+    def _count_batch(self, outcome: BatchOutcome, seconds: float) -> None:
+        if self._metrics is not None:
+            resources = self._metrics.reindex_resources
+            resources.labels("changed").inc(outcome.changed)
+            resources.labels("unchanged").inc(outcome.unchanged)
+            resources.labels("failed").inc(len(outcome.failures))
+            self._metrics.reindex_batch_seconds.observe(seconds)
 
     async def _release(self, chunk: ClaimedChunk, owner: str) -> None:
         try:

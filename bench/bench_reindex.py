@@ -1,0 +1,300 @@
+"""$reindex throughput, memory and probe latency, against a raw baseline measured in the same run and database.
+
+    python bench/bench_reindex.py [--organizations N] [--observations M] [--batch-size B] [--small S]
+
+1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows.
+2. In process, one ReindexWorkers worker: a forced $reindex per type (every row re-extracted and compared
+   with its stored rows), timed from start_reindex to the job's `completed` state; resources/s and
+   index rows/s (the type's rows in the idx_* tables, i.e. rows extracted and compared).
+3. Raw baseline, same rows and batch size: server-side cursor in a read-only transaction, orjson.loads of
+   each body, and COPY of as many constant rows as the job extracted into `raw_idx` (a logged table
+   LIKE idx_token: same columns, no indexes), one transaction per batch. Ratio = job / raw.
+4. Peak RSS: VmRSS of this process sampled while the worker runs (and VmHWM of the service subprocess).
+5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=1), with the Organizations marked stale:
+   POST $reindex to the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id};
+   then the same for a database of `--small` Organizations (the issue: 32 in < 1 s; HAPI 8.6.5: 4 min).
+The machine is noisy (other processes run): compare the ratios, not the absolute figures, between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import scratch_database, service_process, unsigned_token  # noqa: E402
+from bench.generate import batches, organization_id  # noqa: E402
+from service.db import create_pool, load_migrations, migrate  # noqa: E402
+from service.jobs.start import ReindexPlan, start_reindex  # noqa: E402
+from service.jobs.worker import ReindexWorkers, WorkerSettings  # noqa: E402
+from service.logging import configure_logging  # noqa: E402
+from service.search.catalog import Catalogs  # noqa: E402
+from service.search.registry import Registry  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.store.bulk import write_batch  # noqa: E402
+from service.store.indexes import TABLE_COLUMNS  # noqa: E402
+
+LOAD_BATCH = 2000
+ENDED = ("completed", "failed", "cancelled")
+COUNT_INDEX_ROWS = "SELECT " + " + ".join(
+    f"(SELECT count(*) FROM {table} i JOIN resource r USING (res_id) WHERE r.res_type = $1)" for table in TABLE_COLUMNS)
+JOB_COUNTS = """SELECT j.state, sum(c.processed), sum(c.changed), sum(c.unchanged), sum(c.failed)
+FROM job j JOIN job_chunk c ON c.job_id = j.id WHERE j.id = $1 GROUP BY j.state"""
+RAW_READ = """SELECT res_id, fhir_id, version, index_gen, body FROM resource
+WHERE res_type = $1 AND NOT deleted ORDER BY res_id"""
+RAW_ROW = (1, 1234567890123, "http://terminology.hl7.org/CodeSystem/organization-type", "prov", None)
+MARK_STALE = "UPDATE resource SET index_gen = index_gen - 1 WHERE res_type = $1"
+
+
+@dataclass
+class JobRun:
+    kind: str
+    seconds: float
+    processed: int
+    changed: int
+    failed: int
+    index_rows: int
+    raw_seconds: float = 0.0
+
+
+def vm_kib(pid: int | str, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+async def open_pool(dsn: str) -> asyncpg.Pool:
+    pool = await create_pool(dsn, Settings(database_url=dsn))
+    async with pool.acquire() as conn:
+        await migrate(conn, load_migrations())
+    return pool
+
+
+async def load(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, count: int) -> float:
+    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        for batch in batches(kind, count, LOAD_BATCH):
+            result = await write_batch(conn, batch, catalogs)
+            assert not result.rejected, result.rejected[:3]
+        await conn.execute("VACUUM ANALYZE")
+    return count / (time.perf_counter() - started)
+
+
+async def wait_job(pool: asyncpg.Pool, job_id: object) -> asyncpg.Record:
+    while True:
+        row = await pool.fetchrow(JOB_COUNTS, job_id)
+        if row is not None and row["state"] in ENDED:
+            return row
+        await asyncio.sleep(0.01)
+
+
+async def forced_reindex(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, batch_size: int) -> JobRun:
+    """One forced job for `kind`, processed by the worker already running in this process."""
+    started = time.perf_counter()
+    job = await start_reindex(pool, ReindexPlan(types=(kind,), batch_size=batch_size, force=True),
+                              catalogs.current.generation)
+    row = await wait_job(pool, job.job_id)
+    seconds = time.perf_counter() - started
+    assert row["state"] == "completed", row
+    index_rows = await pool.fetchval(COUNT_INDEX_ROWS, kind)
+    return JobRun(kind, seconds, int(row[1]), int(row[2]), int(row[4]), index_rows)
+
+
+async def sample_rss(peak: list[int]) -> None:
+    while True:
+        peak[0] = max(peak[0], vm_kib("self", "VmRSS"))
+        await asyncio.sleep(0.02)
+
+
+async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[str],
+                          batch_size: int) -> tuple[list[JobRun], int, int]:
+    """The forced jobs with one in-process worker; returns them, VmRSS before and peak VmRSS (KiB)."""
+    before, peak = vm_kib("self", "VmRSS"), [0]
+    sampler = asyncio.create_task(sample_rss(peak))
+    workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=1)).run())
+    try:
+        runs = [await forced_reindex(pool, catalogs, kind, batch_size) for kind in kinds]
+    finally:
+        for task in (workers, sampler):
+            task.cancel()
+        await asyncio.gather(workers, sampler, return_exceptions=True)
+    return runs, before, peak[0]
+
+
+async def raw_baseline(dsn: str, run: JobRun, batch_size: int) -> float:
+    """Seconds to stream, parse and COPY what the job read and extracted, with trivial extraction."""
+    read, write = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        await write.execute("DROP TABLE IF EXISTS raw_idx; CREATE TABLE raw_idx (LIKE idx_token)")
+        started, seen, written = time.perf_counter(), 0, 0
+        async with read.transaction(isolation="repeatable_read", readonly=True):
+            cursor = await read.cursor(RAW_READ, run.kind)
+            while rows := await cursor.fetch(batch_size):
+                for row in rows:
+                    orjson.loads(row["body"])
+                seen += len(rows)
+                target = run.index_rows * seen // run.processed
+                async with write.transaction():
+                    await write.copy_records_to_table("raw_idx", records=[RAW_ROW] * (target - written))
+                written = target
+        return time.perf_counter() - started
+    finally:
+        await read.close()
+        await write.close()
+
+
+async def paced(session: aiohttp.ClientSession, url: str, stop: asyncio.Event, out: list[float],
+                interval: float = 0.02, limit: int = 50_000) -> None:
+    """GET `url` every `interval` s until `stop` (at most `limit` times), recording latencies (ms)."""
+    for _ in range(limit):
+        if stop.is_set():
+            return
+        started = time.perf_counter()
+        async with session.get(url) as response:
+            await response.read()
+            assert response.status == 200, (url, response.status)
+        out.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(interval)
+
+
+async def reindex_over_http(session: aiohttp.ClientSession, base: str, url: str, batch: int, poll: float) -> float:
+    """Seconds from POST $reindex to the first 200 of its poll URL."""
+    body = {"resourceType": "Parameters", "parameter": [{"name": "url", "valueString": url},
+                                                       {"name": "batchSize", "valueInteger": batch}]}
+    started = time.perf_counter()
+    async with session.post(f"{base}/fhir/$reindex", data=orjson.dumps(body)) as response:
+        assert response.status == 202, await response.text()
+        location = response.headers["Content-Location"]
+    for _ in range(int(3600 / poll)):
+        async with session.get(location) as response:
+            await response.read()
+            if response.status == 200:
+                assert "completed successfully" in response.headers.get("X-Progress", ""), response.headers
+                return time.perf_counter() - started
+        await asyncio.sleep(poll)
+    raise TimeoutError("the $reindex job did not end")
+
+
+def http_session() -> aiohttp.ClientSession:
+    token = unsigned_token(["Organization.read", "$reindex"])
+    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+
+
+def child_peak_rss() -> int:
+    """VmHWM (KiB) of this process's children: the one service subprocess while it runs."""
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    return max((vm_kib(pid, "VmHWM") for pid in children), default=0)
+
+
+async def probe(session: aiohttp.ClientSession, base: str, organizations: int, probes: int, stop: asyncio.Event,
+                limit: int = 50_000) -> tuple[list[float], list[float]]:
+    """`probes` paced clients each of /readyz and of reads of random Organizations, until `stop` or `limit`."""
+    ready, reads, rng = [], [], random.Random(7)
+    clients = [paced(session, f"{base}/readyz", stop, ready, limit=limit) for _ in range(probes)]
+    clients += [paced(session, f"{base}/fhir/Organization/{organization_id(rng.randrange(organizations))}",
+                      stop, reads, limit=limit) for _ in range(probes)]
+    await asyncio.gather(*clients)
+    return ready, reads
+
+
+async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int) -> dict[str, object]:
+    """Organizations marked stale, reindexed over HTTP while paced clients probe; the probes idle first."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(MARK_STALE, "Organization")
+    await conn.execute("VACUUM ANALYZE resource")
+    await conn.close()
+    stop = asyncio.Event()
+    async with service_process(dsn, FHIR_REINDEX_WORKERS="1") as base, http_session() as session:
+        idle = await probe(session, base, organizations, probes, asyncio.Event(), limit=100)
+        during = asyncio.create_task(probe(session, base, organizations, probes, stop))
+        try:
+            seconds = await reindex_over_http(session, base, "Organization?", batch, 0.05)
+        finally:
+            stop.set()
+            ready, reads = await during
+        service_rss = child_peak_rss()
+    return {"seconds": seconds, "idle": idle, "during": (ready, reads), "service_rss": service_rss}
+
+
+async def small_http_runs(count: int, repeat: int, batch: int) -> list[float]:
+    """Seconds from POST to 200 for `count` stale Organizations, `repeat` times (marked stale before each)."""
+    async with scratch_database() as dsn:
+        pool = await open_pool(dsn)
+        await load(pool, Catalogs(Registry.builtin()), "Organization", count)
+        times = []
+        async with service_process(dsn, FHIR_REINDEX_WORKERS="1") as base, http_session() as session:
+            for _ in range(repeat):
+                await pool.execute(MARK_STALE, "Organization")
+                times.append(await reindex_over_http(session, base, "Organization?", batch, 0.01))
+        await pool.close()
+        return times
+
+
+def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], http: dict, small: list[float]) -> None:
+    print(f"forced $reindex, 1 in-process worker, batch {args.batch_size}; raw = cursor + orjson.loads + COPY "
+          f"of as many constant rows into a logged LIKE-idx_token table without indexes")
+    print(f"{'type':<12}{'resources':>10}{'rows':>10}{'changed':>8}{'s':>7}{'res/s':>9}{'rows/s':>10}"
+          f"{'raw res/s':>10}{'ratio':>7}")
+    for run in runs:
+        print(f"{run.kind:<12}{run.processed:>10,}{run.index_rows:>10,}{run.changed:>8,}{run.seconds:>7.2f}"
+              f"{run.processed / run.seconds:>9,.0f}{run.index_rows / run.seconds:>10,.0f}"
+              f"{run.processed / run.raw_seconds:>10,.0f}{run.raw_seconds / run.seconds:>7.2f}")
+    print(f"peak RSS of the worker process: {rss[1] / 1024:.0f} MiB (VmRSS sampled; {rss[0] / 1024:.0f} MiB "
+          f"before the jobs; ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+    orgs = args.organizations
+    print(f"HTTP: {orgs:,} stale Organizations, POST $reindex -> 200 in {http['seconds']:.2f} s "
+          f"({orgs / http['seconds']:,.0f} res/s); service VmHWM {http['service_rss'] / 1024:.0f} MiB")
+    for index, name in enumerate(("GET /readyz", "GET /fhir/Organization/{id}")):
+        idle, during = http["idle"][index], http["during"][index]
+        print(f"  {name:<28} during: n={len(during):>5,} p50 {percentile(during, 0.5):6.1f} ms "
+              f"p99 {percentile(during, 0.99):6.1f} ms | idle: p50 {percentile(idle, 0.5):5.1f} ms "
+              f"p99 {percentile(idle, 0.99):5.1f} ms")
+    print(f"HTTP: {args.small} stale Organizations, POST $reindex -> 200: median {statistics.median(small):.3f} s, "
+          f"max {max(small):.3f} s over {len(small)} runs (issue: < 1 s; HAPI 8.6.5: 4 min)")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--organizations", type=int, default=30_000)
+    parser.add_argument("--observations", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--small", type=int, default=32)
+    parser.add_argument("--probes", type=int, default=2, help="paced clients per probed endpoint")
+    args = parser.parse_args()
+    configure_logging(Settings(log_level="WARNING"))
+    catalogs = Catalogs(Registry.builtin())
+    async with scratch_database() as dsn:
+        pool = await open_pool(dsn)
+        for kind, count in (("Organization", args.organizations), ("Observation", args.observations)):
+            rate = await load(pool, catalogs, kind, count)
+            print(f"loaded {count:,} {kind} ({rate:,.0f} res/s)", flush=True)
+        runs, before, peak = await in_process_runs(pool, catalogs, ["Organization", "Observation"], args.batch_size)
+        await pool.close()
+        for run in runs:
+            run.raw_seconds = await raw_baseline(dsn, run, args.batch_size)
+        http = await probed_http_run(dsn, args.organizations, args.probes, args.batch_size)
+    small = await small_http_runs(args.small, 5, args.batch_size)
+    report(args, runs, (before, peak), http, small)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
