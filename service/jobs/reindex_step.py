@@ -27,7 +27,11 @@ SELECT_INDEX_ROWS = {
     table: f"SELECT {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
     for table, columns in TABLE_COLUMNS.items()
 }
-SET_INDEX_GEN = "UPDATE resource SET index_gen = $2 WHERE res_id = ANY($1::bigint[])"
+# Only rows not at the generation yet: an UPDATE of an unchanged row still leaves a dead tuple behind.
+SET_INDEX_GEN = "UPDATE resource SET index_gen = $2 WHERE res_id = ANY($1::bigint[]) AND index_gen <> $2"
+# Extraction and comparison are CPU work on the event loop: yield this often so probes and reads keep
+# their latency during a reindex.
+YIELD_EVERY = 100
 MAX_FAILURE_REASON = 300
 
 
@@ -102,7 +106,9 @@ async def write_batch(conn: asyncpg.Connection, chunk: ClaimedChunk, rows: list[
     catalog = catalogs.current
     outcome = BatchOutcome(last_res_id=rows[-1]["res_id"])
     extracted = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
+        if number % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
         if row["index_gen"] == catalog.generation and not force:
             outcome.unchanged += 1  # indexed with these definitions already: a read is all it costs
             continue
@@ -129,7 +135,12 @@ async def _write(conn: asyncpg.Connection, extracted: list[Extracted], generatio
                and (versions[item.res_id] == item.version or not optimistic_lock)]
     outcome.unchanged += len(extracted) - len(current)  # changed since the read: its own write indexed it
     stored = await _stored_rows(conn, [item.res_id for item in current])
-    changed = [item for item in current if _differs(item, stored)]
+    changed = []
+    for number, item in enumerate(current, start=1):
+        if number % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        if _differs(item, stored):
+            changed.append(item)
     outcome.changed += len(changed)
     outcome.unchanged += len(current) - len(changed)
     if changed:
@@ -144,6 +155,7 @@ async def _stored_rows(conn: asyncpg.Connection, res_ids: list[int]) -> dict[tup
         for table, statement in SELECT_INDEX_ROWS.items():
             for row in await conn.fetch(statement, res_ids):
                 stored[(table, row[0])][tuple(row)] += 1
+            await asyncio.sleep(0)
     return stored
 
 
