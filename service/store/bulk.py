@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -11,7 +13,7 @@ import orjson
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
-from service.search.catalog import Catalogs
+from service.search.catalog import Catalogs, SearchParameterChange
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
 from service.store.resources import SEARCH_PARAMETER
 from service.store.search_parameters import record_change
@@ -39,6 +41,18 @@ class BatchResult:
     search_parameters: int  # SearchParameters written: the catalog needs a refresh
 
 
+@dataclass
+class _Batch:
+    """A batch's rows, prepared in memory before any write."""
+
+    inserts: list[tuple] = field(default_factory=list)
+    updates: list[tuple] = field(default_factory=list)
+    versions: list[tuple] = field(default_factory=list)
+    records: IndexRecords | None = None
+    rejected: list[str] = field(default_factory=list)
+    search_parameters: list[tuple[int, SearchParameterChange]] = field(default_factory=list)
+
+
 async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]], catalogs: Catalogs) -> BatchResult:
     """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) and their
     index rows in one transaction.
@@ -54,40 +68,50 @@ async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]],
         }
         new_count = len(keys) - len(existing)
         fresh_ids = iter([row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, new_count)] if new_count else [])
-        inserts, updates, versions, rejected, search_parameters = [], [], [], [], []
-        records: IndexRecords | None = None
-        for resource, (res_type, fhir_id) in zip(resources, keys):
-            current = existing.get((res_type, fhir_id))
-            version = 1 if current is None else current["version"] + 1
-            stamped = stamp(resource, fhir_id, version, last_updated)
-            try:
-                rows = catalogs.index_rows(stamped)
-                change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
-            except FhirError as exc:
-                rejected.append(f"{res_type}/{fhir_id}: {exc.diagnostics}")
-                continue
-            res_id = next(fresh_ids) if current is None else current["res_id"]
-            if change is not None:
-                search_parameters.append((res_id, change))
-            records = index_records(res_id, res_type, rows, records)
-            body = orjson.dumps(stamped)
-            if current is None:
-                inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, generation))
-            else:
-                updates.append((res_id, version, body))
-            versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
-        if inserts:
-            await conn.copy_records_to_table("resource", records=inserts, columns=RESOURCE_COPY_COLUMNS)
-        if updates:
-            res_ids, numbers, bodies = zip(*updates)
-            await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), last_updated, generation)
-        await conn.copy_records_to_table("resource_version", records=versions, columns=VERSION_COPY_COLUMNS)
-        # Only updated resources can have old index rows; new ones start empty.
-        await replace_indexes(conn, [row[0] for row in updates], records or {})
-        for res_id, change in search_parameters:
-            await record_change(conn, res_id, change)
-    return BatchResult(created=len(inserts), updated=len(updates), rejected=rejected,
-                       search_parameters=len(search_parameters))
+        batch = _Batch()
+        for resource, key in zip(resources, keys):
+            _prepare(batch, resource, key, existing.get(key), fresh_ids, catalogs, last_updated, generation)
+        await _write(conn, batch, last_updated, generation)
+    return BatchResult(created=len(batch.inserts), updated=len(batch.updates), rejected=batch.rejected,
+                       search_parameters=len(batch.search_parameters))
+
+
+def _prepare(batch: _Batch, resource: dict[str, Any], key: tuple[str, str], current: asyncpg.Record | None,
+             fresh_ids: Iterator[int], catalogs: Catalogs, last_updated: datetime, generation: int) -> None:
+    """Stamp and index one resource into the batch; one that cannot be indexed or used is rejected."""
+    res_type, fhir_id = key
+    version = 1 if current is None else current["version"] + 1
+    stamped = stamp(resource, fhir_id, version, last_updated)
+    try:
+        rows = catalogs.index_rows(stamped)
+        change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
+    except FhirError as exc:
+        batch.rejected.append(f"{res_type}/{fhir_id}: {exc.diagnostics}")
+        return
+    res_id = next(fresh_ids) if current is None else current["res_id"]
+    if change is not None:
+        batch.search_parameters.append((res_id, change))
+    batch.records = index_records(res_id, res_type, rows, batch.records)
+    body = orjson.dumps(stamped)
+    if current is None:
+        batch.inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, generation))
+    else:
+        batch.updates.append((res_id, version, body))
+    batch.versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
+
+
+async def _write(conn: asyncpg.Connection, batch: _Batch, last_updated: datetime, generation: int) -> None:
+    if batch.inserts:
+        await conn.copy_records_to_table("resource", records=batch.inserts, columns=RESOURCE_COPY_COLUMNS)
+    if batch.updates:
+        res_ids, numbers, bodies = zip(*batch.updates)
+        await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), last_updated, generation)
+    if batch.versions:
+        await conn.copy_records_to_table("resource_version", records=batch.versions, columns=VERSION_COPY_COLUMNS)
+    # Only updated resources can have old index rows; new ones start empty.
+    await replace_indexes(conn, [row[0] for row in batch.updates], batch.records or {})
+    for res_id, change in batch.search_parameters:
+        await record_change(conn, res_id, change)
 
 
 async def analyze_resources(conn: asyncpg.Connection) -> None:
