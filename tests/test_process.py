@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -17,16 +16,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-
-def unsigned_token(claims: dict) -> str:
-    """An `alg: none` token as the local run accepts (test data, built by hand on purpose)."""
-    def part(obj: dict) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-    return f"{part({'alg': 'none'})}.{part(claims)}."
-
+from tests.tokens import unsigned
 
 TRACE_ID = "0755a2726f3f6912f108b0ba3df02c82"
-LOCAL_TOKEN = unsigned_token({
+LOCAL_TOKEN = unsigned({
     "user_id": "local-operator", "user_type": "SYSTEM",
     "realm_access": {"roles": ["Organization.read", "Organization.write"]},
     "exp": int(time.time()) + 3600,

@@ -12,6 +12,7 @@ from aiohttp import web
 from service.fhir.bundle import bundle
 from service.fhir.errors import invalid, not_found
 from service.fhir.instant import format_instant, parse_instant
+from service.fhir.paging import parse_count
 from service.fhir.resource import check_id, check_type
 from service.http.keys import POOL, SETTINGS
 from service.http.responses import fhir_response
@@ -24,12 +25,8 @@ _RESPONSE_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Co
 
 def page_size(request: web.Request) -> int:
     settings = request.app[SETTINGS]
-    raw = request.query.get("_count")
-    if raw is None:
-        return settings.default_page_size
-    if not raw.isdigit():
-        raise invalid(f"Invalid _count '{raw}': a non-negative integer was expected")
-    return max(1, min(int(raw), settings.max_page_size))
+    # A history page holds at least one entry (`_count=0` asks search, not history, for a total only).
+    return max(1, parse_count(request.query.get("_count"), settings.default_page_size, settings.max_page_size))
 
 
 async def system_history(request: web.Request) -> web.Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import orjson
 import structlog
 from aiohttp import web
@@ -13,6 +12,7 @@ from service.db import schema_version
 from service.http.keys import LIFECYCLE, METRICS, POOL
 from service.jobs.repository import live_jobs
 from service.metrics import CONTENT_TYPE
+from service.store.notifications import CONNECTION_ERRORS
 
 log = structlog.get_logger(__name__)
 _READY_TIMEOUT_SECONDS = 2.0
@@ -34,7 +34,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
             version = await schema_version(request.app[POOL])
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except (*CONNECTION_ERRORS, TimeoutError) as exc:
         log.warning("readiness_database_unavailable", error=type(exc).__name__)
         return _status(503, status="database unavailable")
     if version < lifecycle.schema_version:
@@ -47,7 +47,7 @@ async def metrics(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
             registry.set_jobs(await live_jobs(request.app[POOL]))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except (*CONNECTION_ERRORS, TimeoutError) as exc:
         # The process metrics still matter when the database does not answer.
         log.warning("metrics_jobs_unavailable", error=type(exc).__name__)
     return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -16,19 +16,20 @@ import orjson
 from service.jobs.filters import chunk_read
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.search.catalog import Catalogs
-from service.store.indexes import DELETE_BY_RESOURCE, TABLE_COLUMNS, IndexRecords, index_records
+from service.store.indexes import (
+    SELECT_BY_RESOURCES,
+    SET_INDEX_GEN,
+    TABLE_COLUMNS,
+    IndexRecords,
+    index_records,
+    replace_indexes,
+)
 
 READ_CHUNK = """
 SELECT res_id, fhir_id, version, index_gen, body FROM resource
 WHERE res_type = $1 AND res_id > $2 AND res_id <= $3 AND NOT deleted ORDER BY res_id"""
 # Optimistic lock: a resource updated or deleted since the read keeps the rows its own write made.
 LOCK_BATCH = "SELECT res_id, version FROM resource WHERE res_id = ANY($1::bigint[]) AND NOT deleted FOR UPDATE"
-SELECT_INDEX_ROWS = {
-    table: f"SELECT {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
-    for table, columns in TABLE_COLUMNS.items()
-}
-# Only rows not at the generation yet: an UPDATE of an unchanged row still leaves a dead tuple behind.
-SET_INDEX_GEN = "UPDATE resource SET index_gen = $2 WHERE res_id = ANY($1::bigint[]) AND index_gen <> $2"
 # Extraction and comparison are CPU work on the event loop: yield this often so probes and reads keep
 # their latency during a reindex.
 YIELD_EVERY = 100
@@ -144,7 +145,11 @@ async def _write(conn: asyncpg.Connection, extracted: list[Extracted], generatio
     outcome.changed += len(changed)
     outcome.unchanged += len(current) - len(changed)
     if changed:
-        await _replace(conn, changed)
+        records: IndexRecords = {table: [] for table in TABLE_COLUMNS}
+        for item in changed:
+            for table, table_records in item.records.items():
+                records[table].extend(table_records)
+        await replace_indexes(conn, [item.res_id for item in changed], records)
     await conn.execute(SET_INDEX_GEN, [item.res_id for item in current], generation)
 
 
@@ -152,7 +157,7 @@ async def _stored_rows(conn: asyncpg.Connection, res_ids: list[int]) -> dict[tup
     """The stored index rows of the resources, per (table, res_id), as multisets."""
     stored: dict[tuple[str, int], Counter[tuple]] = defaultdict(Counter)
     if res_ids:
-        for table, statement in SELECT_INDEX_ROWS.items():
+        for table, statement in SELECT_BY_RESOURCES.items():
             for row in await conn.fetch(statement, res_ids):
                 stored[(table, row[0])][tuple(row)] += 1
             await asyncio.sleep(0)
@@ -161,13 +166,3 @@ async def _stored_rows(conn: asyncpg.Connection, res_ids: list[int]) -> dict[tup
 
 def _differs(item: Extracted, stored: dict[tuple[str, int], Counter[tuple]]) -> bool:
     return any(Counter(item.records[table]) != stored.get((table, item.res_id), Counter()) for table in TABLE_COLUMNS)
-
-
-async def _replace(conn: asyncpg.Connection, changed: list[Extracted]) -> None:
-    res_ids = [item.res_id for item in changed]
-    for statement in DELETE_BY_RESOURCE.values():
-        await conn.execute(statement, res_ids)
-    for table, columns in TABLE_COLUMNS.items():
-        records = [record for item in changed for record in item.records[table]]
-        if records:
-            await conn.copy_records_to_table(table, records=records, columns=columns)

@@ -25,7 +25,7 @@ from service.jobs.repository import (
 from service.jobs.start import covers
 from service.metrics import Metrics
 from service.search.catalog import Catalogs
-from service.store.notifications import CONNECTION_ERRORS, listening
+from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
 
 log = structlog.get_logger(__name__)
 # Worth retrying: another transaction won, or the connection went away.
@@ -62,7 +62,7 @@ class ReindexWorkers:
                 async with self._pool.acquire() as conn:
                     chunk = await claim_chunk(conn, owner, self._settings.lease_seconds)
             except TRANSIENT_ERRORS as exc:
-                _reraise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 log.warning("claim_failed", owner=owner, error=type(exc).__name__)
                 chunk = None
             if chunk is None:
@@ -94,7 +94,7 @@ class ReindexWorkers:
         except LeaseLost as exc:
             log.warning("chunk_lease_lost", detail=str(exc))
         except TRANSIENT_ERRORS as exc:
-            _reraise_if_cancelling(exc)
+            reraise_if_cancelling(exc)
             log.warning("chunk_interrupted", error=type(exc).__name__, detail=str(exc), attempt=chunk.attempts)
             await self._release(chunk, owner)  # retried from its checkpoint, by any worker
         except asyncio.CancelledError:
@@ -124,7 +124,3 @@ class ReindexWorkers:
         async with self._pool.acquire() as conn:
             await fail_job(conn, chunk.job_id, error)
 
-
-def _reraise_if_cancelling(exc: BaseException) -> None:
-    if asyncio.current_task().cancelling():  # an error while being cancelled is the cancellation
-        raise asyncio.CancelledError from exc

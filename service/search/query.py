@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from service.fhir.errors import invalid
+from service.fhir.paging import parse_count
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
@@ -201,7 +202,7 @@ def chained_term(resource_type: str, definition: SearchParameter, modifier: str 
 def apply_controls(query: SearchQuery, controls: dict[str, list[str]], context: SearchContext) -> SearchQuery:
     resource_type, registry = query.resource_type, context.registry
     last = {name: values[-1] for name, values in controls.items()}
-    count = parse_count(last.get("_count"), context)
+    count = parse_count(last.get("_count"), context.default_count, context.max_count)
     sort = tuple(key for text in controls.get("_sort", ()) for key in parse_sort(resource_type, text, registry))
     includes = [parse_include(text, resource_type, registry, reverse=False) for text in controls.get("_include", ())]
     includes += [parse_include(text, resource_type, registry, reverse=True) for text in controls.get("_revinclude", ())]
@@ -212,14 +213,6 @@ def apply_controls(query: SearchQuery, controls: dict[str, list[str]], context: 
         tuple(includes), decode_cursor(cursor, sort_value_kinds(sort)) if cursor else None,
         query.ignored, query.used, query.link_parameters,
     )
-
-
-def parse_count(text: str | None, context: SearchContext) -> int:
-    if text is None:
-        return context.default_count
-    if not text.isdigit():
-        raise invalid(f"Invalid _count '{text}': a non-negative integer was expected")
-    return min(int(text), context.max_count)
 
 
 def parse_total(text: str | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from service.fhir.resource_types import RESOURCE_TYPES
@@ -114,7 +115,8 @@ class Registry:
 
     @classmethod
     def builtin(cls) -> Registry:
-        return cls(load_builtin())
+        """The R4 parameters: compiled once per process, handed out as independent copies."""
+        return _compiled_builtin().copy()
 
     def copy(self) -> Registry:
         """An independent registry with the same compiled parameters (cheap: nothing is recompiled)."""
@@ -181,3 +183,8 @@ def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> tuple[list, ...]:
                     for item in values:
                         rows += convert(code, item)
     return sinks
+
+
+@cache
+def _compiled_builtin() -> Registry:
+    return Registry(load_builtin())

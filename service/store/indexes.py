@@ -39,6 +39,12 @@ SELECT_BY_RESOURCE = {
     table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = $1"
     for table, columns in TABLE_COLUMNS.items()
 }
+SELECT_BY_RESOURCES = {
+    table: f"SELECT {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
+    for table, columns in TABLE_COLUMNS.items()
+}
+# Only rows not at the generation yet: an UPDATE of an unchanged row still leaves a dead tuple behind.
+SET_INDEX_GEN = "UPDATE resource SET index_gen = $2 WHERE res_id = ANY($1::bigint[]) AND index_gen <> $2"
 DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 
 IndexRecords = dict[str, list[tuple]]
@@ -68,8 +74,14 @@ def index_records(res_id: int, res_type: str, rows: IndexRows, into: IndexRecord
 
 async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], records: IndexRecords) -> int:
     """Delete the resources' index rows and COPY the new ones; call inside a transaction. Returns rows written."""
-    for statement in DELETE_BY_RESOURCE.values():
-        await conn.execute(statement, list(res_ids))
+    if res_ids:
+        for statement in DELETE_BY_RESOURCE.values():
+            await conn.execute(statement, list(res_ids))
+    return await insert_indexes(conn, records)
+
+
+async def insert_indexes(conn: asyncpg.Connection, records: IndexRecords) -> int:
+    """COPY index rows of resources that have none yet (new ones). Returns rows written."""
     written = 0
     for table, table_records in records.items():
         if table_records:

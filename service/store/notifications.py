@@ -13,6 +13,13 @@ log = structlog.get_logger(__name__)
 CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
+def reraise_if_cancelling(exc: BaseException) -> None:
+    """A connection error raised while the task is being cancelled is the cancellation itself: re-raise it
+    as one, so a background loop that retries connection errors still stops."""
+    if asyncio.current_task().cancelling():
+        raise asyncio.CancelledError from exc
+
+
 @asynccontextmanager
 async def listening(pool: asyncpg.Pool, channel: str, retry_seconds: float) -> AsyncIterator[asyncio.Event]:
     """An Event set on every NOTIFY on `channel` while the block runs. A dropped listening connection is
@@ -41,8 +48,7 @@ async def _listen(pool: asyncpg.Pool, channel: str, event: asyncio.Event, retry_
                     if not conn.is_closed():  # a dead connection takes its listener with it
                         await conn.remove_listener(channel, on_notify)
         except CONNECTION_ERRORS as exc:
-            if asyncio.current_task().cancelling():  # an error while being cancelled is the cancellation
-                raise asyncio.CancelledError from exc
+            reraise_if_cancelling(exc)
             log.warning("listener_failed", channel=channel, error=type(exc).__name__, detail=str(exc))
             await asyncio.sleep(retry_seconds)
             event.set()

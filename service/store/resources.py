@@ -16,7 +16,7 @@ from service.fhir.resource import stamp
 from service.search.catalog import Catalogs, SearchParameterChange
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows
-from service.store.indexes import index_records, read_index_rows, replace_indexes, update_indexes
+from service.store.indexes import SET_INDEX_GEN, index_records, insert_indexes, read_index_rows, update_indexes
 from service.store.search_parameters import record_change, refresh_catalog
 
 SEARCH_PARAMETER = "SearchParameter"
@@ -40,7 +40,6 @@ SELECT_VERSION = """
 SELECT v.version, v.last_updated, v.deleted, v.body
 FROM resource r JOIN resource_version v ON v.res_id = r.res_id
 WHERE r.res_type = $1 AND r.fhir_id = $2 AND v.version = $3"""
-SET_INDEX_GEN = "UPDATE resource SET index_gen = $2 WHERE res_id = $1"
 SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 
 
@@ -133,7 +132,7 @@ class ResourceStore:
             new = self._catalogs.index_rows(orjson.loads(row["body"]))
             if write:
                 await update_indexes(conn, row["res_id"], index_records(row["res_id"], res_type, new))
-                await conn.execute(SET_INDEX_GEN, row["res_id"], catalog.generation)
+                await conn.execute(SET_INDEX_GEN, [row["res_id"]], catalog.generation)
         return old, new
 
     async def _insert(
@@ -149,7 +148,7 @@ class ResourceStore:
         if res_id is None:
             return None
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
-        await replace_indexes(conn, [res_id], index_records(res_id, res_type, rows))
+        await insert_indexes(conn, index_records(res_id, res_type, rows))  # a new res_id has no rows yet
         if res_type == SEARCH_PARAMETER:
             await record_change(conn, res_id, change)
         return Version(res_type, fhir_id, 1, last_updated, False, body)

@@ -9,7 +9,7 @@ import asyncpg
 import structlog
 
 from service.search.catalog import Catalogs, SearchParameterChange
-from service.store.notifications import CONNECTION_ERRORS, listening
+from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
 
 log = structlog.get_logger(__name__)
 
@@ -73,8 +73,7 @@ async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: f
                 if await refresh_catalog(pool, catalogs):
                     log.info("search_parameters_changed", generation=catalogs.current.generation)
             except CONNECTION_ERRORS as exc:
-                if asyncio.current_task().cancelling():
-                    raise asyncio.CancelledError from exc
+                reraise_if_cancelling(exc)
                 log.warning("search_parameter_refresh_failed", error=type(exc).__name__, detail=str(exc))
             with suppress(TimeoutError):
                 async with asyncio.timeout(poll_seconds):
