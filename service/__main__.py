@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     reindex = commands.add_parser("reindex", help="start a $reindex job (as POST [base]/$reindex would)")
     reindex.add_argument("--url", action="append", default=[], help="Type? or Type?search; repeatable; none: all")
     reindex.add_argument("--batch-size", type=int, help="resources per write transaction (default 500)")
+    reindex.add_argument("--optimize-storage", choices=("NONE", "CURRENT_VERSION", "ALL_VERSIONS"),
+                         help="also rewrite stored bodies to canonical compact JSON (default NONE)")
+    reindex.add_argument("--no-search-parameters", action="store_true",
+                         help="leave index rows alone (reindexSearchParameters=NONE), e.g. a storage-only job")
+    reindex.add_argument("--force", action="store_true",
+                         help="rewrite index rows and bodies even where they are current (repair)")
     reindex.add_argument("--wait", action="store_true", help="work on the job here and wait until it ends")
     return parser
 
@@ -77,7 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reindex":
         from service.reindex_cli import run_reindex
 
-        return _run(run_reindex(settings, args.url, args.batch_size, args.wait))
+        options = {"batchSize": args.batch_size, "optimizeStorage": args.optimize_storage,
+                   "reindexSearchParameters": "NONE" if args.no_search_parameters else None,
+                   "force": args.force or None}
+        return _run(run_reindex(settings, args.url, options, args.wait))
     command = run_migrations if args.command == "migrate" else serve
     _run(command(settings))
     return 0

@@ -22,20 +22,23 @@ from service.settings import Settings
 from service.store.search_parameters import refresh_catalog
 
 ENDED = frozenset({"completed", "failed", "cancelled"})
+VALUE_TYPES = {int: "valueInteger", str: "valueCode", bool: "valueBoolean"}
 
 
-def request_body(urls: list[str], batch_size: int | None) -> dict:
-    """The same Parameters an HTTP client would send, so the command line gets the same validation."""
+def request_body(urls: list[str], options: dict[str, object]) -> dict:
+    """The same Parameters an HTTP client would send, so the command line gets the same validation;
+    `options` maps parameter names to values (None: not given)."""
     parameters: list[dict] = [{"name": "url", "valueString": url} for url in urls]
-    if batch_size is not None:
-        parameters.append({"name": "batchSize", "valueInteger": batch_size})
+    for name, value in options.items():
+        if value is not None:
+            parameters.append({"name": name, VALUE_TYPES[type(value)]: value})
     return {"resourceType": "Parameters", "parameter": parameters}
 
 
-async def run_reindex(settings: Settings, urls: list[str], batch_size: int | None, wait: bool) -> int:
+async def run_reindex(settings: Settings, urls: list[str], options: dict[str, object], wait: bool) -> int:
     """Start the job; with `wait`, work on it here until it ends. Returns the process exit code."""
     try:
-        reindex = parse_reindex_request(request_body(urls, batch_size))
+        reindex = parse_reindex_request(request_body(urls, options))
     except FhirError as exc:
         print(f"error: {exc.diagnostics}", file=sys.stderr)
         return 2
@@ -48,7 +51,7 @@ async def run_reindex(settings: Settings, urls: list[str], batch_size: int | Non
         except FhirError as exc:
             print(f"error: {exc.diagnostics}", file=sys.stderr)
             return 2
-        plan = ReindexPlan(types=tuple(filters), batch_size=reindex.batch_size, filters=filters, base=base)
+        plan = ReindexPlan.for_request(reindex, filters, base)
         started = await start_reindex(pool, plan, catalogs.current.generation, "command-line", "SYSTEM")
         print(f"job {started.job_id}" + (" (an identical job was already running)" if started.already_running else ""))
         if not wait:

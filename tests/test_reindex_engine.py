@@ -35,12 +35,12 @@ def worker_settings(settings):
 
 
 async def wipe_indexes(db, res_type: str) -> int:
-    """Make a type's indexes stale: no rows, never indexed. Returns its resource count."""
+    """Make a type's indexes stale: no rows, never indexed (no fingerprint). Returns its resource count."""
     for table in ("idx_string", "idx_token", "idx_date", "idx_number", "idx_quantity", "idx_uri",
                   "idx_reference", "idx_missing"):
         await db.execute(f"DELETE FROM {table} WHERE res_id IN (SELECT res_id FROM resource WHERE res_type = $1)",
                          res_type)
-    await db.execute("UPDATE resource SET index_gen = -1 WHERE res_type = $1", res_type)
+    await db.execute("UPDATE resource SET index_gen = -1, index_hash = NULL WHERE res_type = $1", res_type)
     return await db.fetchval("SELECT count(*) FROM resource WHERE res_type = $1 AND NOT deleted", res_type)
 
 
@@ -156,7 +156,8 @@ async def test_a_resource_updated_during_the_batch_keeps_its_own_indexes(client,
     updated = await client.put("/fhir/Organization/o1", json={**org, "name": "New name"}, headers=FHIR_JSON)
     assert updated.status == 200
     async with pool.acquire() as conn, conn.transaction():
-        outcome = await write_batch(conn, chunk, stale, client.server.app[CATALOG], force=True)
+        outcome = await write_batch(conn, chunk, stale, client.server.app[CATALOG],
+                                    ReindexPlan.from_parameters(chunk.parameters))
     assert (outcome.changed, outcome.unchanged) == (0, 1)
     names = {row[0] for row in await db.fetch("SELECT exact FROM idx_string WHERE exact LIKE '% name'")}
     assert names == {"New name"}

@@ -43,6 +43,8 @@ _REINDEX_PARAMETERS: dict[str, _ParameterSpec] = {
     "optimisticLock": _ParameterSpec("optimistic_lock", frozenset({"valueBoolean", "valueString"}), False),
     "correctCurrentVersion": _ParameterSpec("correct_current_version", _CODE, False),
     "partitionId": _ParameterSpec("partition_ids", frozenset({"valueString", "valueInteger"}), True),
+    # Ours, not HAPI's: also rewrite index rows and bodies that are current already (see the README).
+    "force": _ParameterSpec("force", frozenset({"valueBoolean", "valueString"}), False),
 }
 _PARAMETER_BY_FIELD = {spec.field: name for name, spec in _REINDEX_PARAMETERS.items()}
 # The query part is kept verbatim for the search layer; only a fragment and control characters cannot belong to it.
@@ -62,6 +64,7 @@ class ReindexRequest(BaseModel):
     optimistic_lock: bool = True
     correct_current_version: Literal["NONE", "ALL"] = "NONE"
     partition_ids: tuple[str, ...] = ()
+    force: bool = False
 
     @field_validator("reindex_search_parameters", "optimize_storage", "correct_current_version", mode="before")
     @classmethod
@@ -170,7 +173,7 @@ def _coerce(name: str, field: str, typed_value: tuple[str, Any]) -> Any:
     key, value = typed_value
     if field == "batch_size":
         return _integer(name, key, value)
-    if field == "optimistic_lock":
+    if field in ("optimistic_lock", "force"):
         return _boolean(name, key, value)
     if field == "partition_ids" and key == "valueInteger" and _is_int(value):
         return str(value)

@@ -9,8 +9,8 @@ from uuid import UUID
 
 from aiohttp import web
 
-from service.fhir.errors import FhirError, invalid, not_found
-from service.fhir.parameters import ReindexRequest, parse_dryrun_codes, parse_reindex_request
+from service.fhir.errors import invalid, not_found
+from service.fhir.parameters import parse_dryrun_codes, parse_reindex_request
 from service.fhir.resource import check_id, check_type, parse_body
 from service.http.keys import CATALOG, POOL, PRINCIPAL, STORE
 from service.http.responses import fhir_response
@@ -34,11 +34,9 @@ ENDED_STATES = frozenset({"completed", "failed", "cancelled"})
 
 async def start(request: web.Request) -> web.Response:
     reindex = parse_reindex_request(parse_body(await request.read()))
-    _refuse_unsupported(reindex)
     catalogs, base = request.app[CATALOG], base_url(request)
     filters = parse_filters(catalogs.registry, base, reindex.searches)
-    plan = ReindexPlan(types=tuple(filters), batch_size=reindex.batch_size, optimistic_lock=reindex.optimistic_lock,
-                       filters=filters, base=base)
+    plan = ReindexPlan.for_request(reindex, filters, base)
     principal = request[PRINCIPAL]
     started = await start_reindex(request.app[POOL], plan, catalogs.current.generation, principal.user_id,
                                   principal.user_type)
@@ -66,12 +64,6 @@ async def cancel(request: web.Request) -> web.Response:
             await request_cancel(conn, job_id)
         code, body, headers = cancel_requested_response(_poll_url(request, job_id))
     return fhir_response(request, code, body, headers)
-
-
-def _refuse_unsupported(reindex: ReindexRequest) -> None:
-    if reindex.reindex_search_parameters == "NONE" or reindex.optimize_storage != "NONE":
-        raise FhirError(400, "reindexSearchParameters=NONE and optimizeStorage (storage rewrites) are not "
-                             "supported yet; use the defaults (ALL, NONE)", code="not-supported")
 
 
 def _job_id(request: web.Request) -> UUID:

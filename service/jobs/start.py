@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import asyncpg
 import orjson
 import structlog
 
+from service.fhir.parameters import ReindexRequest
 from service.jobs.filters import is_filtered
 from service.jobs.repository import (
     INSERT_JOB,
@@ -26,6 +27,7 @@ from service.search.registry import concrete_types
 
 log = structlog.get_logger(__name__)
 DEFAULT_CHUNK_SIZE = 5000
+StorageMode = Literal["NONE", "CURRENT_VERSION", "ALL_VERSIONS"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,11 @@ class ReindexPlan:
 
     types: tuple[str, ...] = ()
     batch_size: int = 500
-    force: bool = False  # re-extract rows already indexed at the current catalog generation
+    reindex_search_parameters: bool = True  # reindexSearchParameters=ALL: bring index rows up to date
+    optimize_storage: StorageMode = "NONE"  # rewrite stored bodies to their canonical compact JSON
+    # Rewrite what is current already: index rows of resources indexed with the current definitions, and
+    # bodies already canonical (to repair index tables, or to rewrite every row); counts are unaffected.
+    force: bool = False
     optimistic_lock: bool = True  # skip resources changed since the chunk read them
     filters: Mapping[str, list[str]] = field(default_factory=dict)
     base: str = ""  # the server's base URL, for references in filters
@@ -45,10 +51,29 @@ class ReindexPlan:
         return not is_filtered(self.filters)
 
     def parameters(self) -> dict[str, Any]:
+        """The job row's `parameters` (jsonb); `from_parameters` reads them back."""
         return {"types": list(self.types), "allTypes": not self.types, "batchSize": self.batch_size,
-                "force": self.force, "optimisticLock": self.optimistic_lock,
+                "reindexSearchParameters": "ALL" if self.reindex_search_parameters else "NONE",
+                "optimizeStorage": self.optimize_storage, "force": self.force,
+                "optimisticLock": self.optimistic_lock,
                 "filters": {res_type: list(queries) for res_type, queries in self.filters.items() if queries},
                 "base": self.base}
+
+    @classmethod
+    def for_request(cls, request: ReindexRequest, filters: Mapping[str, list[str]], base: str) -> ReindexPlan:
+        """The plan of a validated `$reindex` request whose `url`s became `filters` (jobs/filters.py)."""
+        return cls(types=tuple(filters), batch_size=request.batch_size,
+                   reindex_search_parameters=request.reindex_search_parameters == "ALL",
+                   optimize_storage=request.optimize_storage, force=request.force,
+                   optimistic_lock=request.optimistic_lock, filters=filters, base=base)
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> ReindexPlan:
+        return cls(types=tuple(parameters["types"]), batch_size=parameters["batchSize"],
+                   reindex_search_parameters=parameters.get("reindexSearchParameters", "ALL") == "ALL",
+                   optimize_storage=parameters.get("optimizeStorage", "NONE"), force=parameters["force"],
+                   optimistic_lock=parameters["optimisticLock"], filters=parameters["filters"],
+                   base=parameters["base"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +84,8 @@ class StartedJob:
 
 def covers(bases: list[str], parameters: dict[str, Any]) -> bool:
     """Whether a job with these parameters indexed every stored resource of these base types."""
+    if parameters.get("reindexSearchParameters", "ALL") != "ALL":
+        return False  # a storage-only job leaves index rows as they were
     return parameters["allTypes"] or set(concrete_types(bases)) <= set(parameters["types"])
 
 

@@ -26,6 +26,7 @@ from service.jobs.start import covers
 from service.metrics import Metrics
 from service.search.catalog import Catalogs
 from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
+from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
 # Worth retrying: another transaction won, or the connection went away.
@@ -80,6 +81,9 @@ class ReindexWorkers:
             return
         log.info("chunk_started", res_type=chunk.res_type, attempt=chunk.attempts, checkpoint=chunk.checkpoint)
         try:
+            if chunk.catalog_generation > self._catalogs.current.generation:
+                # This replica has not followed the change the job was started for yet (a missed NOTIFY).
+                await refresh_catalog(self._pool, self._catalogs)
             async with self._pool.acquire() as read_conn, self._pool.acquire() as write_conn:
                 await run_chunk(read_conn, write_conn, chunk, self._catalogs, owner, self._settings.lease_seconds,
                                 self._count_batch)

@@ -27,9 +27,20 @@ class Catalog:
     # resource type -> codes whose index rows may be stale until a reindex
     pending: Mapping[str, frozenset[str]] = field(default_factory=dict)
     unindexed: int = 0  # changes not yet reindexed (with the generation, what identifies this snapshot)
+    # resource type -> (generation, code) of every logged change to its definitions, oldest first
+    type_changes: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
 
     def pending_codes(self, resource_type: str) -> frozenset[str]:
         return self.pending.get(resource_type, frozenset())
+
+    def stale_codes(self, resource_type: str, index_gen: int) -> frozenset[str]:
+        """The codes whose definitions changed since rows of this type were indexed at catalog generation
+        `index_gen`: the rows of every other code are current (empty: all are; a change to another
+        type's parameters leaves this type's rows alone)."""
+        changes = self.type_changes.get(resource_type, ())
+        if not changes or changes[-1][0] <= index_gen:
+            return frozenset()
+        return frozenset(code for generation, code in changes if generation > index_gen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +54,8 @@ class SearchParameterChange:
 
 
 def build_catalog(builtin: Registry, generation: int, definitions: Sequence[dict[str, Any]],
-                  pending: Sequence[tuple[str, Sequence[str]]]) -> Catalog:
+                  pending: Sequence[tuple[str, Sequence[str]]],
+                  changes: Sequence[tuple[int, str, Sequence[str]]] = ()) -> Catalog:
     registry = builtin.copy()
     for resource in definitions:
         try:
@@ -54,7 +66,12 @@ def build_catalog(builtin: Registry, generation: int, definitions: Sequence[dict
     for code, bases in pending:
         for resource_type in concrete_types(bases):
             by_type.setdefault(resource_type, set()).add(code)
-    return Catalog(registry, generation, {t: frozenset(codes) for t, codes in by_type.items()}, len(pending))
+    type_changes: dict[str, list[tuple[int, str]]] = {}
+    for changed_at, code, bases in sorted(changes):
+        for resource_type in concrete_types(bases):
+            type_changes.setdefault(resource_type, []).append((changed_at, code))
+    return Catalog(registry, generation, {t: frozenset(codes) for t, codes in by_type.items()}, len(pending),
+                   {t: tuple(entries) for t, entries in type_changes.items()})
 
 
 class Catalogs:
@@ -72,11 +89,13 @@ class Catalogs:
         return self.current.pending_codes(resource_type)
 
     def install(self, generation: int, definitions: Sequence[dict[str, Any]],
-                pending: Sequence[tuple[str, Sequence[str]]]) -> bool:
-        """Build and install the catalog of `generation` unless a newer one is in place already."""
+                pending: Sequence[tuple[str, Sequence[str]]],
+                changes: Sequence[tuple[int, str, Sequence[str]]] = ()) -> bool:
+        """Build and install the catalog of `generation` unless a newer one is in place already;
+        `changes` are the (generation, code, base) of every logged change."""
         if generation < self.current.generation:
             return False
-        self.current = build_catalog(self._builtin, generation, definitions, pending)
+        self.current = build_catalog(self._builtin, generation, definitions, pending, changes)
         return True
 
     def index_rows(self, resource: dict[str, Any]) -> IndexRows:

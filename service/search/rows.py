@@ -6,9 +6,12 @@ written by COPY without conversion. `IndexRows` groups them per index table.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
+
+import orjson
 
 
 class StringRow(NamedTuple):
@@ -71,3 +74,20 @@ class IndexRows(NamedTuple):
         """Every row of every type, in the field order above."""
         return (*self.strings, *self.tokens, *self.dates, *self.numbers, *self.quantities, *self.uris,
                 *self.references)
+
+
+def only_codes(rows: IndexRows, codes: frozenset[str]) -> IndexRows:
+    """The rows of these codes only."""
+    return IndexRows(*(tuple(row for row in table if row[0] in codes) for table in rows[:-1]),
+                     missing=rows.missing & codes)
+
+
+def fingerprint(rows: IndexRows) -> int:
+    """A stable signed 64-bit digest of a resource's index rows (a Postgres bigint), the same in every
+    process: equal rows give equal fingerprints, so a reindex can tell changed rows without reading
+    the stored ones back. Row order counts (extraction is deterministic); the missing codes are sorted."""
+    # orjson serialises plain tuples but not NamedTuples; Decimal goes through `str`, which keeps its scale.
+    plain = [[tuple(row) for row in table] for table in rows[:-1]]
+    plain.append(sorted(rows.missing))
+    digest = hashlib.blake2b(orjson.dumps(plain, default=str), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -131,6 +131,7 @@ def chunk_statement(queries: Sequence[SearchQuery], after: int, upto: int) -> St
     one resource type, in res_id order, with the columns the reindex step reads."""
     params = Parameters()
     alternatives = " OR ".join(f"({' AND '.join(match_conditions(query, params))})" for query in queries)
-    text = (f"SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.body FROM resource r WHERE ({alternatives}) "
-            f"AND r.res_id > {params.add(after)} AND r.res_id <= {params.add(upto)} ORDER BY r.res_id")
+    text = (f"SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.body FROM resource r "
+            f"WHERE ({alternatives}) AND r.res_id > {params.add(after)} AND r.res_id <= {params.add(upto)} "
+            "ORDER BY r.res_id")
     return Statement(text, tuple(params.values))

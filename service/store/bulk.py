@@ -14,6 +14,7 @@ from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
 from service.search.catalog import Catalogs, SearchParameterChange
+from service.search.rows import fingerprint
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
 from service.store.resources import SEARCH_PARAMETER
 from service.store.search_parameters import record_change
@@ -25,10 +26,12 @@ FROM resource r JOIN unnest($1::text[], $2::text[]) AS k (res_type, fhir_id)
 FOR UPDATE OF r"""
 ALLOCATE_RES_IDS = "SELECT nextval(pg_get_serial_sequence('resource', 'res_id')) FROM generate_series(1, $1)"
 UPDATE_EXISTING = """
-UPDATE resource r SET version = u.version, last_updated = $4, deleted = false, body = u.body, index_gen = $5
-FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u (res_id, version, body)
+UPDATE resource r SET version = u.version, last_updated = $5, deleted = false, body = u.body, index_gen = $6,
+    index_hash = u.index_hash
+FROM unnest($1::bigint[], $2::integer[], $3::bytea[], $4::bigint[]) AS u (res_id, version, body, index_hash)
 WHERE r.res_id = u.res_id"""
-RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "body", "index_gen")
+RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "body", "index_gen",
+                         "index_hash")
 ANALYZE_TABLES = ("resource", *TABLE_COLUMNS)
 VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "method", "body")
 
@@ -94,9 +97,10 @@ def _prepare(batch: _Batch, resource: dict[str, Any], key: tuple[str, str], curr
     batch.records = index_records(res_id, res_type, rows, batch.records)
     body = orjson.dumps(stamped)
     if current is None:
-        batch.inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, generation))
+        batch.inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, generation,
+                              fingerprint(rows)))
     else:
-        batch.updates.append((res_id, version, body))
+        batch.updates.append((res_id, version, body, fingerprint(rows)))
     batch.versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
 
 
@@ -104,8 +108,9 @@ async def _write(conn: asyncpg.Connection, batch: _Batch, last_updated: datetime
     if batch.inserts:
         await conn.copy_records_to_table("resource", records=batch.inserts, columns=RESOURCE_COPY_COLUMNS)
     if batch.updates:
-        res_ids, numbers, bodies = zip(*batch.updates)
-        await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), last_updated, generation)
+        res_ids, numbers, bodies, hashes = zip(*batch.updates)
+        await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), list(hashes), last_updated,
+                           generation)
     if batch.versions:
         await conn.copy_records_to_table("resource_version", records=batch.versions, columns=VERSION_COPY_COLUMNS)
     # Only updated resources can have old index rows; new ones start empty.

@@ -34,17 +34,16 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
 _FIELD_TABLES = tuple(zip(("strings", "tokens", "dates", "numbers", "quantities", "uris", "references"), INDEX_TABLES))
 MISSING_COLUMNS = ("res_id", "sp_hash")
 TABLE_COLUMNS = {**INDEX_TABLES, "idx_missing": MISSING_COLUMNS}
-DELETE_BY_RESOURCE = {table: f"DELETE FROM {table} WHERE res_id = ANY($1::bigint[])" for table in TABLE_COLUMNS}
+# One statement (one round trip) deletes a batch's rows from every table: all of them, or those of some codes.
+DELETE_BY_RESOURCES = "WITH " + ", ".join(
+    f"d_{table} AS (DELETE FROM {table} WHERE res_id = ANY($1::bigint[]))" for table in TABLE_COLUMNS) + " SELECT 1"
+DELETE_CODES_BY_RESOURCES = "WITH " + ", ".join(
+    f"d_{table} AS (DELETE FROM {table} WHERE res_id = ANY($1::bigint[]) AND sp_hash = ANY($2::bigint[]))"
+    for table in TABLE_COLUMNS) + " SELECT 1"
 SELECT_BY_RESOURCE = {
     table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = $1"
     for table, columns in TABLE_COLUMNS.items()
 }
-SELECT_BY_RESOURCES = {
-    table: f"SELECT {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
-    for table, columns in TABLE_COLUMNS.items()
-}
-# Only rows not at the generation yet: an UPDATE of an unchanged row still leaves a dead tuple behind.
-SET_INDEX_GEN = "UPDATE resource SET index_gen = $2 WHERE res_id = ANY($1::bigint[]) AND index_gen <> $2"
 DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 
 IndexRecords = dict[str, list[tuple]]
@@ -72,11 +71,14 @@ def index_records(res_id: int, res_type: str, rows: IndexRows, into: IndexRecord
     return records
 
 
-async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], records: IndexRecords) -> int:
-    """Delete the resources' index rows and COPY the new ones; call inside a transaction. Returns rows written."""
-    if res_ids:
-        for statement in DELETE_BY_RESOURCE.values():
-            await conn.execute(statement, list(res_ids))
+async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], records: IndexRecords,
+                          sp_hashes: Sequence[int] | None = None) -> int:
+    """Delete the resources' index rows (only those of `sp_hashes` when given) and COPY the new ones; call
+    inside a transaction. Returns rows written."""
+    if res_ids and sp_hashes is None:
+        await conn.execute(DELETE_BY_RESOURCES, list(res_ids))
+    elif res_ids:
+        await conn.execute(DELETE_CODES_BY_RESOURCES, list(res_ids), list(sp_hashes))
     return await insert_indexes(conn, records)
 
 

@@ -15,8 +15,8 @@ from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
 from service.search.catalog import Catalogs, SearchParameterChange
 from service.search.param_hash import sp_hash
-from service.search.rows import IndexRows
-from service.store.indexes import SET_INDEX_GEN, index_records, insert_indexes, read_index_rows, update_indexes
+from service.search.rows import IndexRows, fingerprint
+from service.store.indexes import index_records, insert_indexes, read_index_rows, update_indexes
 from service.store.search_parameters import record_change, refresh_catalog
 
 SEARCH_PARAMETER = "SearchParameter"
@@ -27,12 +27,14 @@ SELECT_CURRENT = """
 SELECT res_id, version, last_updated, deleted, body FROM resource WHERE res_type = $1 AND fhir_id = $2"""
 SELECT_CURRENT_FOR_UPDATE = SELECT_CURRENT + " FOR UPDATE"
 INSERT_RESOURCE = """
-INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen)
-VALUES ($1, $2, 1, $3, false, $4, $5)
+INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen, index_hash)
+VALUES ($1, $2, 1, $3, false, $4, $5, $6)
 ON CONFLICT (res_type, fhir_id) DO NOTHING
 RETURNING res_id"""
 UPDATE_RESOURCE = """
-UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6 WHERE res_id = $1"""
+UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6, index_hash = $7
+WHERE res_id = $1"""
+SET_INDEXED = "UPDATE resource SET index_gen = $2, index_hash = $3 WHERE res_id = $1"
 INSERT_VERSION = """
 INSERT INTO resource_version (res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
@@ -132,7 +134,7 @@ class ResourceStore:
             new = self._catalogs.index_rows(orjson.loads(row["body"]))
             if write:
                 await update_indexes(conn, row["res_id"], index_records(row["res_id"], res_type, new))
-                await conn.execute(SET_INDEX_GEN, [row["res_id"]], catalog.generation)
+                await conn.execute(SET_INDEXED, row["res_id"], catalog.generation, fingerprint(new))
         return old, new
 
     async def _insert(
@@ -144,7 +146,8 @@ class ResourceStore:
         generation = self._catalogs.current.generation
         rows, change = self._indexing(stamped)
         body = orjson.dumps(stamped)
-        res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, generation)
+        res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, generation,
+                                     fingerprint(rows))
         if res_id is None:
             return None
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
@@ -164,7 +167,8 @@ class ResourceStore:
         generation = self._catalogs.current.generation
         rows, change = (IndexRows(), None) if stamped is None else self._indexing(stamped)
         body = None if stamped is None else orjson.dumps(stamped)
-        await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, generation)
+        index_hash = None if deleted else fingerprint(rows)  # a deleted resource has no rows at all
+        await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, generation, index_hash)
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
         records = index_records(res_id, res_type, rows)
         if deleted:  # a deleted resource matches no search, not even `:missing`

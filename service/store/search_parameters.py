@@ -32,6 +32,11 @@ SELECT definition FROM (
 ) latest
 WHERE definition IS NOT NULL ORDER BY generation"""
 SELECT_PENDING = "SELECT code, base FROM search_parameter_change WHERE NOT indexed"
+SELECT_CHANGES = "SELECT generation, code, base FROM search_parameter_change ORDER BY generation"
+# Changes are serialised so generations commit in order: a catalog read at generation G then holds
+# every change up to G, which is what rows indexed at G (and `Catalog.stale_codes`) rely on.
+LOCK_CHANGES = "SELECT pg_advisory_xact_lock($1)"
+CHANGES_LOCK_KEY = 7_461_726_964_657_802
 
 
 async def record_change(conn: asyncpg.Connection, res_id: int, change: SearchParameterChange | None) -> int | None:
@@ -40,6 +45,7 @@ async def record_change(conn: asyncpg.Connection, res_id: int, change: SearchPar
     `change` None is a deletion. A change of code or base leaves the old (base, code) stale as well,
     so it is logged as a definition-less row first. Returns the new generation (None: nothing to log).
     """
+    await conn.execute(LOCK_CHANGES, CHANGES_LOCK_KEY)
     previous = await conn.fetchrow(SELECT_PREVIOUS, res_id)
     if change is None:
         if previous is None:
@@ -60,7 +66,8 @@ async def refresh_catalog(pool: asyncpg.Pool, catalogs: Catalogs) -> bool:
             return False
         definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
         pending = [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)]
-    return catalogs.install(state["generation"], definitions, pending)
+        changes = [(row["generation"], row["code"], list(row["base"])) for row in await conn.fetch(SELECT_CHANGES)]
+    return catalogs.install(state["generation"], definitions, pending, changes)
 
 
 async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: float) -> None:

@@ -40,7 +40,7 @@ def test_the_seed_body() -> None:
 def test_defaults(body: dict[str, Any]) -> None:
     assert parse_reindex_request(body) == ReindexRequest(
         urls=(), batch_size=500, reindex_search_parameters="ALL", optimize_storage="NONE", optimistic_lock=True,
-        correct_current_version="NONE", partition_ids=(),
+        correct_current_version="NONE", partition_ids=(), force=False,
     )
     assert parse_reindex_request(body).searches == ()
 
@@ -57,6 +57,7 @@ def test_every_parameter_at_once() -> None:
         {"name": "correctCurrentVersion", "valueCode": "all"},
         {"name": "partitionId", "valueString": "p1"},
         {"name": "partitionId", "valueInteger": 2},
+        {"name": "force", "valueBoolean": True},
     ))
     assert request.searches == (SearchUrl("Organization", "active=true&name=a%20b"),
                                 SearchUrl("Organization", "name=Region Hovedstaden"), SearchUrl("Patient", ""))
@@ -66,6 +67,7 @@ def test_every_parameter_at_once() -> None:
     assert request.optimistic_lock is False
     assert request.correct_current_version == "ALL"
     assert request.partition_ids == ("p1", "2")
+    assert request.force is True
 
 
 @pytest.mark.parametrize(("entry", "expected"), [
@@ -85,6 +87,13 @@ def test_batch_size_forms(entry: dict[str, Any], expected: int) -> None:
 ])
 def test_optimistic_lock_forms(value: dict[str, Any], expected: bool) -> None:
     assert parse_reindex_request(params({"name": "optimisticLock", **value})).optimistic_lock is expected
+
+
+def test_force_is_a_boolean() -> None:
+    assert parse_reindex_request(params({"name": "force", "valueString": "TRUE"})).force is True
+    assert parse_reindex_request(params()).force is False
+    with pytest.raises(FhirError, match="'force' must be a boolean"):
+        parse_reindex_request(params({"name": "force", "valueString": "yes"}))
 
 
 @pytest.mark.parametrize(("name", "field", "value", "expected"), [

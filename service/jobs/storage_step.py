@@ -1,0 +1,84 @@
+"""`optimizeStorage`: rewrite stored bodies to the canonical form that every write path stores (compact
+orjson, no whitespace, members in the order written), within a reindex batch's transaction. Versions,
+`lastUpdated` and index rows stay as they are: the content does not change, only its bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+# A body is rewritten only at the version that was read: an update since then wrote a canonical body
+# already, and an older one must never overwrite it (whatever optimisticLock says). The current
+# version's copy in resource_version is the same content and goes with it.
+REWRITE_CURRENT = """
+WITH rewritten AS (
+    UPDATE resource r SET body = u.body
+    FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u (res_id, version, body)
+    WHERE r.res_id = u.res_id AND r.version = u.version AND NOT r.deleted
+    RETURNING r.res_id, r.version, r.body
+), versions AS (
+    UPDATE resource_version v SET body = w.body FROM rewritten w
+    WHERE v.res_id = w.res_id AND v.version = w.version
+)
+SELECT res_id FROM rewritten"""
+# Older versions never change again, so they need no lock.
+SELECT_OLDER_VERSIONS = """
+SELECT v.ver_id, v.res_id, v.version, v.body
+FROM resource_version v JOIN unnest($1::bigint[], $2::integer[]) AS u (res_id, version)
+  ON v.res_id = u.res_id AND v.version < u.version
+WHERE v.body IS NOT NULL ORDER BY v.ver_id"""
+REWRITE_VERSIONS = """
+UPDATE resource_version v SET body = u.body FROM unnest($1::bigint[], $2::bytea[]) AS u (ver_id, body)
+WHERE v.ver_id = u.ver_id"""
+YIELD_EVERY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class BodyRewrite:
+    res_id: int
+    version: int
+    body: bytes
+    differs: bool  # False: already canonical, rewritten because the job was forced
+
+
+def canonical_body(resource: object) -> bytes:
+    return orjson.dumps(resource)
+
+
+async def rewrite_current(conn: asyncpg.Connection, rewrites: list[BodyRewrite]) -> set[int]:
+    """Write the current versions' canonical bodies; returns the resources whose stored bytes changed."""
+    if not rewrites:
+        return set()
+    written = {row["res_id"] for row in await conn.fetch(
+        REWRITE_CURRENT, [item.res_id for item in rewrites], [item.version for item in rewrites],
+        [item.body for item in rewrites])}
+    return {item.res_id for item in rewrites if item.differs and item.res_id in written}
+
+
+async def rewrite_history(conn: asyncpg.Connection, versions: dict[int, int], force: bool,
+                          failures: dict[int, str]) -> set[int]:
+    """Canonical bodies for the versions before `versions[res_id]` (ALL_VERSIONS). Returns the resources
+    with a rewritten version; a version that is not JSON leaves its resource's reason in `failures`."""
+    if not versions:
+        return set()
+    rows = await conn.fetch(SELECT_OLDER_VERSIONS, list(versions), list(versions.values()))
+    ver_ids, bodies, changed = [], [], set()
+    for number, row in enumerate(rows, start=1):
+        if number % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        try:
+            body = canonical_body(orjson.loads(row["body"]))
+        except orjson.JSONDecodeError as exc:
+            failures.setdefault(row["res_id"], f"version {row['version']} is not JSON: {exc}")
+            continue
+        if force or body != row["body"]:
+            ver_ids.append(row["ver_id"])
+            bodies.append(body)
+        if body != row["body"]:
+            changed.add(row["res_id"])
+    if ver_ids:
+        await conn.execute(REWRITE_VERSIONS, ver_ids, bodies)
+    return changed

@@ -1,0 +1,154 @@
+"""What a reindex job rewrites: only the rows of changed parameters, only on their types; everything when
+forced; stored bodies with optimizeStorage; and a worker whose catalog lags behind the job catches up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from service.app import create_app
+from service.http.keys import POOL
+from service.jobs.start import ReindexPlan, start_reindex
+from service.jobs.worker import ReindexWorkers, WorkerSettings
+from service.search.catalog import Catalogs
+from service.search.param_hash import sp_hash
+from service.search.registry import Registry
+from service.store.indexes import TABLE_COLUMNS
+from tests.conftest import DATA_DIR
+from tests.indexes import expected_index_rows, stored_index_rows
+from tests.test_load import run_load
+from tests.test_reindex_engine import chunk_totals, wait_ended
+from tests.test_reindex_http import parameters, poll_until_ended
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+BODIES = "SELECT version, body FROM resource_version"
+ALIAS = {"resourceType": "SearchParameter", "id": "org-alias", "url": "http://example.org/SearchParameter/org-alias",
+         "name": "alias", "status": "active", "code": "alias", "base": ["Organization"], "type": "string",
+         "expression": "Organization.alias"}
+# Every index row with its physical address: a row rewritten by DELETE and COPY gets a new ctid.
+ROW_ADDRESSES = " UNION ALL ".join(
+    f"SELECT '{table}' AS tbl, ctid::text AS ctid, res_id, sp_hash FROM {table}" for table in TABLE_COLUMNS)
+
+
+@pytest.fixture
+async def organizations_and_endpoints(database_url, db):
+    for name in ("Organization", "Endpoint"):
+        result = run_load(database_url, str(DATA_DIR / "plannet" / f"{name}.ndjson.gz"))
+        assert result.returncode == 0, result.stderr
+    return {row["res_type"]: row["count"] for row in await db.fetch(
+        "SELECT res_type, count(*) FROM resource GROUP BY res_type")}
+
+
+@pytest.fixture
+def worker_settings(settings):
+    return settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": 0.2})
+
+
+def registry_with(*search_parameters: dict) -> Registry:
+    registry = Registry.builtin()
+    for resource in search_parameters:
+        registry.add_resource(resource)
+    return registry
+
+
+async def run_job(client, plan: ReindexPlan, db) -> dict:
+    started = await start_reindex(client.server.app[POOL], plan, 0)
+    assert (await wait_ended(db, started.job_id))["state"] == "completed"
+    return dict(await chunk_totals(db, started.job_id))
+
+
+async def test_a_parameter_change_rewrites_only_its_rows_on_its_types(aiohttp_client, worker_settings, db,
+                                                                      organizations_and_endpoints):
+    client = await aiohttp_client(create_app(worker_settings))
+    before = {tuple(row) for row in await db.fetch(ROW_ADDRESSES)}
+    endpoint_versions = await db.fetch("SELECT res_id, xmin::text FROM resource WHERE res_type = 'Endpoint'")
+    assert (await client.put("/fhir/SearchParameter/org-alias", json=ALIAS, headers=FHIR_JSON)).status == 201
+
+    totals = await run_job(client, ReindexPlan(), db)  # every type
+    organizations = organizations_and_endpoints["Organization"]
+    endpoints = organizations_and_endpoints["Endpoint"]
+    # Each Organization gains an alias row or a :missing row; Endpoints and the SearchParameter are current.
+    assert (totals["processed"], totals["changed"]) == (organizations + endpoints + 1, organizations)
+    assert await db.fetch("SELECT res_id, xmin::text FROM resource WHERE res_type = 'Endpoint'") == endpoint_versions
+    alias = sp_hash("Organization", "alias")
+    loaded = {row[2] for row in before}
+    after = {tuple(row) for row in await db.fetch(ROW_ADDRESSES) if row["res_id"] in loaded}  # not the new SP
+    assert {row for row in before if row[3] != alias} == {row for row in after if row[3] != alias}
+    assert {row for row in after if row[3] == alias}  # the new code's rows, and only those, were written
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(ALIAS))
+
+    again = await run_job(client, ReindexPlan(), db)
+    assert (again["changed"], again["unchanged"]) == (0, again["processed"])  # all current: a read each
+
+
+async def test_force_rewrites_current_rows_and_repairs_them(aiohttp_client, worker_settings, db,
+                                                           organizations_and_endpoints):
+    client = await aiohttp_client(create_app(worker_settings))
+    damaged = await db.execute("UPDATE idx_string SET normalized = 'damaged' WHERE res_id % 3 = 0")
+    assert damaged != "UPDATE 0"
+
+    plain = await run_job(client, ReindexPlan(types=("Organization",)), db)
+    assert plain["changed"] == 0  # the fingerprints say the rows are current: a plain job trusts them
+    assert await db.fetchval("SELECT count(*) FROM idx_string WHERE normalized = 'damaged'") > 0
+
+    forced = await run_job(client, ReindexPlan(types=("Organization", "Endpoint"), force=True), db)
+    assert forced["processed"] == sum(organizations_and_endpoints.values())
+    assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
+
+
+PRETTY = "convert_to(jsonb_pretty(convert_from(body, 'UTF8')::jsonb), 'UTF8')"
+
+
+async def test_optimize_storage_rewrites_bodies_and_nothing_else(aiohttp_client, worker_settings, db):
+    client = await aiohttp_client(create_app(worker_settings))
+    org = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
+    assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
+    renamed = {**org, "name": "Acme Inc"}
+    assert (await client.put("/fhir/Organization/o1", json=renamed, headers=FHIR_JSON)).status == 200
+    # Bodies as another writer might have left them: indented, members reordered.
+    await db.execute(f"UPDATE resource SET body = {PRETTY}")
+    await db.execute(f"UPDATE resource_version SET body = {PRETTY} WHERE body IS NOT NULL")
+    pretty = {row["version"]: bytes(row["body"]) for row in await db.fetch(BODIES)}
+    indexes, state = await db.fetch(ROW_ADDRESSES), await db.fetchrow("SELECT version, last_updated FROM resource")
+
+    async def storage_job(mode: str) -> dict:
+        body = parameters(("url", "valueString", "Organization?"), ("reindexSearchParameters", "valueCode", "none"),
+                          ("optimizeStorage", "valueCode", mode))
+        started = await client.post("/fhir/$reindex", json=body, headers=FHIR_JSON)
+        assert started.status == 202, await started.text()
+        await poll_until_ended(client, started.headers["Content-Location"])
+        return dict(await chunk_totals(db, (await db.fetchval("SELECT id FROM job ORDER BY created_at DESC LIMIT 1"))))
+
+    assert (await storage_job("CURRENT_VERSION"))["changed"] == 1
+    stored = {row["version"]: bytes(row["body"]) for row in await db.fetch(BODIES)}
+    assert stored[2] == orjson.dumps(orjson.loads(pretty[2])) and b"\n" not in stored[2]
+    assert stored[1] == pretty[1]  # older versions wait for ALL_VERSIONS
+    assert bytes(await db.fetchval("SELECT body FROM resource")) == stored[2]
+    assert await (await client.get("/fhir/Organization/o1")).read() == stored[2]
+
+    assert (await storage_job("ALL_VERSIONS"))["changed"] == 1
+    assert bytes(await db.fetchval("SELECT body FROM resource_version WHERE version = 1")) == orjson.dumps(
+        orjson.loads(pretty[1]))
+    assert (await storage_job("ALL_VERSIONS"))["changed"] == 0  # canonical already: a read each
+    assert await db.fetch(ROW_ADDRESSES) == indexes  # index rows untouched
+    assert await db.fetchrow("SELECT version, last_updated FROM resource") == state
+
+
+async def test_a_worker_whose_catalog_lags_catches_up_before_the_job(aiohttp_client, settings, db,
+                                                                     organizations_and_endpoints):
+    client = await aiohttp_client(create_app(settings))  # an API-only node: no workers
+    assert (await client.put("/fhir/SearchParameter/org-alias", json=ALIAS, headers=FHIR_JSON)).status == 201
+    pool = client.server.app[POOL]
+    generation = await db.fetchval("SELECT max(generation) FROM search_parameter_change")
+    started = await start_reindex(pool, ReindexPlan(types=("Organization",)), generation)
+    # A replica that never heard of the new parameter (its NOTIFY lost, its poll not due yet).
+    lagging = ReindexWorkers(pool, Catalogs(Registry.builtin()), WorkerSettings(count=1, poll_seconds=60))
+    workers = asyncio.create_task(lagging.run())
+    try:
+        assert (await wait_ended(db, started.job_id))["state"] == "completed"
+    finally:
+        workers.cancel()
+        await asyncio.gather(workers, return_exceptions=True)
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(ALIAS))
