@@ -47,6 +47,7 @@ SELECT_BY_RESOURCE = {
 DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 
 IndexRecords = dict[str, list[tuple]]
+COPY_SLICE = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +87,11 @@ async def insert_indexes(conn: asyncpg.Connection, records: IndexRecords) -> int
     """COPY index rows of resources that have none yet (new ones). Returns rows written."""
     written = 0
     for table, table_records in records.items():
-        if table_records:
-            await conn.copy_records_to_table(table, records=table_records, columns=TABLE_COLUMNS[table])
-            written += len(table_records)
+        # In slices: encoding a COPY holds the event loop, and a reindex batch can have tens of thousands of rows.
+        for start in range(0, len(table_records), COPY_SLICE):
+            piece = table_records[start:start + COPY_SLICE]
+            await conn.copy_records_to_table(table, records=piece, columns=TABLE_COLUMNS[table])
+            written += len(piece)
     return written
 
 
