@@ -3,18 +3,21 @@
     python bench/bench_reindex.py [--organizations N] [--observations M] [--batch-size B] [--small S]
 
 1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows.
-2. In process, one ReindexWorkers worker, two jobs per type, each timed from start_reindex to `completed`:
+2. In process, one ReindexWorkers worker, three jobs per type, each timed from start_reindex to `completed`:
    - "new param": a custom SearchParameter is stored for the type (Organization.alias, Observation.issued),
      then a plain $reindex: every resource is re-extracted with all R4 parameters plus the new one, its
      fingerprint compared, and the new code's rows written (the day-to-day job);
-   - "forced": force=true, every resource's index rows are deleted and COPYed again (the repair job).
+   - "forced": force=true over current rows: every resource re-extracted with all parameters and its
+     fingerprint compared; nothing differs, so nothing is written (HAPI's full reindex of unchanged data);
+   - "rewrite": the fingerprints cleared first, so every resource's rows are deleted and COPYed again (the
+     worst case: a repair, or the first job after migration 0005).
    rows = the type's index rows after the job (rows extracted per resource, all types of index); written =
    rows COPYed by the job.
 3. Raw baseline, same rows and batch size: server-side cursor in a read-only transaction, orjson.loads of
    each body, and COPY of as many constant rows as the job extracted into `raw_idx` (a logged table
    LIKE idx_token: same columns, no indexes), one transaction per batch. Ratio = job / raw.
 4. Peak RSS: VmRSS of this process sampled while the worker runs (and VmHWM of the service subprocess).
-5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=1): a forced POST $reindex of the Organizations to
+5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=1): a "rewrite" POST $reindex of the Organizations to
    the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id}; then, for a
    database of `--small` Organizations, a SearchParameter PUT followed by POST $reindex to the first 200
    (the issue: 32 in < 1 s; HAPI 8.6.5: 4 min).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import resource
@@ -65,6 +69,8 @@ WHERE res_type = $1 AND NOT deleted ORDER BY res_id"""
 RAW_ROW = (1, 1234567890123, "http://terminology.hl7.org/CodeSystem/organization-type", "prov", None)
 COUNT_CODE_ROWS = "SELECT " + " + ".join(
     f"(SELECT count(*) FROM {table} WHERE sp_hash = $1)" for table in TABLE_COLUMNS)
+CLEAR_FINGERPRINTS = "UPDATE resource SET index_hash = NULL WHERE res_type = $1"
+SCENARIOS = ("new param", "forced", "rewrite")
 # The custom parameter of the "new param" job, per type: (code, type, expression).
 NEW_PARAMETERS = {"Organization": ("bench-alias", "string", "Organization.alias"),
                   "Observation": ("bench-issued", "date", "Observation.issued")}
@@ -129,10 +135,13 @@ def search_parameter(code: str, kind: str, param_type: str, expression: str) -> 
 async def timed_job(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, scenario: str, batch_size: int) -> JobRun:
     """One job for `kind`, processed by the worker already running in this process."""
     force = scenario == "forced"
-    if not force:
+    if scenario == "new param":
         code, param_type, expression = NEW_PARAMETERS[kind]
         store = ResourceStore(pool, 5000, catalogs)
         await store.update(search_parameter(code, kind, param_type, expression), code, None)
+    elif scenario == "rewrite":
+        await pool.execute(CLEAR_FINGERPRINTS, kind)
+        await pool.execute("VACUUM ANALYZE resource")
     started = time.perf_counter()
     job = await start_reindex(pool, ReindexPlan(types=(kind,), batch_size=batch_size, force=force),
                               catalogs.current.generation)
@@ -140,7 +149,10 @@ async def timed_job(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, scenario:
     seconds = time.perf_counter() - started
     assert row["state"] == "completed", row
     index_rows = await pool.fetchval(COUNT_INDEX_ROWS, kind)
-    written = index_rows if force else await pool.fetchval(COUNT_CODE_ROWS, sp_hash(kind, NEW_PARAMETERS[kind][0]))
+    if scenario == "new param":
+        written = await pool.fetchval(COUNT_CODE_ROWS, sp_hash(kind, NEW_PARAMETERS[kind][0]))
+    else:
+        written = index_rows if scenario == "rewrite" else 0
     return JobRun(kind, scenario, seconds, int(row[1]), int(row[2]), int(row[4]), index_rows, written)
 
 
@@ -158,7 +170,7 @@ async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[st
     workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=1)).run())
     try:
         runs = [await timed_job(pool, catalogs, kind, scenario, batch_size)
-                for kind in kinds for scenario in ("new param", "forced")]
+                for kind in kinds for scenario in SCENARIOS]
     finally:
         for task in (workers, sampler):
             task.cancel()
@@ -202,12 +214,10 @@ async def paced(session: aiohttp.ClientSession, url: str, stop: asyncio.Event, o
         await asyncio.sleep(interval)
 
 
-async def reindex_over_http(session: aiohttp.ClientSession, base: str, url: str, batch: int, poll: float,
-                            force: bool = False) -> float:
+async def reindex_over_http(session: aiohttp.ClientSession, base: str, url: str, batch: int, poll: float) -> float:
     """Seconds from POST $reindex to the first 200 of its poll URL."""
     body = {"resourceType": "Parameters", "parameter": [{"name": "url", "valueString": url},
-                                                       {"name": "batchSize", "valueInteger": batch},
-                                                       {"name": "force", "valueBoolean": force}]}
+                                                       {"name": "batchSize", "valueInteger": batch}]}
     started = time.perf_counter()
     async with session.post(f"{base}/fhir/$reindex", data=orjson.dumps(body)) as response:
         assert response.status == 202, await response.text()
@@ -245,13 +255,17 @@ async def probe(session: aiohttp.ClientSession, base: str, organizations: int, p
 
 
 async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int) -> dict[str, object]:
-    """A forced reindex of the Organizations over HTTP while paced clients probe; the probes idle first."""
+    """A "rewrite" reindex of the Organizations over HTTP while paced clients probe; the probes idle first."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(CLEAR_FINGERPRINTS, "Organization")
+    await conn.execute("VACUUM ANALYZE resource")
+    await conn.close()
     stop = asyncio.Event()
     async with service_process(dsn, FHIR_REINDEX_WORKERS="1") as base, http_session() as session:
         idle = await probe(session, base, organizations, probes, asyncio.Event(), limit=100)
         during = asyncio.create_task(probe(session, base, organizations, probes, stop))
         try:
-            seconds = await reindex_over_http(session, base, "Organization?", batch, 0.05, force=True)
+            seconds = await reindex_over_http(session, base, "Organization?", batch, 0.05)
         finally:
             stop.set()
             ready, reads = await during
@@ -290,7 +304,7 @@ def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], h
     print(f"peak RSS of the worker process: {rss[1] / 1024:.0f} MiB (VmRSS sampled; {rss[0] / 1024:.0f} MiB "
           f"before the jobs; ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
     orgs = args.organizations
-    print(f"HTTP: {orgs:,} Organizations, forced POST $reindex -> 200 in {http['seconds']:.2f} s "
+    print(f"HTTP: {orgs:,} Organizations, rewrite POST $reindex -> 200 in {http['seconds']:.2f} s "
           f"({orgs / http['seconds']:,.0f} res/s); service VmHWM {http['service_rss'] / 1024:.0f} MiB")
     for index, name in enumerate(("GET /readyz", "GET /fhir/Organization/{id}")):
         idle, during = http["idle"][index], http["during"][index]
@@ -317,6 +331,8 @@ async def main() -> None:
         for kind, count in (("Organization", args.organizations), ("Observation", args.observations)):
             rate = await load(pool, catalogs, kind, count)
             print(f"loaded {count:,} {kind} ({rate:,.0f} res/s)", flush=True)
+        gc.collect()
+        gc.freeze()  # as the service does once started (service/__main__.py)
         runs, before, peak = await in_process_runs(pool, catalogs, ["Organization", "Observation"], args.batch_size)
         await pool.close()
         for run in runs:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import suppress
 
@@ -40,7 +39,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_search_parameters)
     app.cleanup_ctx.append(_reindex_workers)
     app.cleanup_ctx.append(authentication_context)
-    app.cleanup_ctx.append(_freeze_start_up_objects)
     add_routes(app, settings.base_path)
     return app
 
@@ -77,15 +75,6 @@ async def _reindex_workers(app: web.Application) -> AsyncIterator[None]:
     workers = asyncio.create_task(ReindexWorkers(app[POOL], app[CATALOG], worker_settings, app[METRICS]).run())
     yield
     await _stop(workers)
-
-
-async def _freeze_start_up_objects(_app: web.Application) -> AsyncIterator[None]:
-    """Move what start-up built (modules, the compiled search parameters) out of the garbage collector's
-    reach: a full collection then walks only young objects, instead of pausing the loop for tens of
-    milliseconds now and then during a reindex."""
-    gc.collect()
-    gc.freeze()
-    yield
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -83,18 +83,24 @@ async def test_a_parameter_change_rewrites_only_its_rows_on_its_types(aiohttp_cl
     assert (again["changed"], again["unchanged"]) == (0, again["processed"])  # all current: a read each
 
 
-async def test_force_rewrites_current_rows_and_repairs_them(aiohttp_client, worker_settings, db,
-                                                           organizations_and_endpoints):
+async def test_force_re_extracts_everything_and_rewrites_only_what_differs(aiohttp_client, worker_settings, db,
+                                                                          organizations_and_endpoints):
     client = await aiohttp_client(create_app(worker_settings))
+    resources = sum(organizations_and_endpoints.values())
+    before, versions = await db.fetch(ROW_ADDRESSES), await db.fetch("SELECT res_id, xmin::text FROM resource")
+    forced = await run_job(client, ReindexPlan(types=("Organization", "Endpoint"), force=True), db)
+    assert (forced["processed"], forced["changed"]) == (resources, 0)
+    assert await db.fetch(ROW_ADDRESSES) == before  # current rows: extracted and compared, not written
+    assert await db.fetch("SELECT res_id, xmin::text FROM resource") == versions
+
+    # Rows changed behind the service's back: the fingerprints cannot know. Invalidating them (as the README
+    # says) makes the next job rewrite those resources whole.
     damaged = await db.execute("UPDATE idx_string SET normalized = 'damaged' WHERE res_id % 3 = 0")
     assert damaged != "UPDATE 0"
-
-    plain = await run_job(client, ReindexPlan(types=("Organization",)), db)
-    assert plain["changed"] == 0  # the fingerprints say the rows are current: a plain job trusts them
-    assert await db.fetchval("SELECT count(*) FROM idx_string WHERE normalized = 'damaged'") > 0
-
-    forced = await run_job(client, ReindexPlan(types=("Organization", "Endpoint"), force=True), db)
-    assert forced["processed"] == sum(organizations_and_endpoints.values())
+    await db.execute("UPDATE resource SET index_hash = NULL WHERE res_id % 3 = 0")
+    repaired = await run_job(client, ReindexPlan(types=("Organization", "Endpoint")), db)
+    invalidated = await db.fetchval("SELECT count(*) FROM resource WHERE res_id % 3 = 0")
+    assert (repaired["processed"], repaired["changed"]) == (resources, invalidated)
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
 
 

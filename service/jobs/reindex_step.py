@@ -10,11 +10,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import asyncpg
 import orjson
 
 from service.jobs.filters import chunk_read
+from service.jobs.pacing import LoopSlices
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.jobs.start import ReindexPlan
 from service.jobs.storage_step import BodyRewrite, canonical_body, rewrite_current, rewrite_history
@@ -34,9 +36,6 @@ UPDATE resource r SET index_gen = $4, index_hash = u.index_hash
 FROM unnest($1::bigint[], $2::integer[], $3::bigint[]) AS u (res_id, version, index_hash)
 WHERE r.res_id = u.res_id AND NOT r.deleted AND (r.version = u.version OR NOT $5)
 RETURNING r.res_id"""
-# Extraction and fingerprinting are CPU work on the event loop: yield this often so probes and reads
-# keep their latency during a reindex, and the pipelined write of the previous batch makes progress.
-YIELD_EVERY = 25
 MAX_FAILURE_REASON = 300
 
 
@@ -62,14 +61,14 @@ class BatchOutcome:
         return self.changed + self.unchanged + len(self.failures)
 
 
-@dataclass(frozen=True, slots=True)
-class Extracted:
+class Extracted(NamedTuple):  # one per resource: cheaper to build than a frozen dataclass
     res_id: int
     version: int
     rows: IndexRows
     fingerprint: int
     differs: bool  # from the stored rows' fingerprint
     codes: frozenset[str] | None  # the codes whose rows to rewrite if they differ (None: every code)
+    current: bool  # indexed at this catalog generation already: nothing to record unless the rows differ
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +153,15 @@ async def prepare_batch(chunk: ClaimedChunk, rows: list[asyncpg.Record], catalog
     """Parse and extract what the batch's write needs (CPU work, yielding the loop now and then)."""
     catalog = catalogs.current
     batch = PreparedBatch(rows, catalog.generation, [], [], {})
-    for number, row in enumerate(rows, start=1):
-        if number % YIELD_EVERY == 0:
-            await asyncio.sleep(0)
+    slices, stale_codes = LoopSlices(), {}
+    for row in rows:
+        await slices.pause()
         # Only the rows of codes whose definitions changed since the resource was indexed can be stale; a
-        # resource with none costs only this read. Unknown rows (no fingerprint) and a forced job rewrite all.
-        stale = catalog.stale_codes(chunk.res_type, row["index_gen"])
+        # resource with none costs only this read. Unknown rows (no fingerprint) and a forced job check all.
+        index_gen = row["index_gen"]
+        stale = stale_codes.get(index_gen)
+        if stale is None:
+            stale = stale_codes[index_gen] = catalog.stale_codes(chunk.res_type, index_gen)
         every_code = plan.force or row["index_hash"] is None
         reindex = plan.reindex_search_parameters and (every_code or bool(stale))
         if not reindex and plan.optimize_storage == "NONE":
@@ -170,7 +172,8 @@ async def prepare_batch(chunk: ClaimedChunk, rows: list[asyncpg.Record], catalog
                 index_rows = catalog.registry.extract(resource)
                 digest = fingerprint(index_rows)
                 batch.extracted.append(Extracted(row["res_id"], row["version"], index_rows, digest,
-                                                 digest != row["index_hash"], None if every_code else stale))
+                                                 digest != row["index_hash"], None if every_code else stale,
+                                                 index_gen == catalog.generation))
         except ValueError as exc:  # not JSON, or not the shape of its type
             batch.failures[row["res_id"]] = str(exc)
             continue
@@ -194,22 +197,23 @@ async def write_prepared(conn: asyncpg.Connection, chunk: ClaimedChunk, batch: P
 
 async def _write_indexes(conn: asyncpg.Connection, res_type: str, extracted: list[Extracted], generation: int,
                          plan: ReindexPlan) -> set[int]:
-    """Rewrite the index rows of the resources whose rows differ (all of them when forced): DELETE the
-    rows of their stale codes (or all) and COPY the new ones. Returns the resources whose rows changed."""
-    if not extracted:
+    """Rewrite the index rows of the resources whose rows differ from their fingerprint: DELETE the rows
+    of their stale codes (or all) and COPY the new ones. Returns the resources whose rows changed."""
+    marked = [item for item in extracted if item.differs or not item.current]
+    if not marked:  # a forced job over current rows: extraction was all it cost
         return set()
     locked = {row["res_id"] for row in await conn.fetch(
-        MARK_INDEXED, [item.res_id for item in extracted], [item.version for item in extracted],
-        [item.fingerprint for item in extracted], generation, plan.optimistic_lock)}
+        MARK_INDEXED, [item.res_id for item in marked], [item.version for item in marked],
+        [item.fingerprint for item in marked], generation, plan.optimistic_lock)}
     by_codes: dict[frozenset[str] | None, list[Extracted]] = defaultdict(list)
-    for item in extracted:
-        if item.res_id in locked and (item.differs or plan.force):
+    for item in marked:
+        if item.res_id in locked and item.differs:
             by_codes[item.codes].append(item)
     for codes, items in by_codes.items():  # one group, as a rule: a batch was indexed at one generation
         records: IndexRecords = {table: [] for table in TABLE_COLUMNS}
-        for number, item in enumerate(items, start=1):
-            if number % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        slices = LoopSlices()
+        for item in items:
+            await slices.pause()
             index_records(item.res_id, res_type, item.rows if codes is None else only_codes(item.rows, codes), records)
         hashes = None if codes is None else [sp_hash(res_type, code) for code in codes]
         await replace_indexes(conn, [item.res_id for item in items], records, hashes)

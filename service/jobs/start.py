@@ -39,8 +39,8 @@ class ReindexPlan:
     batch_size: int = 500
     reindex_search_parameters: bool = True  # reindexSearchParameters=ALL: bring index rows up to date
     optimize_storage: StorageMode = "NONE"  # rewrite stored bodies to their canonical compact JSON
-    # Rewrite what is current already: index rows of resources indexed with the current definitions, and
-    # bodies already canonical (to repair index tables, or to rewrite every row); counts are unaffected.
+    # Check what is current already: every resource in scope is re-extracted with all its parameters (rows
+    # that differ from their fingerprint are rewritten), and every body is rewritten; counts are unaffected.
     force: bool = False
     optimistic_lock: bool = True  # skip resources changed since the chunk read them
     filters: Mapping[str, list[str]] = field(default_factory=dict)

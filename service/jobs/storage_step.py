@@ -4,11 +4,12 @@ orjson, no whitespace, members in the order written), within a reindex batch's t
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import asyncpg
 import orjson
+
+from service.jobs.pacing import LoopSlices
 
 # A body is rewritten only at the version that was read: an update since then wrote a canonical body
 # already, and an older one must never overwrite it (whatever optimisticLock says). The current
@@ -33,7 +34,6 @@ WHERE v.body IS NOT NULL ORDER BY v.ver_id"""
 REWRITE_VERSIONS = """
 UPDATE resource_version v SET body = u.body FROM unnest($1::bigint[], $2::bytea[]) AS u (ver_id, body)
 WHERE v.ver_id = u.ver_id"""
-YIELD_EVERY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +65,9 @@ async def rewrite_history(conn: asyncpg.Connection, versions: dict[int, int], fo
     if not versions:
         return set()
     rows = await conn.fetch(SELECT_OLDER_VERSIONS, list(versions), list(versions.values()))
-    ver_ids, bodies, changed = [], [], set()
-    for number, row in enumerate(rows, start=1):
-        if number % YIELD_EVERY == 0:
-            await asyncio.sleep(0)
+    ver_ids, bodies, changed, slices = [], [], set(), LoopSlices()
+    for row in rows:
+        await slices.pause()
         try:
             body = canonical_body(orjson.loads(row["body"]))
         except orjson.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain
 from typing import NamedTuple
 
 import orjson
@@ -86,8 +87,9 @@ def fingerprint(rows: IndexRows) -> int:
     """A stable signed 64-bit digest of a resource's index rows (a Postgres bigint), the same in every
     process: equal rows give equal fingerprints, so a reindex can tell changed rows without reading
     the stored ones back. Row order counts (extraction is deterministic); the missing codes are sorted."""
-    # orjson serialises plain tuples but not NamedTuples; Decimal goes through `str`, which keeps its scale.
-    plain = [[tuple(row) for row in table] for table in rows[:-1]]
-    plain.append(sorted(rows.missing))
-    digest = hashlib.blake2b(orjson.dumps(plain, default=str), digest_size=8).digest()
+    tables = rows[:-1]
+    # Flat: each table's length, then every field of every row (a table's rows all have the same fields,
+    # so this reads back unambiguously), then the missing codes. Decimal goes through `str`, keeping its scale.
+    values = [*map(len, tables), *chain.from_iterable(chain.from_iterable(tables)), *sorted(rows.missing)]
+    digest = hashlib.blake2b(orjson.dumps(values, default=str), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
