@@ -291,18 +291,21 @@ async def small_http_runs(count: int, repeat: int, batch: int) -> list[float]:
         return times
 
 
-def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], http: dict, small: list[float]) -> None:
+def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], http: dict | None,
+           small: list[float] | None) -> None:
     print(f"$reindex, 1 in-process worker, batch {args.batch_size}; raw = cursor + orjson.loads + COPY "
           f"of as many constant rows as the job extracted, into a logged LIKE-idx_token table without indexes")
-    print(f"{'type':<13}{'job':<10}{'resources':>10}{'rows':>9}{'written':>9}{'changed':>8}{'s':>6}{'res/s':>8}"
+    print(f"{'type':<13}{'job':<10}{'resources':>10}{'rows':>12}{'written':>12}{'changed':>10}{'s':>8}{'res/s':>8}"
           f"{'rows/s':>10}{'raw res/s':>10}{'ratio':>6}")
     for run in runs:
-        print(f"{run.kind:<13}{run.scenario:<10}{run.processed:>10,}{run.index_rows:>9,}{run.written:>9,}"
-              f"{run.changed:>8,}{run.seconds:>6.2f}{run.processed / run.seconds:>8,.0f}"
+        print(f"{run.kind:<13}{run.scenario:<10}{run.processed:>10,}{run.index_rows:>12,}{run.written:>12,}"
+              f"{run.changed:>10,}{run.seconds:>8.2f}{run.processed / run.seconds:>8,.0f}"
               f"{run.index_rows / run.seconds:>10,.0f}{run.processed / run.raw_seconds:>10,.0f}"
               f"{run.raw_seconds / run.seconds:>6.2f}")
     print(f"peak RSS of the worker process: {rss[1] / 1024:.0f} MiB (VmRSS sampled; {rss[0] / 1024:.0f} MiB "
           f"before the jobs; ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+    if http is None or small is None:
+        return
     orgs = args.organizations
     print(f"HTTP: {orgs:,} Organizations, rewrite POST $reindex -> 200 in {http['seconds']:.2f} s "
           f"({orgs / http['seconds']:,.0f} res/s); service VmHWM {http['service_rss'] / 1024:.0f} MiB")
@@ -323,22 +326,25 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--small", type=int, default=32)
     parser.add_argument("--probes", type=int, default=2, help="paced clients per probed endpoint")
+    parser.add_argument("--no-http", action="store_true", help="only the in-process jobs (e.g. for memory at scale)")
     args = parser.parse_args()
     configure_logging(Settings(log_level="WARNING"))
     catalogs = Catalogs(Registry.builtin())
     async with scratch_database() as dsn:
         pool = await open_pool(dsn)
-        for kind, count in (("Organization", args.organizations), ("Observation", args.observations)):
+        counts = {kind: count for kind, count in (("Organization", args.organizations),
+                                                  ("Observation", args.observations)) if count}
+        for kind, count in counts.items():
             rate = await load(pool, catalogs, kind, count)
             print(f"loaded {count:,} {kind} ({rate:,.0f} res/s)", flush=True)
         gc.collect()
         gc.freeze()  # as the service does once started (service/__main__.py)
-        runs, before, peak = await in_process_runs(pool, catalogs, ["Organization", "Observation"], args.batch_size)
+        runs, before, peak = await in_process_runs(pool, catalogs, list(counts), args.batch_size)
         await pool.close()
         for run in runs:
             run.raw_seconds = await raw_baseline(dsn, run, args.batch_size)
-        http = await probed_http_run(dsn, args.organizations, args.probes, args.batch_size)
-    small = await small_http_runs(args.small, 5, args.batch_size)
+        http = None if args.no_http else await probed_http_run(dsn, args.organizations, args.probes, args.batch_size)
+    small = None if args.no_http else await small_http_runs(args.small, 5, args.batch_size)
     report(args, runs, (before, peak), http, small)
 
 

@@ -158,3 +158,21 @@ async def test_a_worker_whose_catalog_lags_catches_up_before_the_job(aiohttp_cli
         workers.cancel()
         await asyncio.gather(workers, return_exceptions=True)
     assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(ALIAS))
+
+
+async def test_overriding_a_built_in_code_and_removing_the_override(aiohttp_client, worker_settings, db,
+                                                                    organizations_and_endpoints):
+    """The override moves `name` rows from idx_string to idx_token; its deletion moves them back."""
+    client = await aiohttp_client(create_app(worker_settings))
+    name_as_token = {**ALIAS, "id": "org-name", "url": "http://example.org/SearchParameter/org-name", "name": "name",
+                     "code": "name", "type": "token", "expression": "Organization.name"}
+    assert (await client.put("/fhir/SearchParameter/org-name", json=name_as_token, headers=FHIR_JSON)).status == 201
+    totals = await run_job(client, ReindexPlan(types=("Organization",)), db)
+    assert totals["changed"] == organizations_and_endpoints["Organization"]
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(name_as_token))
+    name = sp_hash("Organization", "name")
+    assert not await db.fetchval("SELECT count(*) FROM idx_string WHERE sp_hash = $1", name)
+
+    assert (await client.delete("/fhir/SearchParameter/org-name")).status == 200
+    await run_job(client, ReindexPlan(types=("Organization",)), db)
+    assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())

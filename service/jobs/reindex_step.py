@@ -76,6 +76,7 @@ class PreparedBatch:
     """A batch read and extracted, ready for its write transaction."""
 
     rows: list[asyncpg.Record]
+    started: float  # perf_counter when its extraction began: a batch's latency runs from there to its commit
     generation: int  # of the catalog the rows were extracted with
     extracted: list[Extracted]
     rewrites: list[BodyRewrite]
@@ -112,8 +113,7 @@ async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connectio
 async def _commit(conn: asyncpg.Connection, chunk: ClaimedChunk, batch: PreparedBatch, plan: ReindexPlan,
                   owner: str, lease_seconds: float) -> tuple[BatchOutcome, bool, float]:
     """Write the batch and advance the checkpoint in one transaction (a crash loses at most this batch);
-    returns what it did, whether the job was cancelled, and its seconds."""
-    started = time.perf_counter()
+    returns what it did, whether the job was cancelled, and the batch's seconds from extraction to commit."""
     async with conn.transaction():
         outcome = await write_prepared(conn, chunk, batch, plan)
         cancelled = await conn.fetchval(
@@ -121,7 +121,7 @@ async def _commit(conn: asyncpg.Connection, chunk: ClaimedChunk, batch: Prepared
             outcome.unchanged, len(outcome.failures), outcome.failures, lease_seconds, owner)
         if cancelled is None:  # rolls the batch back: the chunk is someone else's now
             raise LeaseLost(f"chunk {chunk.seq} of job {chunk.job_id} was taken over by another worker")
-    return outcome, cancelled, time.perf_counter() - started
+    return outcome, cancelled, time.perf_counter() - batch.started
 
 
 async def _committed(writing: asyncio.Task, chunk: ClaimedChunk,
@@ -152,7 +152,7 @@ async def prepare_batch(chunk: ClaimedChunk, rows: list[asyncpg.Record], catalog
                         plan: ReindexPlan) -> PreparedBatch:
     """Parse and extract what the batch's write needs (CPU work, yielding the loop now and then)."""
     catalog = catalogs.current
-    batch = PreparedBatch(rows, catalog.generation, [], [], {})
+    batch = PreparedBatch(rows, time.perf_counter(), catalog.generation, [], [], {})
     slices, stale_codes = LoopSlices(), {}
     for row in rows:
         await slices.pause()
@@ -217,7 +217,7 @@ async def _write_indexes(conn: asyncpg.Connection, res_type: str, extracted: lis
             index_records(item.res_id, res_type, item.rows if codes is None else only_codes(item.rows, codes), records)
         hashes = None if codes is None else [sp_hash(res_type, code) for code in codes]
         await replace_indexes(conn, [item.res_id for item in items], records, hashes)
-    return {item.res_id for items in by_codes.values() for item in items if item.differs}
+    return {item.res_id for items in by_codes.values() for item in items}
 
 
 def _outcome(res_type: str, rows: list[asyncpg.Record], changed: set[int], failures: dict[int, str]) -> BatchOutcome:
