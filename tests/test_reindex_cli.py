@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import orjson
+
 from tests.test_load import run_load
 
 
@@ -25,6 +27,15 @@ async def test_reindex_from_the_shell_waits_and_reports(database_url, db, tmp_pa
     assert await db.fetchval("SELECT state FROM job") == "completed"
     assert await db.fetchval("SELECT sum(processed) FROM job_chunk") == 25
     assert await db.fetchval("SELECT count(*) FROM resource WHERE index_hash IS NULL") == 0
+
+
+async def test_the_shell_passes_storage_and_force_options(database_url, db):
+    result = run_reindex(database_url, "--url", "Organization?", "--no-search-parameters", "--optimize-storage",
+                         "ALL_VERSIONS", "--force")
+    assert result.returncode == 0, result.stderr
+    parameters = orjson.loads(await db.fetchval("SELECT parameters::text FROM job"))
+    assert (parameters["reindexSearchParameters"], parameters["optimizeStorage"], parameters["force"]) == (
+        "NONE", "ALL_VERSIONS", True)
 
 
 async def test_bad_url_is_refused_and_starts_nothing(database_url, db):
