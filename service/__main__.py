@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     reindex.add_argument("--no-search-parameters", action="store_true",
                          help="leave index rows alone (reindexSearchParameters=NONE), e.g. a storage-only job")
     reindex.add_argument("--force", action="store_true",
-                         help="rewrite index rows and bodies even where they are current (repair)")
+                         help="re-extract every resource, and rewrite bodies even where already compact")
     reindex.add_argument("--wait", action="store_true", help="work on the job here and wait until it ends")
     return parser
 

@@ -4,6 +4,6 @@
 -- (rows written before this column existed, or a deleted resource), so the next reindex rewrites them.
 ALTER TABLE resource ADD COLUMN index_hash bigint;
 
--- Leave room on each page so that updates of a resource row (a reindex setting index_gen and index_hash,
--- a new version with a body of similar size) can be HOT: no new entries in the table's indexes.
+-- Leave room on each page written from now on, so that updates of a resource row (a reindex setting
+-- index_gen and index_hash, a new version of similar size) can more often be HOT: no new index entries.
 ALTER TABLE resource SET (fillfactor = 85);

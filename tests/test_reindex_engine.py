@@ -11,7 +11,8 @@ import pytest
 
 from service.app import create_app
 from service.http.keys import CATALOG, POOL
-from service.jobs.reindex_step import READ_CHUNK, run_chunk, write_batch
+from service.jobs.reindex_batch import prepare_batch, write_prepared
+from service.jobs.reindex_step import READ_CHUNK, run_chunk
 from service.jobs.repository import claim_chunk, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from service.search.registry import Registry
@@ -155,10 +156,30 @@ async def test_a_resource_updated_during_the_batch_keeps_its_own_indexes(client,
         stale = await conn.fetch(READ_CHUNK, "Organization", chunk.checkpoint, chunk.hi)
     updated = await client.put("/fhir/Organization/o1", json={**org, "name": "New name"}, headers=FHIR_JSON)
     assert updated.status == 200
+    plan = ReindexPlan.from_parameters(chunk.parameters)
+    batch = await prepare_batch("Organization", stale, client.server.app[CATALOG].current, plan)
     async with pool.acquire() as conn, conn.transaction():
-        outcome = await write_batch(conn, chunk, stale, client.server.app[CATALOG],
-                                    ReindexPlan.from_parameters(chunk.parameters))
+        outcome = await write_prepared(conn, "Organization", batch, plan)
     assert (outcome.changed, outcome.unchanged) == (0, 1)
     names = {row[0] for row in await db.fetch("SELECT exact FROM idx_string WHERE exact LIKE '% name'")}
     assert names == {"New name"}
     assert started.job_id
+
+
+async def test_rows_rewritten_since_the_read_are_left_alone(client, db):
+    org = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
+    assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
+    await db.execute("UPDATE resource SET index_hash = NULL")  # unknown rows: the job means to rewrite them
+    pool = client.server.app[POOL]
+    await start_reindex(pool, ReindexPlan(types=("Organization",)), 0)
+    async with pool.acquire() as conn:
+        chunk = await claim_chunk(conn, "w", 60)
+        read = await conn.fetch(READ_CHUNK, "Organization", chunk.checkpoint, chunk.hi)
+    plan = ReindexPlan.from_parameters(chunk.parameters)
+    batch = await prepare_batch("Organization", read, client.server.app[CATALOG].current, plan)
+    # Meanwhile another job (or an instance $reindex) rewrites the rows without a new version.
+    await db.execute("UPDATE resource SET index_hash = 42")
+    async with pool.acquire() as conn, conn.transaction():
+        outcome = await write_prepared(conn, "Organization", batch, plan)
+    assert (outcome.changed, outcome.unchanged) == (0, 1)
+    assert await db.fetchval("SELECT index_hash FROM resource") == 42

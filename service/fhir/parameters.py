@@ -90,6 +90,8 @@ class ReindexRequest(BaseModel):
         # Correcting versions rewrites rows another writer may hold; HAPI refuses it under optimistic locking.
         if self.correct_current_version == "ALL" and self.optimistic_lock:
             raise ValueError("correctCurrentVersion=ALL requires optimisticLock=false")
+        if self.reindex_search_parameters == "NONE" and self.optimize_storage == "NONE":
+            raise ValueError("reindexSearchParameters=NONE with optimizeStorage=NONE leaves nothing to do")
         return self
 
     @property

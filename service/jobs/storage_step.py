@@ -1,9 +1,10 @@
-"""`optimizeStorage`: rewrite stored bodies to the canonical form that every write path stores (compact
-orjson, no whitespace, members in the order written), within a reindex batch's transaction. Versions,
-`lastUpdated` and index rows stay as they are: the content does not change, only its bytes."""
+"""`optimizeStorage`: rewrite stored bodies to compact JSON (no whitespace outside strings), within a
+reindex batch's transaction. Nothing else of the text changes (member order, number spellings such as
+1.50, string escapes), nor versions, `lastUpdated` or index rows: only insignificant bytes go."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import asyncpg
@@ -41,15 +42,22 @@ class BodyRewrite:
     res_id: int
     version: int
     body: bytes
-    differs: bool  # False: already canonical, rewritten because the job was forced
+    differs: bool  # False: already compact, rewritten because the job was forced
 
 
-def canonical_body(resource: object) -> bytes:
-    return orjson.dumps(resource)
+# A JSON string (kept as it is), or a run of whitespace outside strings (dropped).
+_STRING_OR_SPACE = re.compile(rb'("(?:[^"\\]|\\.)*")|[ \t\n\r]+')
+
+
+def compact_body(body: bytes) -> bytes:
+    """The body without insignificant whitespace; raises ValueError when it is not JSON. Unlike a parse
+    and re-serialisation, this keeps every number as written (FHIR decimals carry their precision)."""
+    orjson.loads(body)
+    return _STRING_OR_SPACE.sub(lambda match: match.group(1) or b"", body)
 
 
 async def rewrite_current(conn: asyncpg.Connection, rewrites: list[BodyRewrite]) -> set[int]:
-    """Write the current versions' canonical bodies; returns the resources whose stored bytes changed."""
+    """Write the current versions' compact bodies; returns the resources whose stored bytes changed."""
     if not rewrites:
         return set()
     written = {row["res_id"] for row in await conn.fetch(
@@ -58,19 +66,19 @@ async def rewrite_current(conn: asyncpg.Connection, rewrites: list[BodyRewrite])
     return {item.res_id for item in rewrites if item.differs and item.res_id in written}
 
 
-async def rewrite_history(conn: asyncpg.Connection, versions: dict[int, int], force: bool,
-                          failures: dict[int, str]) -> set[int]:
-    """Canonical bodies for the versions before `versions[res_id]` (ALL_VERSIONS). Returns the resources
-    with a rewritten version; a version that is not JSON leaves its resource's reason in `failures`."""
+async def rewrite_history(conn: asyncpg.Connection, versions: dict[int, int],
+                          force: bool) -> tuple[set[int], dict[int, str]]:
+    """Compact bodies for the versions before `versions[res_id]` (ALL_VERSIONS). Returns the resources
+    with a rewritten version, and the reason of each resource with a version that is not JSON."""
     if not versions:
-        return set()
+        return set(), {}
     rows = await conn.fetch(SELECT_OLDER_VERSIONS, list(versions), list(versions.values()))
-    ver_ids, bodies, changed, slices = [], [], set(), LoopSlices()
+    ver_ids, bodies, changed, failures, slices = [], [], set(), {}, LoopSlices()
     for row in rows:
         await slices.pause()
         try:
-            body = canonical_body(orjson.loads(row["body"]))
-        except orjson.JSONDecodeError as exc:
+            body = compact_body(row["body"])
+        except ValueError as exc:
             failures.setdefault(row["res_id"], f"version {row['version']} is not JSON: {exc}")
             continue
         if force or body != row["body"]:
@@ -80,4 +88,4 @@ async def rewrite_history(conn: asyncpg.Connection, versions: dict[int, int], fo
             changed.add(row["res_id"])
     if ver_ids:
         await conn.execute(REWRITE_VERSIONS, ver_ids, bodies)
-    return changed
+    return changed, failures

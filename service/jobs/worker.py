@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from service.jobs.reindex_step import BatchOutcome, ChunkCancelled, LeaseLost, run_chunk
+from service.jobs.reindex_batch import BatchOutcome
+from service.jobs.reindex_step import ChunkCancelled, LeaseLost, run_chunk
 from service.jobs.repository import (
     JOBS_CHANNEL,
     RELEASE_CHUNK,

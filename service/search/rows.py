@@ -71,6 +71,10 @@ class IndexRows(NamedTuple):
     references: tuple[ReferenceRow, ...] = ()
     missing: frozenset[str] = frozenset()  # applicable non-composite codes without any row (`:missing`)
 
+    def tables(self) -> tuple[tuple, ...]:
+        """The row tuples of the seven value tables, in field order (`missing` is not one of them)."""
+        return (self.strings, self.tokens, self.dates, self.numbers, self.quantities, self.uris, self.references)
+
     def all_rows(self) -> tuple:
         """Every row of every type, in the field order above."""
         return (*self.strings, *self.tokens, *self.dates, *self.numbers, *self.quantities, *self.uris,
@@ -79,7 +83,7 @@ class IndexRows(NamedTuple):
 
 def only_codes(rows: IndexRows, codes: frozenset[str]) -> IndexRows:
     """The rows of these codes only."""
-    return IndexRows(*(tuple(row for row in table if row[0] in codes) for table in rows[:-1]),
+    return IndexRows(*(tuple(row for row in table if row[0] in codes) for table in rows.tables()),
                      missing=rows.missing & codes)
 
 
@@ -87,7 +91,7 @@ def fingerprint(rows: IndexRows) -> int:
     """A stable signed 64-bit digest of a resource's index rows (a Postgres bigint), the same in every
     process: equal rows give equal fingerprints, so a reindex can tell changed rows without reading
     the stored ones back. Row order counts (extraction is deterministic); the missing codes are sorted."""
-    tables = rows[:-1]
+    tables = rows.tables()
     # Flat: each table's length, then every field of every row (a table's rows all have the same fields,
     # so this reads back unambiguously), then the missing codes. Decimal goes through `str`, keeping its scale.
     values = [*map(len, tables), *chain.from_iterable(chain.from_iterable(tables)), *sorted(rows.missing)]

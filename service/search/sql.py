@@ -126,12 +126,15 @@ def equal_condition(item: OrderItem, value: object, params: Parameters) -> str:
     return f"{item.expression} = {params.add(value, item.cast)}"
 
 
+# What a reindex chunk reads of each resource (jobs/reindex_step.py reads whole chunks with it too).
+CHUNK_SELECT = "SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.body FROM resource r"
+
+
 def chunk_statement(queries: Sequence[SearchQuery], after: int, upto: int) -> Statement:
     """The resources of one reindex chunk (res_id in (after, upto]) that match any of the queries, all of
     one resource type, in res_id order, with the columns the reindex step reads."""
     params = Parameters()
     alternatives = " OR ".join(f"({' AND '.join(match_conditions(query, params))})" for query in queries)
-    text = (f"SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.body FROM resource r "
-            f"WHERE ({alternatives}) AND r.res_id > {params.add(after)} AND r.res_id <= {params.add(upto)} "
-            "ORDER BY r.res_id")
+    text = (f"{CHUNK_SELECT} WHERE ({alternatives}) "
+            f"AND r.res_id > {params.add(after)} AND r.res_id <= {params.add(upto)} ORDER BY r.res_id")
     return Statement(text, tuple(params.values))

@@ -158,6 +158,8 @@ def test_the_request_is_frozen() -> None:
     (params({"name": "reindexSearchParameters", "valueCode": 1}), "must have a non-empty valueCode"),
     (params({"name": "correctCurrentVersion", "valueCode": "ALL"}),
      "Invalid $reindex parameters: correctCurrentVersion=ALL requires optimisticLock=false"),
+    (params({"name": "reindexSearchParameters", "valueCode": "NONE"}),
+     "Invalid $reindex parameters: reindexSearchParameters=NONE with optimizeStorage=NONE leaves nothing to do"),
     (params({"name": "correctCurrentVersion", "valueCode": "ALL"}, {"name": "optimisticLock", "valueBoolean": True}),
      "requires optimisticLock=false"),
     (params({"name": "url", "valueString": "Patient"}), "'Patient' is not a relative search URL"),

@@ -1,0 +1,165 @@
+"""One batch of a reindex chunk: extract (pure CPU work, done before any lock is taken), then write in
+the caller's transaction: index rows of the resources whose rows differ, canonical bodies, and counts."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import asyncpg
+import orjson
+
+from service.jobs.pacing import LoopSlices
+from service.jobs.start import ReindexPlan
+from service.jobs.storage_step import BodyRewrite, compact_body, rewrite_current, rewrite_history
+from service.search.catalog import Catalog
+from service.search.param_hash import sp_hash
+from service.search.rows import fingerprint, only_codes
+from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
+
+# One statement takes the row locks and records the generation and fingerprint of the rows about to be
+# written; it returns the resources whose rows are to be written. A resource is left alone when, since
+# the read, it was updated or deleted ($5, optimisticLock: its own write indexed it), or its rows were
+# rewritten without a new version (another job, an instance $reindex: index_hash moved), or indexed with
+# definitions newer than this worker's catalog (index_gen above $4).
+MARK_INDEXED = """
+UPDATE resource r SET index_gen = $4, index_hash = u.index_hash
+FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $6::bigint[]) AS u (res_id, version, index_hash, read_hash)
+WHERE r.res_id = u.res_id AND NOT r.deleted AND (r.version = u.version OR NOT $5)
+  AND r.index_gen <= $4 AND r.index_hash IS NOT DISTINCT FROM u.read_hash
+RETURNING r.res_id"""
+MAX_FAILURE_REASON = 300
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, for the checkpoint."""
+
+    last_res_id: int
+    changed: int = 0
+    unchanged: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def processed(self) -> int:
+        return self.changed + self.unchanged + len(self.failures)
+
+
+class Extracted(NamedTuple):  # one per resource: cheaper to build than a frozen dataclass
+    res_id: int
+    version: int
+    read_hash: int | None  # the fingerprint stored when the batch was read
+    fingerprint: int  # of the fresh extraction
+    records: IndexRecords | None  # the rows to write (of `codes`), when the fingerprints differ
+    codes: frozenset[str] | None  # the codes whose rows are rewritten (None: every code)
+    current: bool  # indexed at this catalog generation already: nothing to record unless the rows differ
+
+    @property
+    def differs(self) -> bool:
+        return self.records is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch read and extracted, ready for its write transaction."""
+
+    rows: list[asyncpg.Record]
+    started: float  # perf_counter when its extraction began: a batch's latency runs from there to its commit
+    generation: int  # of the catalog the rows were extracted with
+    extracted: list[Extracted]
+    rewrites: list[BodyRewrite]
+    failures: dict[int, str]  # res_id -> reason
+
+
+async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Catalog,
+                        plan: ReindexPlan) -> PreparedBatch:
+    """Parse and extract what the batch's write needs (CPU work, yielding the loop now and then)."""
+    batch = PreparedBatch(rows, time.perf_counter(), catalog.generation, [], [], {})
+    slices, stale_by_gen = LoopSlices(), {}
+    for row in rows:
+        await slices.pause()
+        index_gen = row["index_gen"]
+        if index_gen > catalog.generation:
+            continue  # indexed with definitions newer than this worker's: its own write did the job
+        # Only the rows of codes whose definitions changed since the resource was indexed can be stale; a
+        # resource with none costs only this read. Unknown rows (no fingerprint) and a forced job check all.
+        stale = stale_by_gen.get(index_gen)
+        if stale is None:
+            stale = stale_by_gen[index_gen] = catalog.stale_codes(res_type, index_gen)
+        every_code = plan.force or row["index_hash"] is None
+        reindex = plan.reindex_search_parameters and (every_code or bool(stale))
+        if not reindex and plan.optimize_storage == "NONE":
+            continue
+        try:
+            if reindex:
+                batch.extracted.append(_extract(row, res_type, catalog, None if every_code else stale))
+            if plan.optimize_storage != "NONE":
+                body = compact_body(row["body"])
+                if plan.force or body != row["body"]:
+                    batch.rewrites.append(BodyRewrite(row["res_id"], row["version"], body, body != row["body"]))
+        except ValueError as exc:  # not JSON, or not the shape of its type
+            batch.failures[row["res_id"]] = str(exc)
+    return batch
+
+
+def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozenset[str] | None) -> Extracted:
+    resource = orjson.loads(row["body"])
+    if resource.__class__ is not dict:
+        raise ValueError(f"the stored body is not a JSON object but {type(resource).__name__}")
+    rows = catalog.registry.extract(resource)
+    digest = fingerprint(rows)
+    records = None
+    if digest != row["index_hash"]:
+        records = index_records(row["res_id"], res_type, rows if codes is None else only_codes(rows, codes))
+    return Extracted(row["res_id"], row["version"], row["index_hash"], digest, records, codes,
+                     row["index_gen"] == catalog.generation)
+
+
+async def write_prepared(conn: asyncpg.Connection, res_type: str, batch: PreparedBatch,
+                         plan: ReindexPlan) -> BatchOutcome:
+    """Write a prepared batch inside the caller's transaction (which also holds the checkpoint)."""
+    changed = await _write_indexes(conn, res_type, batch.extracted, batch.generation, plan.optimistic_lock)
+    changed |= await rewrite_current(conn, batch.rewrites)
+    failures = dict(batch.failures)
+    if plan.optimize_storage == "ALL_VERSIONS":
+        current = {row["res_id"]: row["version"] for row in batch.rows if row["res_id"] not in failures}
+        rewritten, unreadable = await rewrite_history(conn, current, plan.force)
+        changed |= rewritten
+        failures.update(unreadable)
+    return _outcome(res_type, batch.rows, changed, failures)
+
+
+async def _write_indexes(conn: asyncpg.Connection, res_type: str, extracted: list[Extracted], generation: int,
+                         optimistic_lock: bool) -> set[int]:
+    """Rewrite the index rows of the resources whose rows differ from their fingerprint: DELETE the rows
+    of their stale codes (or all) and COPY the new ones. Returns the resources whose rows changed."""
+    marked = [item for item in extracted if item.differs or not item.current]
+    if not marked:  # a forced job over current rows: extraction was all it cost
+        return set()
+    locked = {row["res_id"] for row in await conn.fetch(
+        MARK_INDEXED, [item.res_id for item in marked], [item.version for item in marked],
+        [item.fingerprint for item in marked], generation, optimistic_lock, [item.read_hash for item in marked])}
+    # Resources indexed at different generations have different stale codes: one DELETE per set of codes.
+    by_codes: dict[frozenset[str] | None, list[Extracted]] = defaultdict(list)
+    for item in marked:
+        if item.differs and item.res_id in locked:
+            by_codes[item.codes].append(item)
+    for codes, items in by_codes.items():
+        records: IndexRecords = {table: [] for table in TABLE_COLUMNS}
+        for item in items:
+            for table, table_records in item.records.items():
+                records[table].extend(table_records)
+        hashes = None if codes is None else [sp_hash(res_type, code) for code in codes]
+        await replace_indexes(conn, [item.res_id for item in items], records, hashes)
+    return {item.res_id for items in by_codes.values() for item in items}
+
+
+def _outcome(res_type: str, rows: list[asyncpg.Record], changed: set[int], failures: dict[int, str]) -> BatchOutcome:
+    """The batch's counts: a resource changed or deleted since the read counts as unchanged (its own write
+    indexed it), as does one whose rows and body were current already."""
+    reported = [{"id": f"{res_type}/{row['fhir_id']}", "reason": failures[row["res_id"]][:MAX_FAILURE_REASON]}
+                for row in rows if row["res_id"] in failures]
+    changed -= failures.keys()
+    return BatchOutcome(rows[-1]["res_id"], len(changed), len(rows) - len(changed) - len(reported), reported)

@@ -1,0 +1,47 @@
+"""What a reindex batch extracts before it writes (pure: rows as the chunk cursor returns them)."""
+
+from __future__ import annotations
+
+import orjson
+
+from service.jobs.reindex_batch import prepare_batch
+from service.jobs.start import ReindexPlan
+from service.search.catalog import build_catalog
+from service.search.registry import Registry
+from service.search.rows import fingerprint
+
+ORG = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
+CATALOG = build_catalog(Registry.builtin(), 3, [], [], [(3, "name", ["Organization"])])
+
+
+def row(res_id: int, index_gen: int, index_hash: int | None, body: bytes = orjson.dumps(ORG)) -> dict:
+    return {"res_id": res_id, "fhir_id": f"o{res_id}", "version": 1, "index_gen": index_gen,
+            "index_hash": index_hash, "body": body}
+
+
+async def test_what_each_row_needs() -> None:
+    current = fingerprint(CATALOG.registry.extract(ORG))
+    rows = [row(1, 3, current),  # indexed with these definitions: a read
+            row(2, 9, current),  # indexed with newer definitions than this catalog's: its own write did it
+            row(3, 2, current),  # `name` changed since: re-extracted, same rows, nothing to write
+            row(4, 2, 17),  # `name` changed and the rows differ: the `name` rows are rewritten
+            row(5, 3, None),  # rows of unknown provenance: all rewritten
+            row(6, 2, 17, b"[1, 2]")]  # not a resource
+    batch = await prepare_batch("Organization", rows, CATALOG, ReindexPlan())
+    extracted = {item.res_id: item for item in batch.extracted}
+    assert set(extracted) == {3, 4, 5}
+    assert (extracted[3].differs, extracted[3].current) == (False, False)
+    assert extracted[4].codes == {"name"} and {r[3] for r in extracted[4].records["idx_string"]} == {"Acme"}
+    assert extracted[5].codes is None and len(extracted[5].records["idx_token"]) > 0
+    assert "not a JSON object" in batch.failures[6]
+
+
+async def test_force_checks_current_rows_and_compacts_every_body() -> None:
+    current = fingerprint(CATALOG.registry.extract(ORG))
+    pretty = orjson.dumps(ORG, option=orjson.OPT_INDENT_2)
+    plan = ReindexPlan(force=True, optimize_storage="CURRENT_VERSION")
+    batch = await prepare_batch("Organization", [row(1, 3, current), row(2, 3, current, pretty)], CATALOG, plan)
+    assert [(item.res_id, item.differs, item.current) for item in batch.extracted] == [(1, False, True),
+                                                                                      (2, False, True)]
+    assert [(item.res_id, item.body, item.differs) for item in batch.rewrites] == [
+        (1, orjson.dumps(ORG), False), (2, orjson.dumps(ORG), True)]
