@@ -16,12 +16,17 @@ UTC = timezone.utc
 MIN_INSTANT = datetime.min.replace(tzinfo=UTC)  # an open Period start
 MAX_INSTANT = datetime.max.replace(tzinfo=UTC)  # an open Period end
 ONE_MICROSECOND = timedelta(microseconds=1)
+# How far the last microsecond of a time value lies from its start: a minute when it has no seconds, else
+# by the number of fraction digits (0 to 6).
+_MINUTE_SPAN = timedelta(minutes=1) - ONE_MICROSECOND
+_SPANS = tuple(timedelta(microseconds=10 ** (6 - digits)) - ONE_MICROSECOND for digits in range(7))
 DATE_TIME = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
     r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 
 
+@lru_cache(maxsize=256)  # a handful of zones in practice; building a timezone costs more than the lookup
 def _offset(zone: str | None) -> timezone:
     if not zone or zone == "Z":
         return UTC
@@ -48,12 +53,8 @@ def _time_range(match: re.Match) -> tuple[datetime, datetime]:
     digits = (fraction or "")[:6]
     local = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
                      int(digits.ljust(6, "0")) if digits else 0, tzinfo=_offset(zone))
-    if second is None:
-        width = timedelta(minutes=1)
-    else:
-        width = timedelta(microseconds=10 ** (6 - len(digits)))
     low = local.astimezone(UTC)
-    return low, low + width - ONE_MICROSECOND
+    return low, low + (_MINUTE_SPAN if second is None else _SPANS[len(digits)])
 
 
 @lru_cache(maxsize=16384)  # resources repeat their dates (effective = issued, period bounds)

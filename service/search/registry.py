@@ -103,7 +103,17 @@ def run_entries(entries: tuple, start: list, sinks: tuple[list, ...]) -> None:
 
 
 def unique(rows: list) -> tuple:
-    return tuple(dict.fromkeys(rows)) if len(rows) > 1 else tuple(rows)
+    """The rows without repeats, in first-seen order. A few rows are compared pairwise, which is cheaper
+    than hashing the fresh Decimal and datetime values they hold (rows of different codes differ at once)."""
+    if len(rows) < 2:
+        return tuple(rows)
+    if len(rows) > 4:
+        return tuple(dict.fromkeys(rows))
+    kept: list = []
+    for row in rows:
+        if row not in kept:
+            kept.append(row)
+    return tuple(kept)
 
 
 class Registry:
