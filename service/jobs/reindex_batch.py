@@ -81,15 +81,15 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
     for row in rows:
         await slices.pause()
         index_gen = row["index_gen"]
-        if index_gen > catalog.generation:
-            continue  # indexed with definitions newer than this worker's: its own write did the job
         # Only the rows of codes whose definitions changed since the resource was indexed can be stale; a
-        # resource with none costs only this read. Unknown rows (no fingerprint) and a forced job check all.
+        # resource with none costs only this read. Unknown rows (no fingerprint) and a forced job check all,
+        # except rows indexed with definitions newer than this worker's: their own write did the job.
         stale = stale_by_gen.get(index_gen)
         if stale is None:
             stale = stale_by_gen[index_gen] = catalog.stale_codes(res_type, index_gen)
         every_code = plan.force or row["index_hash"] is None
-        reindex = plan.reindex_search_parameters and (every_code or bool(stale))
+        reindex = (plan.reindex_search_parameters and index_gen <= catalog.generation
+                   and (every_code or bool(stale)))
         if not reindex and plan.optimize_storage == "NONE":
             continue
         try:

@@ -45,3 +45,10 @@ async def test_force_checks_current_rows_and_compacts_every_body() -> None:
                                                                                       (2, False, True)]
     assert [(item.res_id, item.body, item.differs) for item in batch.rewrites] == [
         (1, orjson.dumps(ORG), False), (2, orjson.dumps(ORG), True)]
+
+
+async def test_storage_does_not_depend_on_the_index_generation() -> None:
+    pretty = orjson.dumps(ORG, option=orjson.OPT_INDENT_2)
+    plan = ReindexPlan(optimize_storage="CURRENT_VERSION")
+    batch = await prepare_batch("Organization", [row(1, 9, None, pretty)], CATALOG, plan)  # newer definitions
+    assert batch.extracted == [] and [item.body for item in batch.rewrites] == [orjson.dumps(ORG)]
