@@ -16,7 +16,8 @@
 3. Raw baseline, same rows and batch size: server-side cursor in a read-only transaction, orjson.loads of
    each body, and COPY of as many constant rows as the job extracted into `raw_idx` (a logged table
    LIKE idx_token: same columns, no indexes), one transaction per batch. Ratio = job / raw.
-4. Peak RSS: VmRSS of this process sampled while the worker runs (and VmHWM of the service subprocess).
+4. Peak RSS: VmRSS of this process sampled while the worker runs (the data is generated and loaded by a
+   child process, so this one holds what a service replica holds), and VmHWM of the service subprocess.
 5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=1): a "rewrite" POST $reindex of the Organizations to
    the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id}; then, for a
    database of `--small` Organizations, a SearchParameter PUT followed by POST $reindex to the first 200
@@ -29,12 +30,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import multiprocessing
 import os
 import random
 import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +119,23 @@ async def load(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, count: int) ->
             assert not result.rejected, result.rejected[:3]
         await conn.execute("VACUUM ANALYZE")
     return count / (time.perf_counter() - started)
+
+
+def load_in_child(dsn: str, kind: str, count: int) -> float:
+    """`load` in a process of its own, so generating and loading the data does not count in the peak
+    RSS of the process that then runs the worker."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(_load_entry, dsn, kind, count).result()
+
+
+def _load_entry(dsn: str, kind: str, count: int) -> float:
+    async def run() -> float:
+        pool = await create_pool(dsn, Settings(database_url=dsn))
+        try:
+            return await load(pool, Catalogs(Registry.builtin()), kind, count)
+        finally:
+            await pool.close()
+    return asyncio.run(run())
 
 
 async def wait_job(pool: asyncpg.Pool, job_id: object) -> asyncpg.Record:
@@ -335,7 +355,7 @@ async def main() -> None:
         counts = {kind: count for kind, count in (("Organization", args.organizations),
                                                   ("Observation", args.observations)) if count}
         for kind, count in counts.items():
-            rate = await load(pool, catalogs, kind, count)
+            rate = await asyncio.to_thread(load_in_child, dsn, kind, count)
             print(f"loaded {count:,} {kind} ({rate:,.0f} res/s)", flush=True)
         gc.collect()
         gc.freeze()  # as the service does once started (service/__main__.py)
