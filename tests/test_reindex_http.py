@@ -110,8 +110,11 @@ async def test_seed_exchange_is_answered_as_hapi_does(aiohttp_client, worker_set
     (orjson.dumps(parameters(("reindexSearchParameters", "valueCode", "SOME"))), "reindexSearchParameters"),
     (orjson.dumps(parameters(("batchSize", "valueInteger", 0))), "batchSize"),
     (orjson.dumps(parameters(("correctCurrentVersion", "valueCode", "ALL"))), "optimisticLock"),
+    (orjson.dumps(parameters(("reindexSearchParameters", "valueCode", "NONE"))), "nothing to do"),
+    (orjson.dumps(parameters(("optimizeStorage", "valueCode", "EVERYTHING"))), "optimizeStorage"),
+    (orjson.dumps(parameters(("force", "valueString", "always"))), "'force' must be a boolean"),
 ], ids=["malformed json", "not parameters", "unknown type", "no question mark", "unknown search parameter",
-        "bad code", "zero batch", "correct with lock"])
+        "bad code", "zero batch", "correct with lock", "nothing to do", "bad storage mode", "bad force"])
 async def test_bad_requests_are_400_and_create_no_job(client, db, body, problem):
     response = await client.post("/fhir/$reindex", data=body, headers=FHIR_JSON)
     assert response.status == 400

@@ -1,5 +1,5 @@
 """One batch of a reindex chunk: extract (pure CPU work, done before any lock is taken), then write in
-the caller's transaction: index rows of the resources whose rows differ, canonical bodies, and counts."""
+the caller's transaction: index rows of the resources whose rows differ, compact bodies, and counts."""
 
 from __future__ import annotations
 

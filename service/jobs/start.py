@@ -38,7 +38,7 @@ class ReindexPlan:
     types: tuple[str, ...] = ()
     batch_size: int = 500
     reindex_search_parameters: bool = True  # reindexSearchParameters=ALL: bring index rows up to date
-    optimize_storage: StorageMode = "NONE"  # rewrite stored bodies to their canonical compact JSON
+    optimize_storage: StorageMode = "NONE"  # strip insignificant whitespace from stored bodies
     # Check what is current already: every resource in scope is re-extracted with all its parameters (rows
     # that differ from their fingerprint are rewritten), and every body is rewritten; counts are unaffected.
     force: bool = False

@@ -12,7 +12,7 @@ import orjson
 
 from service.jobs.pacing import LoopSlices
 
-# A body is rewritten only at the version that was read: an update since then wrote a canonical body
+# A body is rewritten only at the version that was read: an update since then wrote a compact body
 # already, and an older one must never overwrite it (whatever optimisticLock says). The current
 # version's copy in resource_version is the same content and goes with it.
 REWRITE_CURRENT = """
