@@ -24,9 +24,8 @@ from service.db import load_migrations, migrate
 from service.settings import Settings
 from tests import tokens
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA_DIR.is_dir():  # CI clones the repo with shared/ beside it; a developer checkout may sit elsewhere
-    DATA_DIR = Path(os.environ.get("FHIR_TEST_DATA_DIR", "../shared/data")).resolve()
+# The third-party resources the tests load (tests/data/README.md); FHIR_TEST_DATA_DIR names another copy.
+DATA_DIR = Path(os.environ.get("FHIR_TEST_DATA_DIR") or Path(__file__).resolve().parent / "data")
 
 
 def with_database(dsn: str, database: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import os
 import re
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from fhirpathpy.models import models
 from service.search.registry import Registry
 from service.search.rows import IndexRows
 from service.search.shapes import shape_converter
+from tests.conftest import DATA_DIR
 
-DATA_DIR = Path(os.environ.get("FHIR_TEST_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 SAMPLE = 50
 RESOLVE_IS = re.compile(r"resolve\(\) is (\w+)")
 AS_OPERATOR = re.compile(r" as (\w+)")

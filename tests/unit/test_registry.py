@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from service.search.definitions import InvalidSearchParameter, load_builtin
 from service.search.registry import Registry
 from service.search.rows import DateRow, QuantityRow, ReferenceRow, StringRow, TokenRow
+from tests.conftest import DATA_DIR
 
-DATA_DIR = Path(os.environ.get("FHIR_TEST_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 PLANNET = DATA_DIR / "plannet" / "plannet-searchparameters.bundle.json"
 UTC = timezone.utc
 
