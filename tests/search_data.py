@@ -7,7 +7,7 @@ import asyncio
 import gzip
 import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,22 +17,18 @@ import orjson
 
 from service.settings import Settings
 from tests import tokens
-from tests.conftest import DATA_DIR, with_database
-from tests.test_load import run_load
+from tests.conftest import DATA_DIR, clone_statement, with_database
 
 DATASETS = ("plannet", "synthea-r4-2019")
 
 
-def loaded_database(server_dsn: str, template_database: str) -> Iterator[str]:
-    """A fresh database with both datasets loaded and analysed; dropped afterwards."""
+def loaded_database(server_dsn: str, dataset_template: Callable[..., str]) -> Iterator[str]:
+    """A fresh database with both datasets loaded and analysed (a copy of the session's template, so a
+    module may write to it); dropped afterwards."""
     name = f"fhir_search_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    url = with_database(server_dsn, name)
+    asyncio.run(_execute(server_dsn, clone_statement(name, dataset_template(*DATASETS))))
     try:
-        result = run_load(url, *(str(DATA_DIR / dataset) for dataset in DATASETS))
-        assert result.returncode == 0, result.stderr
-        asyncio.run(_execute(url, "ANALYZE"))
-        yield url
+        yield with_database(server_dsn, name)
     finally:
         asyncio.run(_execute(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

@@ -6,9 +6,8 @@ import pytest
 
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, run_load
 from tests.indexes import expected_index_rows, stored_index_rows
-from tests.test_load import run_load
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import gzip
 import re
-import subprocess
-import sys
 from collections import Counter
 
 import orjson
 
 from service.search.param_hash import sp_hash
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, run_load
 
 DATASETS = ["synthea-r4-2019", "synthea-bulk-10", "synthea-bulk-1000", "plannet"]
 
@@ -28,11 +26,6 @@ def file_counts() -> tuple[Counter[str], Counter[str]]:
                     lines[resource["resourceType"]] += 1
                     distinct.setdefault(resource["resourceType"], set()).add(resource["id"])
     return lines, Counter({res_type: len(ids) for res_type, ids in distinct.items()})
-
-
-def run_load(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service", "load", *arguments], capture_output=True, text=True,
-                          env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}, timeout=300)
 
 
 async def test_load_shared_data(database_url, db):

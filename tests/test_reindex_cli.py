@@ -7,7 +7,7 @@ import sys
 
 import orjson
 
-from tests.test_load import run_load
+from tests.conftest import run_load
 
 
 def run_reindex(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -16,18 +16,9 @@ from service.jobs.reindex_step import READ_CHUNK, run_chunk
 from service.jobs.repository import claim_chunk, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from service.search.registry import Registry
-from tests.conftest import DATA_DIR
 from tests.indexes import expected_index_rows, stored_index_rows
-from tests.test_load import run_load
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-@pytest.fixture
-async def plannet(database_url):
-    result = run_load(database_url, str(DATA_DIR / "plannet"))
-    assert result.returncode == 0, result.stderr
-    return database_url
 
 
 @pytest.fixture
@@ -60,7 +51,8 @@ async def chunk_totals(db, job_id) -> asyncpg.Record:
                              job_id)
 
 
-async def test_reindex_restores_exactly_the_indexes_of_a_clean_extraction(aiohttp_client, worker_settings, plannet, db):
+@pytest.mark.dataset("plannet")
+async def test_reindex_restores_exactly_the_indexes_of_a_clean_extraction(aiohttp_client, worker_settings, db):
     organizations = await wipe_indexes(db, "Organization")
     client = await aiohttp_client(create_app(worker_settings))
     pool = client.server.app[POOL]
@@ -77,7 +69,8 @@ async def test_reindex_restores_exactly_the_indexes_of_a_clean_extraction(aiohtt
     assert (totals["changed"], totals["unchanged"]) == (0, organizations)  # current rows cost only a read
 
 
-async def test_identical_running_job_is_shared_and_empty_job_completes(aiohttp_client, settings, plannet, db):
+@pytest.mark.dataset("plannet")
+async def test_identical_running_job_is_shared_and_empty_job_completes(aiohttp_client, settings, db):
     client = await aiohttp_client(create_app(settings))  # no workers: the job stays queued
     pool = client.server.app[POOL]
     first = await start_reindex(pool, ReindexPlan(types=("Organization",)), 0)
@@ -87,8 +80,8 @@ async def test_identical_running_job_is_shared_and_empty_job_completes(aiohttp_c
     assert (await db.fetchrow("SELECT state FROM job WHERE id = $1", empty.job_id))["state"] == "completed"
 
 
-async def test_a_dead_workers_chunk_is_resumed_from_its_checkpoint(aiohttp_client, settings, worker_settings,
-                                                                   plannet, db):
+@pytest.mark.dataset("plannet")
+async def test_a_dead_workers_chunk_is_resumed_from_its_checkpoint(aiohttp_client, settings, worker_settings, db):
     organizations = await wipe_indexes(db, "Organization")
     idle = await aiohttp_client(create_app(settings))
     pool = idle.server.app[POOL]
@@ -114,7 +107,8 @@ async def test_a_dead_workers_chunk_is_resumed_from_its_checkpoint(aiohttp_clien
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
 
 
-async def test_two_replicas_share_one_job(aiohttp_client, worker_settings, plannet, db):
+@pytest.mark.dataset("plannet")
+async def test_two_replicas_share_one_job(aiohttp_client, worker_settings, db):
     await wipe_indexes(db, "Practitioner")
     await wipe_indexes(db, "PractitionerRole")
     first = await aiohttp_client(create_app(worker_settings))
@@ -131,7 +125,8 @@ async def test_two_replicas_share_one_job(aiohttp_client, worker_settings, plann
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
 
 
-async def test_cancel_stops_the_job(aiohttp_client, worker_settings, plannet, db):
+@pytest.mark.dataset("plannet")
+async def test_cancel_stops_the_job(aiohttp_client, worker_settings, db):
     client = await aiohttp_client(create_app(worker_settings))
     pool = client.server.app[POOL]
     started = await start_reindex(pool, ReindexPlan(batch_size=1, force=True), 0, chunk_size=100_000)

@@ -17,9 +17,7 @@ from service.db import create_pool
 from service.http.keys import POOL
 from service.jobs.start import ReindexPlan, start_reindex
 from service.search.registry import Registry
-from tests.conftest import DATA_DIR
 from tests.indexes import expected_index_rows, stored_index_rows
-from tests.test_load import run_load
 from tests.test_process import free_port
 from tests.test_reindex_engine import chunk_totals, wait_ended, wipe_indexes
 
@@ -28,8 +26,8 @@ TYPES = ("Practitioner", "PractitionerRole")
 
 @pytest.fixture
 async def stale_plannet(database_url, db) -> int:
-    """Plan-Net loaded, with the indexes of TYPES wiped; returns how many resources need reindexing."""
-    assert run_load(database_url, str(DATA_DIR / "plannet")).returncode == 0
+    """Plan-Net (mark the test dataset("plannet")) with the indexes of TYPES wiped; returns how many
+    resources need reindexing."""
     return sum([await wipe_indexes(db, res_type) for res_type in TYPES])
 
 
@@ -41,6 +39,7 @@ async def wait_progress(db, job_id) -> int:
     return processed
 
 
+@pytest.mark.dataset("plannet")
 async def test_a_sigkilled_worker_process_is_resumed_by_another(aiohttp_client, settings, database_url, db,
                                                                 stale_plannet, tmp_path):
     env = {**os.environ, "DATABASE_URL": database_url, "FHIR_PORT": str(free_port()), "FHIR_AUTH_MODE": "unsigned",
@@ -69,6 +68,7 @@ async def test_a_sigkilled_worker_process_is_resumed_by_another(aiohttp_client, 
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
 
 
+@pytest.mark.dataset("plannet")
 async def test_dropped_connections_are_retried_and_the_job_completes(aiohttp_client, settings, db, stale_plannet):
     # A short lease: if releasing the chunk also meets a dropped connection, expiry hands it back.
     replica = settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": 0.2,

@@ -16,9 +16,7 @@ from service.search.catalog import Catalogs
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
 from service.store.indexes import TABLE_COLUMNS
-from tests.conftest import DATA_DIR
 from tests.indexes import expected_index_rows, stored_index_rows
-from tests.test_load import run_load
 from tests.test_reindex_engine import chunk_totals, wait_ended
 from tests.test_reindex_http import parameters, poll_until_ended
 
@@ -32,11 +30,13 @@ ROW_ADDRESSES = " UNION ALL ".join(
     f"SELECT '{table}' AS tbl, ctid::text AS ctid, res_id, sp_hash FROM {table}" for table in TABLE_COLUMNS)
 
 
+ORGANIZATIONS_AND_ENDPOINTS = pytest.mark.dataset("plannet/Organization.ndjson.gz", "plannet/Endpoint.ndjson.gz")
+
+
 @pytest.fixture
-async def organizations_and_endpoints(database_url, db):
-    for name in ("Organization", "Endpoint"):
-        result = run_load(database_url, str(DATA_DIR / "plannet" / f"{name}.ndjson.gz"))
-        assert result.returncode == 0, result.stderr
+async def organizations_and_endpoints(db):
+    """Counts per type of a database holding Plan-Net's Organizations and Endpoints (mark the test with
+    ORGANIZATIONS_AND_ENDPOINTS)."""
     return {row["res_type"]: row["count"] for row in await db.fetch(
         "SELECT res_type, count(*) FROM resource GROUP BY res_type")}
 
@@ -59,6 +59,7 @@ async def run_job(client, plan: ReindexPlan, db) -> dict:
     return dict(await chunk_totals(db, started.job_id))
 
 
+@ORGANIZATIONS_AND_ENDPOINTS
 async def test_a_parameter_change_rewrites_only_its_rows_on_its_types(aiohttp_client, worker_settings, db,
                                                                       organizations_and_endpoints):
     client = await aiohttp_client(create_app(worker_settings))
@@ -83,6 +84,7 @@ async def test_a_parameter_change_rewrites_only_its_rows_on_its_types(aiohttp_cl
     assert (again["changed"], again["unchanged"]) == (0, again["processed"])  # all current: a read each
 
 
+@ORGANIZATIONS_AND_ENDPOINTS
 async def test_force_re_extracts_everything_and_rewrites_only_what_differs(aiohttp_client, worker_settings, db,
                                                                           organizations_and_endpoints):
     client = await aiohttp_client(create_app(worker_settings))
@@ -148,6 +150,7 @@ async def test_optimize_storage_rewrites_bodies_and_nothing_else(aiohttp_client,
     assert await db.fetchrow("SELECT version, last_updated FROM resource") == state
 
 
+@ORGANIZATIONS_AND_ENDPOINTS
 async def test_a_worker_whose_catalog_lags_catches_up_before_the_job(aiohttp_client, settings, db,
                                                                      organizations_and_endpoints):
     client = await aiohttp_client(create_app(settings))  # an API-only node: no workers
@@ -166,6 +169,7 @@ async def test_a_worker_whose_catalog_lags_catches_up_before_the_job(aiohttp_cli
     assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(ALIAS))
 
 
+@ORGANIZATIONS_AND_ENDPOINTS
 async def test_overriding_a_built_in_code_and_removing_the_override(aiohttp_client, worker_settings, db,
                                                                     organizations_and_endpoints):
     """The override moves `name` rows from idx_string to idx_token; its deletion moves them back."""

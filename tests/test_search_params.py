@@ -30,8 +30,8 @@ ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 @pytest.fixture(scope="module")
-def search_database(server_dsn, template_database):
-    yield from loaded_database(server_dsn, template_database)
+def search_database(server_dsn, dataset_template):
+    yield from loaded_database(server_dsn, dataset_template)
 
 
 @pytest.fixture

@@ -34,8 +34,8 @@ NPI = "http://hl7.org/fhir/sid/us-npi"
 
 
 @pytest.fixture(scope="module")
-def search_database(server_dsn, template_database):
-    yield from loaded_database(server_dsn, template_database)
+def search_database(server_dsn, dataset_template):
+    yield from loaded_database(server_dsn, dataset_template)
 
 
 @pytest.fixture
