@@ -17,7 +17,8 @@ from service.app import create_app
 from service.db import open_database
 from service.http.keys import LIFECYCLE
 from service.logging import configure_logging
-from service.settings import Settings
+from service.settings import Settings, load_settings
+from service.startup import SettingsError, StartupError, report
 
 log = structlog.get_logger("service")
 
@@ -26,14 +27,17 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then report not-ready, drain, and stop within the grace period."""
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
-    await runner.setup()
+    try:
+        await runner.setup()
+        await _listen(runner, settings)
+    except BaseException:
+        await runner.cleanup()  # close what start-up opened (pool, embedded server) before it failed
+        raise
     # Move what start-up built (modules, the compiled search parameters) out of the garbage collector's
     # reach: a full collection then walks only young objects, instead of pausing the loop for tens of
     # milliseconds now and then during a reindex.
     gc.collect()
     gc.freeze()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
     log.info("serving", host=settings.host, port=settings.port, base_path=settings.base_path or "/",
              auth_mode=settings.auth_mode, embedded_postgres=settings.embedded)
     stop = asyncio.Event()
@@ -47,6 +51,14 @@ async def serve(settings: Settings) -> None:
     await asyncio.sleep(settings.shutdown_drain_seconds)
     await runner.cleanup()
     log.info("stopped")
+
+
+async def _listen(runner: web.AppRunner, settings: Settings) -> None:
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except OSError as exc:
+        raise StartupError("listen_failed", f"cannot listen on {settings.host}:{settings.port}: "
+                           f"{exc.strerror or exc} (FHIR_HOST, FHIR_PORT)") from None
 
 
 async def run_migrations(settings: Settings) -> None:
@@ -77,8 +89,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        configure_logging(Settings.model_construct())  # the defaults: the failure still goes out as a log event
+        return report(exc)
     configure_logging(settings)
+    try:
+        return _command(args, settings)
+    except StartupError as exc:
+        return report(exc)
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int:
     if settings.auth_mode == "unsigned":
         log.warning("auth_unsigned",
                     detail="unsigned (alg: none) bearer tokens are accepted; never use this in a deployment")

@@ -18,12 +18,14 @@ from service.metrics import Metrics
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
+from service.startup import SettingsError
 from service.store.resources import ResourceStore
 from service.store.search_parameters import follow_changes, refresh_catalog
 
 
 def create_app(settings: Settings) -> web.Application:
-    settings.check_auth()  # refuse to start with an authentication set-up that cannot verify a token
+    if problems := settings.problems():  # e.g. an authentication set-up that cannot verify a single token
+        raise SettingsError(problems)
     app = web.Application(
         # Authentication sits inside the error middleware (refusals become OperationOutcomes) and before
         # negotiation and body checks, so an unauthenticated client learns nothing about the API.

