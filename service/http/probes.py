@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from service.db import schema_version
-from service.http.keys import LIFECYCLE, METRICS, POOL
+from service.http.keys import LIFECYCLE, METRICS, POOL, Lifecycle
 from service.jobs.repository import live_jobs
 from service.metrics import CONTENT_TYPE
 from service.store.notifications import CONNECTION_ERRORS
@@ -39,7 +39,27 @@ async def readyz(request: web.Request) -> web.Response:
         return _status(503, status="database unavailable")
     if version < lifecycle.schema_version:
         return _status(503, status="migrations pending", schema_version=version)
+    if version > lifecycle.schema_version and not lifecycle.been_ready:
+        return _schema_newer_than_code(lifecycle, version)
+    lifecycle.been_ready = True
     return _status(200, status="ready", schema_version=version)
+
+
+def _schema_newer_than_code(lifecycle: Lifecycle, version: int) -> web.Response:
+    """Not ready: this replica has not served yet, and a newer release has migrated the schema (a rollback).
+
+    A replica that was already serving when an upgrade migrated under it stays ready: migrations are
+    expand-first, so it keeps working, and taking every old replica out at once would leave the first new
+    one alone with the traffic.
+    """
+    detail = (f"the database schema is at version {version}, newer than this release's {lifecycle.schema_version}: "
+              "a newer release migrated it (see 'Upgrade and roll back' in the README)")
+    if not lifecycle.newer_schema_logged:
+        lifecycle.newer_schema_logged = True
+        log.warning("schema_newer_than_code", schema_version=version, code_schema_version=lifecycle.schema_version,
+                    detail=detail)
+    return _status(503, status="schema newer than code", schema_version=version,
+                   code_schema_version=lifecycle.schema_version, detail=detail)
 
 
 async def metrics(request: web.Request) -> web.Response:

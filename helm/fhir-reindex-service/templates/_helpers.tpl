@@ -83,3 +83,25 @@ FHIR_SHUTDOWN_TIMEOUT_SECONDS: {{ .Values.config.shutdownTimeoutSeconds | quote 
 {{ $name }}: {{ $value | quote }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Refuse to render a release whose pods could not verify a single token: the service would exit at
+start in every pod, and a rollout with maxUnavailable 0 would hang instead of failing here, at
+install time, with the name of the missing value. Renders nothing.
+*/}}
+{{- define "fhir-reindex-service.checkAuth" -}}
+{{- $auth := .Values.auth -}}
+{{- if eq $auth.mode "jwks" -}}
+{{- $_ := required "auth.jwksUrls is required when auth.mode is jwks: the JWKS URL(s) of the Keycloak realm(s), comma-separated (or choose auth.mode=hs256)" $auth.jwksUrls -}}
+{{- $_ := required "auth.jwtIssuers is required when auth.mode is jwks: the accepted token issuer(s), comma-separated, e.g. https://idp.example.org/realms/ehealth" $auth.jwtIssuers -}}
+{{- else if eq $auth.mode "hs256" -}}
+{{- $_ := required "auth.hs256.existingSecret is required when auth.mode is hs256: the Secret holding the shared secret (32 characters at least)" $auth.hs256.existingSecret -}}
+{{- $_ := required "auth.hs256.key is required when auth.mode is hs256: the key of auth.hs256.existingSecret that holds the shared secret" $auth.hs256.key -}}
+{{- else if eq $auth.mode "unsigned" -}}
+{{- if not $auth.allowUnsigned -}}
+{{- fail "auth.mode unsigned accepts any token without checking its signature: set auth.allowUnsigned=true to confirm (test clusters only)" -}}
+{{- end -}}
+{{- else -}}
+{{- fail (printf "auth.mode must be jwks, hs256 or unsigned, not %q" $auth.mode) -}}
+{{- end -}}
+{{- end -}}
