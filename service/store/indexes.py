@@ -6,8 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
-
+from service.db import Connection
 from service.search.param_hash import sp_hash
 from service.search.rows import (
     DateRow,
@@ -75,7 +74,7 @@ def index_records(res_id: int, res_type: str, rows: IndexRows, into: IndexRecord
     return records
 
 
-async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], records: IndexRecords,
+async def replace_indexes(conn: Connection, res_ids: Sequence[int], records: IndexRecords,
                           sp_hashes: Sequence[int] | None = None) -> int:
     """Delete the resources' index rows (only those of `sp_hashes` when given) and COPY the new ones; call
     inside a transaction. Returns rows written."""
@@ -86,7 +85,7 @@ async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], reco
     return await insert_indexes(conn, records)
 
 
-async def insert_indexes(conn: asyncpg.Connection, records: IndexRecords) -> int:
+async def insert_indexes(conn: Connection, records: IndexRecords) -> int:
     """COPY index rows of resources that have none yet (new ones). Returns rows written."""
     written = 0
     for table, table_records in records.items():
@@ -98,7 +97,7 @@ async def insert_indexes(conn: asyncpg.Connection, records: IndexRecords) -> int
     return written
 
 
-async def update_indexes(conn: asyncpg.Connection, res_id: int, records: IndexRecords) -> IndexChanges:
+async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -> IndexChanges:
     """Bring one resource's index rows to `records`, touching only the rows that differ.
 
     Call inside a transaction that holds the resource row's lock: rows are deleted by ctid.
@@ -129,7 +128,7 @@ _ROW_TYPES = dict(zip(INDEX_TABLES, (StringRow, TokenRow, DateRow, NumberRow, Qu
 _FIELDS = dict(zip(INDEX_TABLES, IndexRows._fields))
 
 
-async def read_index_rows(conn: asyncpg.Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
+async def read_index_rows(conn: Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
     """One resource's stored index rows as IndexRows; `codes` maps sp_hash to code (a row whose hash is
     not there, left by a parameter that no longer exists, shows under `?`)."""
     fields: dict[str, list[object]] = {field: [] for field in _FIELDS.values()}

@@ -10,6 +10,7 @@ from uuid import uuid4
 import asyncpg
 import orjson
 
+from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
@@ -138,7 +139,7 @@ class ResourceStore:
         return old, new
 
     async def _insert(
-        self, conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method,
+        self, conn: Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method,
     ) -> Version | None:
         last_updated = now_ms()
         stamped = stamp(resource, fhir_id, 1, last_updated)
@@ -157,7 +158,7 @@ class ResourceStore:
         return Version(res_type, fhir_id, 1, last_updated, False, body)
 
     async def _new_version(
-        self, conn: asyncpg.Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
+        self, conn: Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
         resource: dict[str, Any] | None, method: Method,
     ) -> Version:
         """A new version (a deletion when `resource` is None) and the index rows that go with it."""

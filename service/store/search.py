@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from service.db import Connection
 from service.search.cursor import BACKWARD
 from service.search.param_hash import sp_hash
 from service.search.query import Include, SearchQuery
@@ -59,11 +60,11 @@ async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, 
         return result
 
 
-async def _fetch_count(conn: asyncpg.Connection, statement: Statement) -> int:
+async def _fetch_count(conn: Connection, statement: Statement) -> int:
     return await conn.fetchval(statement.text, *statement.params)
 
 
-async def _fetch_page(conn: asyncpg.Connection, query: SearchQuery) -> SearchResult:
+async def _fetch_page(conn: Connection, query: SearchQuery) -> SearchResult:
     statement = page_statement(query)
     rows = await conn.fetch(statement.text, *statement.params)
     more = len(rows) > query.count
@@ -73,7 +74,7 @@ async def _fetch_page(conn: asyncpg.Connection, query: SearchQuery) -> SearchRes
     return SearchResult(found, more_after=more)
 
 
-async def _fetch_included(conn: asyncpg.Connection, query: SearchQuery, matches: Sequence[Found],
+async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequence[Found],
                           limit: int) -> tuple[list[Found], bool]:
     """Included resources, each once, none of them a match; at most `limit` (and whether more were left)."""
     seen = {found.res_id for found in matches}

@@ -8,6 +8,7 @@ from contextlib import suppress
 import asyncpg
 import structlog
 
+from service.db import Connection
 from service.search.catalog import Catalogs, SearchParameterChange
 from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
 
@@ -39,7 +40,7 @@ LOCK_CHANGES = "SELECT pg_advisory_xact_lock($1)"
 CHANGES_LOCK_KEY = 7_461_726_964_657_802
 
 
-async def record_change(conn: asyncpg.Connection, res_id: int, change: SearchParameterChange | None) -> int | None:
+async def record_change(conn: Connection, res_id: int, change: SearchParameterChange | None) -> int | None:
     """Log a change of a SearchParameter resource (inside the write's transaction) and notify replicas.
 
     `change` None is a deletion. A change of code or base leaves the old (base, code) stale as well,
