@@ -8,7 +8,7 @@ import gc
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -20,6 +20,7 @@ from service.logging import configure_logging
 from service.settings import Settings
 
 log = structlog.get_logger("service")
+_Result = TypeVar("_Result")
 
 
 async def serve(settings: Settings) -> None:
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run(main_coroutine: Coroutine[Any, Any, Any]) -> Any:
+def _run(main_coroutine: Coroutine[Any, Any, _Result]) -> _Result:
     """Run on uvloop where it is installed (not on Windows), else on the standard loop."""
     try:
         import uvloop

@@ -119,13 +119,17 @@ def item_test(condition: object, branch: Branch) -> Callable[[Any], bool] | None
     return None
 
 
+def is_true(predicate: Runner) -> Callable[[Any], bool]:
+    """The item test of a compiled condition: `where` keeps an item when the condition gives exactly true."""
+    return lambda item: predicate([item]) == [True]
+
+
 def filtered(branches: list[Branch], condition: object) -> list[Branch]:
     result = []
     for branch in branches:
         test = item_test(condition, branch)
         if test is None:
-            predicate = values_of(compile_node(condition, [Branch(branch.type, branch.context)]))
-            test = lambda item, predicate=predicate: predicate([item]) == [True]
+            test = is_true(values_of(compile_node(condition, [Branch(branch.type, branch.context)])))
         keep = lambda items, test=test: [item for item in items if test(item)]
         result.append(Branch(branch.type, branch.context, branch.steps + (keep,)))
     return result

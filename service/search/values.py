@@ -56,7 +56,7 @@ def decimal(number: object) -> Decimal | None:
         return None
 
 
-def string_rows(code: str, value: object) -> tuple[Row, ...]:
+def string_rows(code: str, value: Any) -> tuple[Row, ...]:
     if not value or value.__class__ is not str:
         return NONE
     return (new_string_row((code, value.lower() if value.isascii() else normalize(value), value)),)

@@ -35,6 +35,9 @@ RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updat
                          "index_hash")
 ANALYZE_TABLES = ("resource", *TABLE_COLUMNS)
 VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "method", "body")
+# COPY records, in the order of the columns above.
+ResourceRecord = tuple[int, str, str, int, datetime, bool, bytes, int, int]
+VersionRecord = tuple[int, str, str, int, datetime, bool, str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +52,9 @@ class BatchResult:
 class _Batch:
     """A batch's rows, prepared in memory before any write."""
 
-    inserts: list[tuple] = field(default_factory=list)
-    updates: list[tuple] = field(default_factory=list)
-    versions: list[tuple] = field(default_factory=list)
+    inserts: list[ResourceRecord] = field(default_factory=list)
+    updates: list[tuple[int, int, bytes, int]] = field(default_factory=list)  # res_id, version, body, index_hash
+    versions: list[VersionRecord] = field(default_factory=list)
     records: IndexRecords | None = None
     rejected: list[str] = field(default_factory=list)
     search_parameters: list[tuple[int, SearchParameterChange]] = field(default_factory=list)

@@ -107,6 +107,7 @@ class ResourceStore:
                 _check_version(if_match, current["version"], res_type, fhir_id)
                 written = await self._new_version(conn, current, res_type, fhir_id, resource, "PUT")
                 result = WriteResult(written, created=bool(current["deleted"]))
+        assert result is not None, "an insert that collided found a row to update"
         return await self._after_write(result)
 
     async def delete(self, res_type: str, fhir_id: str, if_match: int | None) -> WriteResult | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from service.db import Connection
-from service.search.cursor import BACKWARD
+from service.search.cursor import BACKWARD, SortValue
 from service.search.param_hash import sp_hash
 from service.search.query import Include, SearchQuery
 from service.search.sql import Statement, count_statement, page_statement
@@ -33,7 +33,7 @@ class Found:
     res_type: str
     fhir_id: str
     body: bytes
-    sort_values: tuple[object, ...] = ()
+    sort_values: tuple[SortValue, ...] = ()
 
 
 @dataclass
@@ -61,7 +61,8 @@ async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, 
 
 
 async def _fetch_count(conn: Connection, statement: Statement) -> int:
-    return await conn.fetchval(statement.text, *statement.params)
+    count: int = await conn.fetchval(statement.text, *statement.params)
+    return count
 
 
 async def _fetch_page(conn: Connection, query: SearchQuery) -> SearchResult:
@@ -80,7 +81,8 @@ async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequenc
     seen = {found.res_id for found in matches}
     included: list[Found] = []
     for include in query.includes:
-        rows = await conn.fetch(*_include_arguments(include, matches, limit + 1))
+        statement = _include_statement(include, matches, limit + 1)
+        rows = await conn.fetch(statement.text, *statement.params)
         for row in rows:
             if row[0] not in seen:
                 seen.add(row[0])
@@ -90,9 +92,9 @@ async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequenc
     return included, False
 
 
-def _include_arguments(include: Include, matches: Sequence[Found], limit: int) -> tuple:
+def _include_statement(include: Include, matches: Sequence[Found], limit: int) -> Statement:
     hashes = [sp_hash(include.source_type, code) for code in include.codes]
     if include.reverse:
         fhir_ids = [found.fhir_id for found in matches]
-        return SELECT_REVINCLUDED, hashes, include.target_type, fhir_ids, limit
-    return SELECT_INCLUDED, [found.res_id for found in matches], hashes, include.target_type, limit
+        return Statement(SELECT_REVINCLUDED, (hashes, include.target_type, fhir_ids, limit))
+    return Statement(SELECT_INCLUDED, ([found.res_id for found in matches], hashes, include.target_type, limit))
