@@ -8,7 +8,7 @@ import gc
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -21,6 +21,7 @@ from service.settings import Settings, load_settings
 from service.startup import SettingsError, StartupError, report
 
 log = structlog.get_logger("service")
+_Result = TypeVar("_Result")
 
 
 async def serve(settings: Settings) -> None:
@@ -121,7 +122,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run(main_coroutine: Coroutine[Any, Any, Any]) -> Any:
+def _run(main_coroutine: Coroutine[Any, Any, _Result]) -> _Result:
     """Run on uvloop where it is installed (not on Windows), else on the standard loop."""
     try:
         import uvloop

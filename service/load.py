@@ -16,7 +16,7 @@ import asyncpg
 import asyncpg.exceptions
 import structlog
 
-from service.db import open_database
+from service.db import Connection, open_database
 from service.fhir.errors import FhirError
 from service.fhir.resource import check_id, check_resource, check_type, parse_body
 from service.search.catalog import Catalogs
@@ -115,7 +115,7 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
 
 
 async def _write_with_retry(
-    conn: asyncpg.Connection, batch: list[dict[str, Any]], catalogs: Catalogs, stats: LoadStats,
+    conn: Connection, batch: list[dict[str, Any]], catalogs: Catalogs, stats: LoadStats,
 ) -> bool:
     """Write one batch; True when it held SearchParameters."""
     try:

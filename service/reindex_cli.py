@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import sys
 from contextlib import suppress
+from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -25,10 +27,10 @@ ENDED = frozenset({"completed", "failed", "cancelled"})
 VALUE_TYPES = {int: "valueInteger", str: "valueCode", bool: "valueBoolean"}
 
 
-def request_body(urls: list[str], options: dict[str, object]) -> dict:
+def request_body(urls: list[str], options: dict[str, object]) -> dict[str, Any]:
     """The same Parameters an HTTP client would send, so the command line gets the same validation;
     `options` maps parameter names to values (None: not given)."""
-    parameters: list[dict] = [{"name": "url", "valueString": url} for url in urls]
+    parameters: list[dict[str, Any]] = [{"name": "url", "valueString": url} for url in urls]
     for name, value in options.items():
         if value is not None:
             parameters.append({"name": name, VALUE_TYPES[type(value)]: value})
@@ -61,7 +63,7 @@ async def run_reindex(settings: Settings, urls: list[str], options: dict[str, ob
     return 0 if progress.state == "completed" else 1
 
 
-async def _work_until_ended(pool: asyncpg.Pool, catalogs: Catalogs, settings: Settings, job_id) -> JobProgress:
+async def _work_until_ended(pool: asyncpg.Pool, catalogs: Catalogs, settings: Settings, job_id: UUID) -> JobProgress:
     workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(max(settings.reindex_workers, 1),
                                                                                 settings.reindex_lease_seconds,
                                                                                 settings.reindex_poll_seconds)).run())

@@ -9,7 +9,7 @@ from service import SERVICE_NAME, __version__
 from service.fhir.instant import format_instant
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.definitions import SearchParameter
-from service.search.registry import Registry
+from service.search.registry import CompiledParameter, Registry
 
 _INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type")
 
@@ -44,11 +44,11 @@ def capability_statement(base: str, started: datetime, registry: Registry) -> di
     }
 
 
-def _sorted(registry: Registry, res_type: str) -> list:
+def _sorted(registry: Registry, res_type: str) -> list[CompiledParameter]:
     return sorted(registry.parameters(res_type), key=lambda parameter: parameter.definition.code)
 
 
-def _references(registry: Registry, res_type: str) -> list:
+def _references(registry: Registry, res_type: str) -> list[CompiledParameter]:
     return [p for p in _sorted(registry, res_type) if p.definition.type == "reference" and p.definition.indexed]
 
 

@@ -50,8 +50,8 @@ async def _history(request: web.Request, res_type: str | None, fhir_id: str | No
     pool = request.app[POOL]
     page = await history_page(pool, res_type, fhir_id, since, int(cursor) if cursor else None, count)
     total = None
-    if fhir_id is not None:
-        total = await count_instance_versions(pool, res_type, fhir_id, since)  # type: ignore[arg-type]
+    if res_type is not None and fhir_id is not None:  # an instance's history (an id comes with its type)
+        total = await count_instance_versions(pool, res_type, fhir_id, since)
         if total == 0:
             raise not_found(f"Resource {res_type}/{fhir_id} is not known")
     base = base_url(request)

@@ -88,7 +88,7 @@ def _job_status(progress: JobProgress) -> JobStatus:
     if progress.elapsed_seconds and progress.processed:
         rate = progress.processed / progress.elapsed_seconds
         left = max(progress.total - progress.processed, 0) / rate
-    return JobStatus(progress.state, progress.processed, progress.total, rate, left,  # type: ignore[arg-type]
+    return JobStatus(progress.state, progress.processed, progress.total, rate, left,
                      progress.error, progress.report)
 
 

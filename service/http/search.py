@@ -100,7 +100,7 @@ def _subset(body: bytes, elements: tuple[str, ...]) -> dict[str, Any]:
 def _links(base: str, query: SearchQuery, result: SearchResult) -> dict[str, str]:
     url = f"{base}/{query.resource_type}"
     own = query.cursor
-    links = {"self": _page_url(url, query, own and encode_cursor(own.direction, own.values, own.res_id))}
+    links = {"self": _page_url(url, query, encode_cursor(own.direction, own.values, own.res_id) if own else None)}
     matches = result.matches
     if not matches:
         return links

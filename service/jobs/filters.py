@@ -19,8 +19,8 @@ def parse_filters(registry: Registry, base: str, searches: Sequence[tuple[str, s
     for resource_type, query in searches:
         if not _parse(registry, base, resource_type, query).terms:
             filters[resource_type] = None  # an unfiltered URL covers the type whatever else names it
-        elif filters.get(resource_type, []) is not None:
-            filters.setdefault(resource_type, []).append(query)  # type: ignore[union-attr]
+        elif (queries := filters.setdefault(resource_type, [])) is not None:
+            queries.append(query)
     return {resource_type: queries or [] for resource_type, queries in filters.items()}
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
 from html import escape
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from service.fhir.instant import format_instant
 from service.jobs.report import format_duration
@@ -20,6 +20,7 @@ from service.search.rows import (
     NumberRow,
     QuantityRow,
     ReferenceRow,
+    Row,
     StringRow,
     TokenRow,
     UriRow,
@@ -29,6 +30,7 @@ Action = Literal["ADD", "REMOVE", "NO_CHANGE", "UNKNOWN"]
 _XHTML_NS = "http://www.w3.org/1999/xhtml"
 _MAX_JSON_INT = 2**63
 _DAY_MS = 86_400_000
+_Item = TypeVar("_Item", Row, str)  # what _compare lists: index rows, or the codes of missing parameters
 
 
 class _Section(NamedTuple):
@@ -109,8 +111,8 @@ def instance_reindex_parameters(
     unknown_old: Action = "UNKNOWN" if dry_run and wanted else "ADD"
     entries = [_Entry(section, row.code, action, section.values(row))
                for section in _SECTIONS
-               for row, action in _compare(_kept(old, section.field, wanted), _kept(new, section.field, wanted),
-                                           unknown_old)]
+               for row, action in _compare(None if old is None else _kept(old, section.field, wanted),
+                                           _kept(new, section.field, wanted), unknown_old)]
     old_missing = None if old is None else _kept_codes(old.missing, wanted)
     missing = _compare(old_missing, _kept_codes(new.missing, wanted), unknown_old)
     parameters = [
@@ -141,18 +143,16 @@ def format_elapsed(duration: timedelta) -> str:
     return clock if milliseconds <= 60_000 else clock[:-4]  # milliseconds only while they still matter
 
 
-def _compare(old: frozenset | None, new: frozenset, unknown_old: Action) -> list[tuple[Any, Action]]:
+def _compare(old: frozenset[_Item] | None, new: frozenset[_Item], unknown_old: Action) -> list[tuple[_Item, Action]]:
     """Each item with its action, in HAPI's order: additions, removals, then unchanged; each group sorted."""
     if old is None:
-        groups: list[tuple[Action, frozenset]] = [(unknown_old, new)]
+        groups: list[tuple[Action, frozenset[_Item]]] = [(unknown_old, new)]
     else:
         groups = [("ADD", new - old), ("REMOVE", old - new), ("NO_CHANGE", new & old)]
     return [(item, action) for action, items in groups for item in sorted(items, key=_sort_key)]
 
 
-def _kept(rows: IndexRows | None, field: str, wanted: frozenset[str]) -> frozenset | None:
-    if rows is None:
-        return None
+def _kept(rows: IndexRows, field: str, wanted: frozenset[str]) -> frozenset[Row]:
     return frozenset(row for row in getattr(rows, field) if not wanted or row.code in wanted)
 
 
@@ -160,7 +160,7 @@ def _kept_codes(codes: frozenset[str], wanted: frozenset[str]) -> frozenset[str]
     return codes & wanted if wanted else codes
 
 
-def _sort_key(item: Any) -> tuple[str, ...]:
+def _sort_key(item: Row | str) -> tuple[str, ...]:
     """By code, then by the row's values as text: a stable order whatever the set iteration order."""
     return (item,) if isinstance(item, str) else tuple("" if value is None else str(value) for value in item)
 

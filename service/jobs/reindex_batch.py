@@ -11,6 +11,7 @@ from typing import NamedTuple
 import asyncpg
 import orjson
 
+from service.db import Connection
 from service.jobs.pacing import LoopSlices
 from service.jobs.start import ReindexPlan
 from service.jobs.storage_step import BodyRewrite, compact_body, rewrite_current, rewrite_history
@@ -77,7 +78,8 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
                         plan: ReindexPlan) -> PreparedBatch:
     """Parse and extract what the batch's write needs (CPU work, yielding the loop now and then)."""
     batch = PreparedBatch(rows, time.perf_counter(), catalog.generation, [], [], {})
-    slices, stale_by_gen = LoopSlices(), {}
+    slices = LoopSlices()
+    stale_by_gen: dict[int, frozenset[str]] = {}
     for row in rows:
         await slices.pause()
         index_gen = row["index_gen"]
@@ -117,7 +119,7 @@ def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozen
                      row["index_gen"] == catalog.generation)
 
 
-async def write_prepared(conn: asyncpg.Connection, res_type: str, batch: PreparedBatch,
+async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,
                          plan: ReindexPlan) -> BatchOutcome:
     """Write a prepared batch inside the caller's transaction (which also holds the checkpoint)."""
     changed = await _write_indexes(conn, res_type, batch.extracted, batch.generation, plan.optimistic_lock)
@@ -131,7 +133,7 @@ async def write_prepared(conn: asyncpg.Connection, res_type: str, batch: Prepare
     return _outcome(res_type, batch.rows, changed, failures)
 
 
-async def _write_indexes(conn: asyncpg.Connection, res_type: str, extracted: list[Extracted], generation: int,
+async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extracted], generation: int,
                          optimistic_lock: bool) -> set[int]:
     """Rewrite the index rows of the resources whose rows differ from their fingerprint: DELETE the rows
     of their stale codes (or all) and COPY the new ones. Returns the resources whose rows changed."""
@@ -142,18 +144,18 @@ async def _write_indexes(conn: asyncpg.Connection, res_type: str, extracted: lis
         MARK_INDEXED, [item.res_id for item in marked], [item.version for item in marked],
         [item.fingerprint for item in marked], generation, optimistic_lock, [item.read_hash for item in marked])}
     # Resources indexed at different generations have different stale codes: one DELETE per set of codes.
-    by_codes: dict[frozenset[str] | None, list[Extracted]] = defaultdict(list)
+    by_codes: dict[frozenset[str] | None, list[tuple[int, IndexRecords]]] = defaultdict(list)
     for item in marked:
-        if item.differs and item.res_id in locked:
-            by_codes[item.codes].append(item)
+        if item.records is not None and item.res_id in locked:  # the rows differ
+            by_codes[item.codes].append((item.res_id, item.records))
     for codes, items in by_codes.items():
         records: IndexRecords = {table: [] for table in TABLE_COLUMNS}
-        for item in items:
-            for table, table_records in item.records.items():
+        for _, item_records in items:
+            for table, table_records in item_records.items():
                 records[table].extend(table_records)
         hashes = None if codes is None else [sp_hash(res_type, code) for code in codes]
-        await replace_indexes(conn, [item.res_id for item in items], records, hashes)
-    return {item.res_id for items in by_codes.values() for item in items}
+        await replace_indexes(conn, [res_id for res_id, _ in items], records, hashes)
+    return {res_id for items in by_codes.values() for res_id, _ in items}
 
 
 def _outcome(res_type: str, rows: list[asyncpg.Record], changed: set[int], failures: dict[int, str]) -> BatchOutcome:

@@ -8,21 +8,23 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import asyncpg
 import structlog
 
+from service.db import Connection
 from service.jobs.filters import chunk_read
 from service.jobs.reindex_batch import BatchOutcome, PreparedBatch, prepare_batch, write_prepared
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.jobs.start import ReindexPlan
 from service.search.catalog import Catalogs
-from service.search.sql import CHUNK_SELECT
+from service.search.sql import CHUNK_SELECT, Statement
 
 log = structlog.get_logger(__name__)
 
 READ_CHUNK = f"""
 {CHUNK_SELECT}
 WHERE r.res_type = $1 AND r.res_id > $2 AND r.res_id <= $3 AND NOT r.deleted ORDER BY r.res_id"""
+# A batch's write transaction: what it did, whether the job was cancelled, its seconds.
+Writing = asyncio.Task[tuple[BatchOutcome, bool, float]]
 
 
 class ChunkCancelled(Exception):
@@ -33,7 +35,7 @@ class LeaseLost(Exception):
     """Another worker took the chunk over (our lease expired): stop without writing."""
 
 
-async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connection, chunk: ClaimedChunk,
+async def run_chunk(read_conn: Connection, write_conn: Connection, chunk: ClaimedChunk,
                     catalogs: Catalogs, owner: str, lease_seconds: float,
                     on_batch: Callable[[BatchOutcome, float], None] = lambda _outcome, _seconds: None) -> None:
     """Process the chunk from its checkpoint to its end, telling `on_batch` what each committed batch did
@@ -42,10 +44,11 @@ async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connectio
     Batches are pipelined: while Postgres writes one batch, the next one is read and extracted, so the
     database's work and ours overlap. Batches still commit one at a time and in order."""
     plan = ReindexPlan.from_parameters(chunk.parameters)
-    writing: asyncio.Task[tuple[BatchOutcome, bool, float]] | None = None
+    writing: Writing | None = None
     try:
         async with read_conn.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await read_conn.cursor(*_chunk_read(chunk, catalogs))
+            statement = _chunk_read(chunk, catalogs)
+            cursor = await read_conn.cursor(statement.text, *statement.params)
             while rows := await cursor.fetch(plan.batch_size):
                 batch = await prepare_batch(chunk.res_type, rows, catalogs.current, plan)
                 if writing is not None:
@@ -59,13 +62,13 @@ async def run_chunk(read_conn: asyncpg.Connection, write_conn: asyncpg.Connectio
         raise
 
 
-async def _commit(conn: asyncpg.Connection, chunk: ClaimedChunk, batch: PreparedBatch, plan: ReindexPlan,
+async def _commit(conn: Connection, chunk: ClaimedChunk, batch: PreparedBatch, plan: ReindexPlan,
                   owner: str, lease_seconds: float) -> tuple[BatchOutcome, bool, float]:
     """Write the batch and advance the checkpoint in one transaction (a crash loses at most this batch);
     returns what it did, whether the job was cancelled, and the batch's seconds from extraction to commit."""
     async with conn.transaction():
         outcome = await write_prepared(conn, chunk.res_type, batch, plan)
-        cancelled = await conn.fetchval(
+        cancelled: bool | None = await conn.fetchval(
             CHECKPOINT_CHUNK, chunk.job_id, chunk.seq, outcome.last_res_id, outcome.processed, outcome.changed,
             outcome.unchanged, len(outcome.failures), outcome.failures, lease_seconds, owner)
         if cancelled is None:  # rolls the batch back: the chunk is someone else's now
@@ -73,7 +76,7 @@ async def _commit(conn: asyncpg.Connection, chunk: ClaimedChunk, batch: Prepared
     return outcome, cancelled, time.perf_counter() - batch.started
 
 
-async def _committed(writing: asyncio.Task, chunk: ClaimedChunk,
+async def _committed(writing: Writing, chunk: ClaimedChunk,
                      on_batch: Callable[[BatchOutcome, float], None]) -> None:
     outcome, cancelled, seconds = await writing
     on_batch(outcome, seconds)
@@ -81,7 +84,7 @@ async def _committed(writing: asyncio.Task, chunk: ClaimedChunk,
         raise ChunkCancelled(f"job {chunk.job_id} was cancelled")
 
 
-async def _settle(writing: asyncio.Task, ending: BaseException) -> None:
+async def _settle(writing: Writing, ending: BaseException) -> None:
     """The chunk ends with `ending`: stop the pipelined write if it still runs (its transaction rolls back
     and the chunk resumes from the last checkpoint), and log a failure of its own that would be lost."""
     if not writing.done():
@@ -91,11 +94,9 @@ async def _settle(writing: asyncio.Task, ending: BaseException) -> None:
         log.warning("batch_write_failed", error=type(error).__name__, detail=str(error))
 
 
-def _chunk_read(chunk: ClaimedChunk, catalogs: Catalogs) -> tuple[object, ...]:
+def _chunk_read(chunk: ClaimedChunk, catalogs: Catalogs) -> Statement:
     """The statement and arguments that stream the chunk's resources from its checkpoint."""
     queries = chunk.parameters.get("filters", {}).get(chunk.res_type)
     if not queries:
-        return READ_CHUNK, chunk.res_type, chunk.checkpoint, chunk.hi
-    statement = chunk_read(catalogs.registry, chunk.parameters["base"], chunk.res_type, queries,
-                           chunk.checkpoint, chunk.hi)
-    return statement.text, *statement.params
+        return Statement(READ_CHUNK, (chunk.res_type, chunk.checkpoint, chunk.hi))
+    return chunk_read(catalogs.registry, chunk.parameters["base"], chunk.res_type, queries, chunk.checkpoint, chunk.hi)

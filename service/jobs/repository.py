@@ -9,7 +9,9 @@ from uuid import UUID
 
 import asyncpg
 
+from service.db import Connection
 from service.jobs.report import ReindexCounts, ReindexFailure, TypeCounts, render_report
+from service.jobs.status import EndState, JobState
 from service.store.search_parameters import CHANNEL as SEARCH_PARAMETERS_CHANNEL
 
 JOBS_CHANNEL = "jobs"
@@ -110,17 +112,20 @@ class ClaimedChunk:
     catalog_generation: int
 
 
-async def resource_types(conn: asyncpg.Connection) -> list[str]:
+async def resource_types(conn: Connection) -> list[str]:
     return [row["res_type"] for row in await conn.fetch(SELECT_RESOURCE_TYPES)]
 
 
-async def plan_chunks(conn: asyncpg.Connection, job_id: UUID, res_types: list[str], chunk_size: int) -> int:
+async def plan_chunks(conn: Connection, job_id: UUID, res_types: list[str], chunk_size: int) -> int:
     """Split each type's res_ids into chunks of `chunk_size` by a keyset walk; returns the resource estimate."""
-    seqs, types, lows, highs = [], [], [], []
+    seqs: list[int] = []
+    types: list[str] = []
+    lows: list[int] = []
+    highs: list[int] = []
     for res_type in res_types:
         low = 0
         while True:
-            high = await conn.fetchval(SELECT_CHUNK_END, res_type, low, chunk_size)
+            high: int | None = await conn.fetchval(SELECT_CHUNK_END, res_type, low, chunk_size)
             if high is None:
                 high = await conn.fetchval(SELECT_LAST_RES_ID, res_type, low)
             if high is None:
@@ -132,13 +137,13 @@ async def plan_chunks(conn: asyncpg.Connection, job_id: UUID, res_types: list[st
             low = high
     if seqs:
         await conn.execute(INSERT_CHUNKS, job_id, seqs, types, lows, highs)
-    estimate = await conn.fetchval(
+    estimate: int = await conn.fetchval(
         "SELECT count(*) FROM resource WHERE res_type = ANY($1::text[])", res_types) if res_types else 0
     await conn.execute(SET_ESTIMATE, job_id, estimate)
     return estimate
 
 
-async def claim_chunk(conn: asyncpg.Connection, owner: str, lease_seconds: float) -> ClaimedChunk | None:
+async def claim_chunk(conn: Connection, owner: str, lease_seconds: float) -> ClaimedChunk | None:
     async with conn.transaction():
         row = await conn.fetchrow(CLAIM_CHUNK, owner, lease_seconds)
         if row is None:
@@ -152,7 +157,7 @@ SELECT_PENDING_CHANGES = "SELECT generation, base FROM search_parameter_change W
 MARK_CHANGES_INDEXED = "UPDATE search_parameter_change SET indexed = true WHERE generation = ANY($1::bigint[])"
 
 
-async def job_totals(conn: asyncpg.Connection, job_id: UUID) -> tuple[ReindexCounts, list[ReindexFailure]]:
+async def job_totals(conn: Connection, job_id: UUID) -> tuple[ReindexCounts, list[ReindexFailure]]:
     """The job's counters per resource type, and its first 100 failures."""
     counts = ReindexCounts({
         row["res_type"]: TypeCounts(int(row["changed"]), int(row["unchanged"]), int(row["failed"]))
@@ -165,52 +170,60 @@ async def job_totals(conn: asyncpg.Connection, job_id: UUID) -> tuple[ReindexCou
     return counts, failures
 
 
-async def finish_chunk(conn: asyncpg.Connection, chunk: ClaimedChunk, owner: str,
-                       covers: Covers) -> str | None:
+async def finish_chunk(conn: Connection, chunk: ClaimedChunk, owner: str,
+                       covers: Covers) -> EndState | None:
     """Mark the chunk done; the transaction that finishes a job's last chunk ends the job. Returns the
     job's final state when this call ended it."""
     async with conn.transaction():
         await conn.execute(FINISH_CHUNK, chunk.job_id, chunk.seq, owner)
-        job = await conn.fetchrow(LOCK_JOB, chunk.job_id)
+        job = await _job_row(conn, LOCK_JOB, chunk.job_id)
         if job["state"] != "in_progress" or await conn.fetchval(COUNT_OPEN_CHUNKS, chunk.job_id):
             return None
         return await _end_job(conn, chunk.job_id, "cancelled" if job["cancel_requested"] else None, covers)
 
 
-async def end_cancelled(conn: asyncpg.Connection, job_id: UUID, seq: int | None, owner: str | None) -> None:
+async def end_cancelled(conn: Connection, job_id: UUID, seq: int | None, owner: str | None) -> None:
     """Stop a cancelled job: release the caller's chunk (if any) and end the job as cancelled."""
     async with conn.transaction():
         if seq is not None:
             await conn.execute(RELEASE_CHUNK, job_id, seq, owner)
-        job = await conn.fetchrow(LOCK_JOB, job_id)
+        job = await _job_row(conn, LOCK_JOB, job_id)
         if job["state"] in ("queued", "in_progress", "finalizing"):
             await _end_job(conn, job_id, "cancelled", lambda _bases, _parameters: False)
 
 
-async def fail_job(conn: asyncpg.Connection, job_id: UUID, error: str) -> None:
+async def fail_job(conn: Connection, job_id: UUID, error: str) -> None:
     async with conn.transaction():
-        job = await conn.fetchrow(LOCK_JOB, job_id)
+        job = await _job_row(conn, LOCK_JOB, job_id)
         if job["state"] in ("queued", "in_progress", "finalizing"):
             await conn.execute(END_JOB, job_id, "failed", None, error)
 
 
-async def _end_job(conn: asyncpg.Connection, job_id: UUID, forced_state: str | None,
-                   covers: Covers) -> str:
+async def _job_row(conn: Connection, query: str, job_id: UUID, *args: object) -> asyncpg.Record:
+    """The row a statement on one job returns: there is one, as jobs are never deleted."""
+    row = await conn.fetchrow(query, job_id, *args)
+    if row is None:
+        raise LookupError(f"job {job_id} does not exist")
+    return row
+
+
+async def _end_job(conn: Connection, job_id: UUID, forced_state: EndState | None,
+                   covers: Covers) -> EndState:
     await conn.execute("UPDATE job SET state = 'finalizing' WHERE id = $1", job_id)
-    job = await conn.fetchrow(SELECT_JOB, job_id)
+    job = await _job_row(conn, SELECT_JOB, job_id)
     counts, failures = await job_totals(conn, job_id)
-    state = forced_state or ("failed" if counts.failed else "completed")
+    state: EndState = forced_state or ("failed" if counts.failed else "completed")
     if state == "completed" and job["full_coverage"]:
         await _mark_indexed(conn, job["catalog_generation"], job["parameters"], covers)
     error = f"{counts.failed} resources could not be reindexed" if state == "failed" else None
-    times = await conn.fetchrow(END_JOB, job_id, state, None, error)
+    times = await _job_row(conn, END_JOB, job_id, state, None, error)
     started = times["started_at"] or times["ended_at"]
     report = render_report(counts, started, times["ended_at"] - started, failures)
     await conn.execute(SET_REPORT, job_id, report)
     return state
 
 
-async def _mark_indexed(conn: asyncpg.Connection, generation: int, parameters: dict[str, Any],
+async def _mark_indexed(conn: Connection, generation: int, parameters: dict[str, Any],
                         covers: Covers) -> None:
     """Custom parameter changes whose base types this job covered are indexed now; replicas are told."""
     done = [row["generation"] for row in await conn.fetch(SELECT_PENDING_CHANGES, generation)
@@ -220,17 +233,17 @@ async def _mark_indexed(conn: asyncpg.Connection, generation: int, parameters: d
         await conn.execute(NOTIFY_JOBS, SEARCH_PARAMETERS_CHANNEL, str(max(done)))
 
 
-async def request_cancel(conn: asyncpg.Connection, job_id: UUID) -> str | None:
+async def request_cancel(conn: Connection, job_id: UUID) -> JobState | None:
     """Flag the job cancelled; a job no worker holds ends at once. Returns the state it was in (None: ended)."""
     async with conn.transaction():
-        state = await conn.fetchval(REQUEST_CANCEL, job_id)
+        state: JobState | None = await conn.fetchval(REQUEST_CANCEL, job_id)
         if state is not None and not await conn.fetchval(SELECT_RUNNING_CHUNKS, job_id):
             await end_cancelled(conn, job_id, None, None)
         await conn.execute(NOTIFY_JOBS, JOBS_CHANNEL, str(job_id))
     return state
 
 
-async def end_empty_job(conn: asyncpg.Connection, job_id: UUID, covers: Covers) -> str:
+async def end_empty_job(conn: Connection, job_id: UUID, covers: Covers) -> EndState:
     """A job with no chunk (no resources of its types) completes at once."""
     await conn.execute(START_JOB, job_id)
     return await _end_job(conn, job_id, None, covers)
@@ -238,7 +251,7 @@ async def end_empty_job(conn: asyncpg.Connection, job_id: UUID, covers: Covers) 
 
 @dataclass(frozen=True, slots=True)
 class JobProgress:
-    state: str
+    state: JobState
     processed: int
     total: int
     elapsed_seconds: float | None
@@ -246,7 +259,7 @@ class JobProgress:
     report: str | None
 
 
-async def job_progress(conn: asyncpg.Connection | asyncpg.Pool, job_id: UUID) -> JobProgress | None:
+async def job_progress(conn: Connection | asyncpg.Pool, job_id: UUID) -> JobProgress | None:
     row = await conn.fetchrow(SELECT_JOB_PROGRESS, job_id)
     if row is None:
         return None

@@ -14,6 +14,7 @@ from service.fhir.bundle import bundle
 from service.fhir.outcome import Issue, operation_outcome
 
 JobState = Literal["queued", "in_progress", "finalizing", "completed", "failed", "cancelled"]
+EndState = Literal["completed", "failed", "cancelled"]  # the states a job ends in
 RUNNING_STATES: frozenset[str] = frozenset({"queued", "in_progress", "finalizing"})
 Response = tuple[int, dict[str, Any], dict[str, str]]
 

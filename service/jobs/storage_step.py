@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import asyncpg
 import orjson
 
+from service.db import Connection
 from service.jobs.pacing import LoopSlices
 
 # A body is rewritten only at the version that was read: an update since then wrote a compact body
@@ -56,7 +56,7 @@ def compact_body(body: bytes) -> bytes:
     return _STRING_OR_SPACE.sub(lambda match: match.group(1) or b"", body)
 
 
-async def rewrite_current(conn: asyncpg.Connection, rewrites: list[BodyRewrite]) -> set[int]:
+async def rewrite_current(conn: Connection, rewrites: list[BodyRewrite]) -> set[int]:
     """Write the current versions' compact bodies; returns the resources whose stored bytes changed."""
     if not rewrites:
         return set()
@@ -66,14 +66,18 @@ async def rewrite_current(conn: asyncpg.Connection, rewrites: list[BodyRewrite])
     return {item.res_id for item in rewrites if item.differs and item.res_id in written}
 
 
-async def rewrite_history(conn: asyncpg.Connection, versions: dict[int, int],
+async def rewrite_history(conn: Connection, versions: dict[int, int],
                           force: bool) -> tuple[set[int], dict[int, str]]:
     """Compact bodies for the versions before `versions[res_id]` (ALL_VERSIONS). Returns the resources
     with a rewritten version, and the reason of each resource with a version that is not JSON."""
     if not versions:
         return set(), {}
     rows = await conn.fetch(SELECT_OLDER_VERSIONS, list(versions), list(versions.values()))
-    ver_ids, bodies, changed, failures, slices = [], [], set(), {}, LoopSlices()
+    ver_ids: list[int] = []
+    bodies: list[bytes] = []
+    changed: set[int] = set()
+    failures: dict[int, str] = {}
+    slices = LoopSlices()
     for row in rows:
         await slices.pause()
         try:

@@ -28,8 +28,10 @@ def search_parameter_files(source: Path) -> Iterator[bytes]:
         return
     with tarfile.open(source) as archive:
         for member in sorted(archive.getmembers(), key=lambda m: m.name):
-            if Path(member.name).name.startswith("SearchParameter-") and member.name.endswith(".json"):
-                yield archive.extractfile(member).read()
+            wanted = Path(member.name).name.startswith("SearchParameter-") and member.name.endswith(".json")
+            content = archive.extractfile(member) if wanted else None  # None too for a directory or link
+            if content is not None:
+                yield content.read()
 
 
 def is_r4_definition(resource: dict[str, Any]) -> bool:

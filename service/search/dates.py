@@ -48,7 +48,7 @@ def _date_range(year: int, month: str | None, day: str | None) -> tuple[datetime
     return low, (end - ONE_MICROSECOND if end else MAX_INSTANT)
 
 
-def _time_range(match: re.Match) -> tuple[datetime, datetime]:
+def _time_range(match: re.Match[str]) -> tuple[datetime, datetime]:
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     digits = (fraction or "")[:6]
     local = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),

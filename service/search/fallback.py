@@ -9,6 +9,7 @@ recovers from syntax errors silently, so syntax is checked with a strict parse f
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import fhirpathpy
 from antlr4 import CommonTokenStream, InputStream, Token
@@ -27,7 +28,9 @@ class SyntaxProblem(Exception):
 
 
 class RaisingListener(ErrorListener):
-    def syntaxError(self, recognizer, offendingSymbol, line, column, msg, e):  # noqa: N802, N803 (antlr API)
+    def syntaxError(  # noqa: N802 (antlr API)
+        self, recognizer: object, offendingSymbol: object, line: int, column: int, msg: str, e: object  # noqa: N803
+    ) -> None:
         raise SyntaxProblem(f"column {column}: {msg}")
 
 
@@ -41,8 +44,9 @@ def check_syntax(expression: str) -> None:
     parser.removeErrorListeners()
     parser.addErrorListener(RaisingListener())
     parser.expression()
-    if tokens.LT(1).type != Token.EOF:
-        raise SyntaxProblem(f"unexpected {tokens.LT(1).text!r} after the expression")
+    following = tokens.LT(1)  # never None for 1 (the stub types LT(0) too)
+    if following is not None and following.type != Token.EOF:
+        raise SyntaxProblem(f"unexpected {following.text!r} after the expression")
 
 
 def fallback_runner(expression: str, resource_type: str) -> Runner:
@@ -52,9 +56,9 @@ def fallback_runner(expression: str, resource_type: str) -> Runner:
         raise SyntaxProblem("resolve() is only supported as where(resolve() is Type)")
     evaluate = fhirpathpy.compile(ABSTRACT_HEAD.sub(f"{resource_type}.", expression), models["r4"])
 
-    def run(items: list) -> list:
+    def run(items: list[Any]) -> list[Any]:
         try:
-            return evaluate(items[0])
+            return evaluate(items[0], None)  # no environment variables
         except Exception:  # noqa: BLE001  a data-dependent failure must not stop indexing
             return []
     return run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search import model
@@ -27,7 +28,7 @@ from service.search.fhirpath_parser import (
 )
 from service.search.values import reference_target
 
-Runner = Callable[[list], list]
+Runner = Callable[[list[Any]], list[Any]]  # parsed JSON values in, parsed JSON values out
 Step = str | Runner  # a str step reads that JSON key of every item
 TYPE_NAMES = RESOURCE_TYPES | {"Resource", "DomainResource"}
 LITERAL_TYPES = {str: "string", bool: "boolean", int: "integer", float: "decimal"}
@@ -42,7 +43,7 @@ class Branch:
 
 def read_key(key: str) -> Runner:
     """The values of `key` in every item, lists flattened: the common single-step runner."""
-    def run(items: list) -> list:
+    def run(items: list[Any]) -> list[Any]:
         found = []
         for item in items:
             value = item.get(key) if item.__class__ is dict else None
@@ -56,11 +57,11 @@ def read_key(key: str) -> Runner:
 
 
 def run_steps(steps: tuple[Step, ...]) -> Runner:
-    runners = [read_key(step) if step.__class__ is str else step for step in steps]
+    runners = [read_key(step) if isinstance(step, str) else step for step in steps]
     if len(runners) == 1:
         return runners[0]
 
-    def run(items: list) -> list:
+    def run(items: list[Any]) -> list[Any]:
         for runner in runners:
             items = runner(items)
             if not items:
@@ -85,7 +86,7 @@ def type_name_of(node: object) -> str:
 
 
 def children(branches: list[Branch], name: str) -> list[Branch]:
-    result = []
+    result: list[Branch] = []
     for branch in branches:
         elements = model.children(branch.context, name)
         if elements is None:
@@ -102,7 +103,7 @@ def of_type(branches: list[Branch], type_name: str) -> list[Branch]:
     return [b for b in branches if model.is_a(b.type, type_name)]  # Age is a Quantity
 
 
-def item_test(condition: object, branch: Branch) -> Callable[[object], bool] | None:
+def item_test(condition: object, branch: Branch) -> Callable[[Any], bool] | None:
     """A direct test for the common conditions: `resolve() is T` and `key = 'literal'`."""
     if (isinstance(condition, TypeOp) and condition.operator == "is" and branch.type == "Reference"
             and condition.operand == Call(None, "resolve", ())):
@@ -118,13 +119,17 @@ def item_test(condition: object, branch: Branch) -> Callable[[object], bool] | N
     return None
 
 
+def is_true(predicate: Runner) -> Callable[[Any], bool]:
+    """The item test of a compiled condition: `where` keeps an item when the condition gives exactly true."""
+    return lambda item: predicate([item]) == [True]
+
+
 def filtered(branches: list[Branch], condition: object) -> list[Branch]:
     result = []
     for branch in branches:
         test = item_test(condition, branch)
         if test is None:
-            predicate = values_of(compile_node(condition, [Branch(branch.type, branch.context)]))
-            test = lambda item, predicate=predicate: predicate([item]) == [True]
+            test = is_true(values_of(compile_node(condition, [Branch(branch.type, branch.context)])))
         keep = lambda items, test=test: [item for item in items if test(item)]
         result.append(Branch(branch.type, branch.context, branch.steps + (keep,)))
     return result
@@ -145,7 +150,7 @@ def resolves_to(branches: list[Branch], type_name: str) -> list[Branch]:
     return boolean(lambda items: [reference_type(item) == type_name for item in items[:1]])
 
 
-def reference_type(reference: dict) -> str | None:
+def reference_type(reference: dict[str, Any]) -> str | None:
     text = reference.get("reference")
     target = reference_target(text) if text.__class__ is str else None
     return target[0] if target else None
@@ -177,7 +182,7 @@ def comparison(node: BinaryOp, inputs: list[Branch]) -> list[Branch]:
     left, right = values_of(compile_node(node.left, inputs)), values_of(compile_node(node.right, inputs))
     negate = node.operator == "!="
 
-    def compare(items: list) -> list:
+    def compare(items: list[Any]) -> list[Any]:
         a, b = left(items), right(items)
         if not a or not b:
             return []
@@ -190,7 +195,7 @@ def logical(node: BinaryOp, inputs: list[Branch]) -> list[Branch]:
     left, right = values_of(compile_node(node.left, inputs)), values_of(compile_node(node.right, inputs))
     decisive = node.operator == "or"  # true decides `or`, false decides `and`
 
-    def combine(items: list) -> list:
+    def combine(items: list[Any]) -> list[Any]:
         a, b = left(items)[:1], right(items)[:1]
         if a == [decisive] or b == [decisive]:
             return [decisive]
@@ -244,7 +249,7 @@ def compile_expression(expression: str, resource_type: str) -> list[CompiledBran
     compiled = []
     for branch in compile_node(parse(expression), [Branch(resource_type, resource_type)]):
         steps = branch.steps
-        if steps and steps[0].__class__ is str:
+        if steps and isinstance(steps[0], str):
             rest = run_steps(steps[1:]) if steps[1:] else None
             compiled.append(CompiledBranch(branch.type, steps[0], rest))
         else:

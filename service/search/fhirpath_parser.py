@@ -39,7 +39,7 @@ class Member:
 class Call:
     base: object | None  # None: a function called on the input itself, e.g. `resolve()`
     name: str
-    args: tuple
+    args: tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True)

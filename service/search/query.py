@@ -18,6 +18,7 @@ from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
 from service.search.query_values import (
+    QueryValue,
     parse_date,
     parse_missing,
     parse_number,
@@ -47,7 +48,7 @@ class Term:
     resource_type: str
     code: str
     kind: str  # the parameter's type: string, token, date, number, quantity, uri, reference
-    values: tuple = ()  # alternatives (OR), instances of the classes of query_values
+    values: tuple[QueryValue, ...] = ()  # alternatives (OR)
     negated: bool = False  # `:not`: no value of the resource matches any alternative
     chain: Term | None = None  # `code:Type.inner=...`: the term the referenced resources must match
 
@@ -160,7 +161,7 @@ def simple_term(resource_type: str, definition: SearchParameter, modifier: str |
 
 
 def parse_value(definition: SearchParameter, text: str, modifier: str | None, type_modifier: str | None,
-                context: SearchContext) -> object:
+                context: SearchContext) -> QueryValue:
     kind = definition.type
     if kind == "string":
         return parse_string(text, modifier)

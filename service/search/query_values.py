@@ -78,6 +78,10 @@ class MissingMatch:
     missing: bool
 
 
+QueryValue = (StringMatch | TokenMatch | TokenText | ReferenceMatch | DateMatch | NumberMatch | QuantityMatch
+              | UriMatch | MissingMatch)
+
+
 def split_unescaped(text: str, separator: str) -> list[str]:
     """Split on `separator` unless escaped with a backslash; escapes are kept for the next split."""
     parts, current, escaped = [], [], False
@@ -176,7 +180,9 @@ def parse_number(text: str) -> NumberMatch:
     if prefix == "ap":
         margin = abs(number) * APPROXIMATE_SHARE
     else:
-        margin = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # half a unit of the last digit
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)  # not 'n', 'N' or 'F': the number is finite
+        margin = Decimal(5).scaleb(exponent - 1)  # half a unit of the last digit
     return NumberMatch(prefix, number, number - margin, number + margin)
 
 

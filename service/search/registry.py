@@ -15,14 +15,17 @@ from typing import Any
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.definitions import InvalidSearchParameter, SearchParameter, custom_definition, load_builtin
 from service.search.fallback import SyntaxProblem, check_syntax, fallback_runner
-from service.search.fhirpath_compiler import CompiledBranch, compile_expression
+from service.search.fhirpath_compiler import CompiledBranch, Runner, compile_expression
 from service.search.fhirpath_parser import UnknownElement, Unsupported
-from service.search.rows import IndexRows
+from service.search.rows import IndexRows, Row
 from service.search.shapes import shape_converter
 from service.search.values import Converter, converter
 
 NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
 SINKS = ("string", "token", "date", "number", "quantity", "uri", "reference")  # IndexRows field order
+# One branch to extract: (code, sink index, rest runner | None, converter).
+Entry = tuple[str, int, Runner | None, Converter]
+Sinks = tuple[list[Row], ...]  # the rows of each index type, in IndexRows order
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +41,8 @@ class ExtractionPlan:
     """A type's parameters grouped by the resource key their branches start from, so an absent
     element costs one lookup for all the parameters that read it."""
 
-    by_key: dict[str, tuple]  # key -> ((code, sink index, rest runner | None, converter), ...)
-    from_root: tuple  # branches that start from [resource]
+    by_key: dict[str, tuple[Entry, ...]]
+    from_root: tuple[Entry, ...]  # branches that start from [resource]
     codes: frozenset[str]
 
 
@@ -62,11 +65,11 @@ def concrete_types(bases: Iterable[str]) -> list[str]:
 
 def compile_parameter(definition: SearchParameter, resource_type: str) -> CompiledParameter:
     """Compile one definition for one resource type; raises InvalidSearchParameter."""
-    if not definition.indexed:
-        if definition.expression:  # composite/special: not extracted here, but must be valid FHIRPath
-            check_syntax(definition.expression)
-        return CompiledParameter(definition, resource_type, (), True)
     expression = definition.expression
+    if not definition.indexed or not expression:  # an indexed one has an expression: this says so to mypy
+        if expression:  # composite/special: not extracted here, but must be valid FHIRPath
+            check_syntax(expression)
+        return CompiledParameter(definition, resource_type, (), True)
     try:
         branches = compile_expression(expression, resource_type)
     except UnknownElement as problem:
@@ -82,18 +85,20 @@ def compile_parameter(definition: SearchParameter, resource_type: str) -> Compil
 
 
 def build_plan(parameters: Iterable[CompiledParameter]) -> ExtractionPlan:
-    by_key, from_root, codes = defaultdict(list), [], set()
+    by_key: defaultdict[str, list[Entry]] = defaultdict(list)
+    from_root: list[Entry] = []
+    codes: set[str] = set()
     for parameter in parameters:
         code = parameter.definition.code
         for branch, convert in parameter.branches:  # only indexed types have branches
             sink = SINKS.index(parameter.definition.type)
-            entry = (code, sink, branch.rest, convert)
+            entry: Entry = (code, sink, branch.rest, convert)
             (by_key[branch.first_key] if branch.first_key else from_root).append(entry)
             codes.add(code)
     return ExtractionPlan({k: tuple(v) for k, v in by_key.items()}, tuple(from_root), frozenset(codes))
 
 
-def run_entries(entries: tuple, start: list, sinks: tuple[list, ...]) -> None:
+def run_entries(entries: tuple[Entry, ...], start: list[Any], sinks: Sinks) -> None:
     for code, sink, rest, convert in entries:
         values = rest(start) if rest is not None else start
         if values:
@@ -102,14 +107,14 @@ def run_entries(entries: tuple, start: list, sinks: tuple[list, ...]) -> None:
                 rows += convert(code, value)
 
 
-def unique(rows: list) -> tuple:
+def unique(rows: list[Row]) -> tuple[Row, ...]:
     """The rows without repeats, in first-seen order. A few rows are compared pairwise, which is cheaper
     than hashing the fresh Decimal and datetime values they hold (rows of different codes differ at once)."""
     if len(rows) < 2:
         return tuple(rows)
     if len(rows) > 4:
         return tuple(dict.fromkeys(rows))
-    kept: list = []
+    kept: list[Row] = []
     for row in rows:
         if row not in kept:
             kept.append(row)
@@ -162,7 +167,7 @@ class Registry:
 
         Raises ValueError for an unknown resource type or a body whose shape is not FHIR JSON.
         """
-        resource_type = resource.get("resourceType")
+        resource_type: Any = resource.get("resourceType")  # parsed JSON, checked below
         plan = self._plans.get(resource_type)
         if plan is None:
             if resource_type not in self._parameters:
@@ -173,12 +178,12 @@ class Registry:
         except (AttributeError, TypeError) as problem:  # e.g. a string where an object belongs
             raise ValueError(f"malformed {resource_type}/{resource.get('id')}: {problem}") from None
         produced = {row[0] for rows in sinks for row in rows}  # cheaper than tracking it per parameter
-        return IndexRows(*map(unique, sinks), missing=plan.codes.difference(produced))
+        return IndexRows._make((*map(unique, sinks), plan.codes.difference(produced)))
 
 
-def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> tuple[list, ...]:
+def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> Sinks:
     """The rows of every parameter, per index type (IndexRows order), with duplicates."""
-    sinks: tuple[list, ...] = ([], [], [], [], [], [], [])
+    sinks: Sinks = ([], [], [], [], [], [], [])
     if plan.from_root:
         run_entries(plan.from_root, [resource], sinks)
     by_key = plan.by_key

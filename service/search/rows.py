@@ -59,6 +59,10 @@ class ReferenceRow(NamedTuple):
     target_url: str | None  # absolute or canonical URL, version (`_history/n`) dropped
 
 
+# Any one row: converters and the extraction sinks hold rows before IndexRows groups them per table.
+Row = StringRow | TokenRow | DateRow | NumberRow | QuantityRow | UriRow | ReferenceRow
+
+
 class IndexRows(NamedTuple):
     """All index rows of one resource, deduplicated (a NamedTuple: built once per resource, cheaply)."""
 
@@ -71,11 +75,11 @@ class IndexRows(NamedTuple):
     references: tuple[ReferenceRow, ...] = ()
     missing: frozenset[str] = frozenset()  # applicable non-composite codes without any row (`:missing`)
 
-    def tables(self) -> tuple[tuple, ...]:
+    def tables(self) -> tuple[tuple[Row, ...], ...]:
         """The row tuples of the seven value tables, in field order (`missing` is not one of them)."""
         return (self.strings, self.tokens, self.dates, self.numbers, self.quantities, self.uris, self.references)
 
-    def all_rows(self) -> tuple:
+    def all_rows(self) -> tuple[Row, ...]:
         """Every row of every type, in the field order above."""
         return (*self.strings, *self.tokens, *self.dates, *self.numbers, *self.quantities, *self.uris,
                 *self.references)
@@ -83,8 +87,8 @@ class IndexRows(NamedTuple):
 
 def only_codes(rows: IndexRows, codes: frozenset[str]) -> IndexRows:
     """The rows of these codes only."""
-    return IndexRows(*(tuple(row for row in table if row[0] in codes) for table in rows.tables()),
-                     missing=rows.missing & codes)
+    return IndexRows._make((*(tuple(row for row in table if row[0] in codes) for table in rows.tables()),
+                            rows.missing & codes))
 
 
 def fingerprint(rows: IndexRows) -> int:

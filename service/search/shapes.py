@@ -7,7 +7,9 @@ results. Compiled expressions never need it: their types are known statically.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+from service.search.rows import Row
 from service.search.values import Converter, converter
 
 # Distinctive keys, checked in order (a Quantity and an Identifier both have `value`: see below).
@@ -26,7 +28,7 @@ SHAPES = (
 )
 
 
-def dict_type(value: dict) -> str:
+def dict_type(value: dict[str, Any]) -> str:
     for key, type_name in SHAPES:
         if key in value:
             return type_name
@@ -52,7 +54,7 @@ def value_type(value: object) -> str:
 
 def shape_converter(parameter_type: str) -> Converter:
     """A converter that picks the typed converter per value."""
-    def convert(code: str, value: object) -> tuple:
+    def convert(code: str, value: object) -> tuple[Row, ...]:
         type_name = value_type(value)
         if type_name == "string" and parameter_type in ("date", "reference"):
             type_name = "dateTime" if parameter_type == "date" else "canonical"

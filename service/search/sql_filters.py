@@ -7,6 +7,8 @@ column names come from the fixed tables below; every value is a `$n` parameter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from service.search.param_hash import sp_hash
 from service.search.query import Term
 from service.search.query_values import (
@@ -159,7 +161,7 @@ def reference_condition(value: ReferenceMatch, params: Parameters) -> str:
     return condition
 
 
-def fill(template: str, values: dict[str, object], cast: str, params: Parameters) -> str:
+def fill(template: str, values: Mapping[str, object], cast: str, params: Parameters) -> str:
     """The template with a parameter for each of its placeholders (only those it uses)."""
     used = {name: params.add(value, cast) for name, value in values.items() if "{" + name + "}" in template}
     return template.format(**used)

@@ -10,13 +10,15 @@ import unicodedata
 from collections.abc import Callable
 from decimal import Decimal
 from functools import cache, lru_cache, partial
+from typing import Any
 
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.model import is_a, type_from_suffix
-from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, StringRow, TokenRow, UriRow
+from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, Row, StringRow, TokenRow, UriRow
 
-Converter = Callable[[str, object], tuple]
+# The value is parsed JSON of the FHIR type the converter was picked for.
+Converter = Callable[[str, Any], tuple[Row, ...]]
 # Row constructors from one tuple, without the Python-level NamedTuple.__new__ (the hot path builds
 # millions of rows: this saves about 40 % of the cost of each).
 new_string_row = partial(tuple.__new__, StringRow)
@@ -26,7 +28,7 @@ new_number_row = partial(tuple.__new__, NumberRow)
 new_quantity_row = partial(tuple.__new__, QuantityRow)
 new_uri_row = partial(tuple.__new__, UriRow)
 new_reference_row = partial(tuple.__new__, ReferenceRow)
-NONE: tuple = ()
+NONE: tuple[Row, ...] = ()
 STRING_TYPES = frozenset("string markdown code id uri url canonical oid uuid System.String".split())
 NUMBER_TYPES = frozenset("decimal integer positiveInt unsignedInt".split())
 DATE_TYPES = frozenset("date dateTime instant".split())
@@ -54,7 +56,7 @@ def decimal(number: object) -> Decimal | None:
         return None
 
 
-def string_rows(code: str, value: object) -> tuple:
+def string_rows(code: str, value: Any) -> tuple[Row, ...]:
     if not value or value.__class__ is not str:
         return NONE
     return (new_string_row((code, value.lower() if value.isascii() else normalize(value), value)),)
@@ -62,7 +64,7 @@ def string_rows(code: str, value: object) -> tuple:
 
 def parts_rows(parts: tuple[str, ...]) -> Converter:
     """Strings of a HumanName or Address: every listed component, repeated ones included."""
-    def convert(code: str, value: dict) -> tuple:
+    def convert(code: str, value: dict[str, Any]) -> tuple[Row, ...]:
         rows = []
         for part in parts:
             item = value.get(part)
@@ -76,18 +78,18 @@ def parts_rows(parts: tuple[str, ...]) -> Converter:
     return convert
 
 
-def plain_token(code: str, value: object) -> tuple:
+def plain_token(code: str, value: object) -> tuple[Row, ...]:
     if type(value) is bool:
         return (new_token_row((code, None, "true" if value else "false", None)),)
     return (new_token_row((code, None, value, None)),) if type(value) is str and value else NONE
 
 
-def coding_token(code: str, coding: dict) -> tuple:
+def coding_token(code: str, coding: dict[str, Any]) -> tuple[Row, ...]:
     value = coding.get("code")
     return (new_token_row((code, coding.get("system"), value, coding.get("display"))),) if value else NONE
 
 
-def codeable_concept_tokens(code: str, concept: dict) -> tuple:
+def codeable_concept_tokens(code: str, concept: dict[str, Any]) -> tuple[Row, ...]:
     """One row per coding; the concept's text gets a row of its own (for `:text`)."""
     rows = []
     for coding in concept.get("coding", NONE):
@@ -100,7 +102,7 @@ def codeable_concept_tokens(code: str, concept: dict) -> tuple:
     return tuple(rows)
 
 
-def identifier_token(code: str, identifier: dict) -> tuple:
+def identifier_token(code: str, identifier: dict[str, Any]) -> tuple[Row, ...]:
     value = identifier.get("value")
     if not value:
         return NONE
@@ -108,18 +110,18 @@ def identifier_token(code: str, identifier: dict) -> tuple:
     return (new_token_row((code, identifier.get("system"), value, type_text)),)
 
 
-def contact_point_token(code: str, contact: dict) -> tuple:
+def contact_point_token(code: str, contact: dict[str, Any]) -> tuple[Row, ...]:
     """ContactPoint.system (phone, email...) as the token system, as HAPI does."""
     value = contact.get("value")
     return (new_token_row((code, contact.get("system"), value, None)),) if value else NONE
 
 
-def date_rows(code: str, value: object) -> tuple:
+def date_rows(code: str, value: object) -> tuple[Row, ...]:
     bounds = date_range(value) if type(value) is str else None
     return (new_date_row((code, *bounds)),) if bounds else NONE
 
 
-def period_rows(code: str, period: dict) -> tuple:
+def period_rows(code: str, period: dict[str, Any]) -> tuple[Row, ...]:
     """Open ends become the minimum/maximum instant; a Period with neither end gives no row."""
     start, end = date_range(period.get("start") or ""), date_range(period.get("end") or "")
     if not start and not end:
@@ -127,19 +129,19 @@ def period_rows(code: str, period: dict) -> tuple:
     return (new_date_row((code, start[0] if start else MIN_INSTANT, end[1] if end else MAX_INSTANT)),)
 
 
-def timing_rows(code: str, timing: dict) -> tuple:
+def timing_rows(code: str, timing: dict[str, Any]) -> tuple[Row, ...]:
     """Each event, and repeat.boundsPeriod (a boundsDuration/Range is not a date)."""
     rows = [row for event in timing.get("event", ()) for row in date_rows(code, event)]
     bounds = (timing.get("repeat") or {}).get("boundsPeriod")
     return tuple(rows) + (period_rows(code, bounds) if bounds else NONE)
 
 
-def number_rows(code: str, value: object) -> tuple:
+def number_rows(code: str, value: object) -> tuple[Row, ...]:
     number = decimal(value)
     return (new_number_row((code, number)),) if number is not None else NONE
 
 
-def quantity_rows(code: str, quantity: dict) -> tuple:
+def quantity_rows(code: str, quantity: dict[str, Any]) -> tuple[Row, ...]:
     value = decimal(quantity.get("value"))
     if value is None:
         return NONE
@@ -147,7 +149,7 @@ def quantity_rows(code: str, quantity: dict) -> tuple:
     return (new_quantity_row((code, value, system, unit_code, unit)),)
 
 
-def money_rows(code: str, money: dict) -> tuple:
+def money_rows(code: str, money: dict[str, Any]) -> tuple[Row, ...]:
     value, currency = decimal(money.get("value")), money.get("currency")
     if value is None:
         return NONE
@@ -156,18 +158,18 @@ def money_rows(code: str, money: dict) -> tuple:
 
 def range_rows(bound_rows: Converter) -> Converter:
     """A Range gives its low and its high bound as two values (as HAPI), not an interval."""
-    def convert(code: str, value: dict) -> tuple:
+    def convert(code: str, value: dict[str, Any]) -> tuple[Row, ...]:
         return tuple(row for bound in ("low", "high") if bound in value
                      for row in bound_rows(code, value[bound]))
     return convert
 
 
-def uri_rows(code: str, value: object) -> tuple:
+def uri_rows(code: str, value: object) -> tuple[Row, ...]:
     return (new_uri_row((code, value)),) if type(value) is str and value else NONE
 
 
 @lru_cache(maxsize=65536)  # the same subject, encounter, practitioner recur across resources
-def reference_target(reference: str) -> tuple[str, str, str | None] | None:
+def reference_target(reference: str) -> tuple[str | None, str | None, str | None] | None:
     """(type, id, absolute URL) of a literal reference, or None (contained, urn:, conditional, invalid).
 
     An absolute URL keeps the URL, and also gives type and id when it ends in `Type/id`.
@@ -183,20 +185,20 @@ def reference_target(reference: str) -> tuple[str, str, str | None] | None:
     return (parts[-2], parts[-1], None) if typed and len(parts) == 2 else None
 
 
-def reference_rows(code: str, reference: dict) -> tuple:
+def reference_rows(code: str, reference: dict[str, Any]) -> tuple[Row, ...]:
     """`Type/id` (version dropped) and, for an absolute URL, also the URL; identifier-only: none."""
     text = reference.get("reference")
     target = reference_target(text) if text.__class__ is str else None
     return (new_reference_row((code, *target)),) if target else NONE
 
 
-def canonical_rows(code: str, value: object) -> tuple:
+def canonical_rows(code: str, value: object) -> tuple[Row, ...]:
     return (new_reference_row((code, None, None, value)),) if type(value) is str and value else NONE
 
 
 def extension_rows(parameter_type: str) -> Converter:
     """Extensions index their value[x], unwrapped, as HAPI does."""
-    def convert(code: str, extension: dict) -> tuple:
+    def convert(code: str, extension: dict[str, Any]) -> tuple[Row, ...]:
         for key, value in extension.items():
             if key.startswith("value") and len(key) > 5:
                 return converter(parameter_type, type_from_suffix(key[5:]))(code, value)
@@ -204,7 +206,7 @@ def extension_rows(parameter_type: str) -> Converter:
     return convert
 
 
-def no_rows(code: str, value: object) -> tuple:
+def no_rows(code: str, value: object) -> tuple[Row, ...]:
     return NONE
 
 

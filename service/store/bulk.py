@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
@@ -34,6 +35,9 @@ RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updat
                          "index_hash")
 ANALYZE_TABLES = ("resource", *TABLE_COLUMNS)
 VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "method", "body")
+# COPY records, in the order of the columns above.
+ResourceRecord = tuple[int, str, str, int, datetime, bool, bytes, int, int]
+VersionRecord = tuple[int, str, str, int, datetime, bool, str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +52,15 @@ class BatchResult:
 class _Batch:
     """A batch's rows, prepared in memory before any write."""
 
-    inserts: list[tuple] = field(default_factory=list)
-    updates: list[tuple] = field(default_factory=list)
-    versions: list[tuple] = field(default_factory=list)
+    inserts: list[ResourceRecord] = field(default_factory=list)
+    updates: list[tuple[int, int, bytes, int]] = field(default_factory=list)  # res_id, version, body, index_hash
+    versions: list[VersionRecord] = field(default_factory=list)
     records: IndexRecords | None = None
     rejected: list[str] = field(default_factory=list)
     search_parameters: list[tuple[int, SearchParameterChange]] = field(default_factory=list)
 
 
-async def write_batch(conn: asyncpg.Connection, resources: list[dict[str, Any]], catalogs: Catalogs) -> BatchResult:
+async def write_batch(conn: Connection, resources: list[dict[str, Any]], catalogs: Catalogs) -> BatchResult:
     """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) and their
     index rows in one transaction.
 
@@ -104,7 +108,7 @@ def _prepare(batch: _Batch, resource: dict[str, Any], key: tuple[str, str], curr
     batch.versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
 
 
-async def _write(conn: asyncpg.Connection, batch: _Batch, last_updated: datetime, generation: int) -> None:
+async def _write(conn: Connection, batch: _Batch, last_updated: datetime, generation: int) -> None:
     if batch.inserts:
         await conn.copy_records_to_table("resource", records=batch.inserts, columns=RESOURCE_COPY_COLUMNS)
     if batch.updates:
@@ -119,6 +123,6 @@ async def _write(conn: asyncpg.Connection, batch: _Batch, last_updated: datetime
         await record_change(conn, res_id, change)
 
 
-async def analyze_resources(conn: asyncpg.Connection) -> None:
+async def analyze_resources(conn: Connection) -> None:
     """Refresh the planner statistics of the resource and index tables (names from the allow-list)."""
     await conn.execute(f"ANALYZE {', '.join(ANALYZE_TABLES)}")

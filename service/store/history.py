@@ -58,4 +58,5 @@ async def history_page(
 
 
 async def count_instance_versions(pool: asyncpg.Pool, res_type: str, fhir_id: str, since: datetime) -> int:
-    return await pool.fetchval(COUNT_INSTANCE_VERSIONS, res_type, fhir_id, since)
+    count: int = await pool.fetchval(COUNT_INSTANCE_VERSIONS, res_type, fhir_id, since)
+    return count

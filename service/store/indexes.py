@@ -6,8 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
-
+from service.db import Connection
 from service.search.param_hash import sp_hash
 from service.search.rows import (
     DateRow,
@@ -15,6 +14,7 @@ from service.search.rows import (
     NumberRow,
     QuantityRow,
     ReferenceRow,
+    Row,
     StringRow,
     TokenRow,
     UriRow,
@@ -49,7 +49,7 @@ SELECT_BY_RESOURCE = {
 }
 DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 
-IndexRecords = dict[str, list[tuple]]
+IndexRecords = dict[str, list[tuple[object, ...]]]  # table -> COPY records (res_id, sp_hash, columns...)
 COPY_SLICE = 2000
 
 
@@ -75,18 +75,19 @@ def index_records(res_id: int, res_type: str, rows: IndexRows, into: IndexRecord
     return records
 
 
-async def replace_indexes(conn: asyncpg.Connection, res_ids: Sequence[int], records: IndexRecords,
+async def replace_indexes(conn: Connection, res_ids: Sequence[int], records: IndexRecords,
                           sp_hashes: Sequence[int] | None = None) -> int:
     """Delete the resources' index rows (only those of `sp_hashes` when given) and COPY the new ones; call
     inside a transaction. Returns rows written."""
-    if res_ids and sp_hashes is None:
-        await conn.execute(DELETE_BY_RESOURCES, list(res_ids))
-    elif res_ids:
-        await conn.execute(DELETE_CODES_BY_RESOURCES, list(res_ids), list(sp_hashes))
+    if res_ids:
+        if sp_hashes is None:
+            await conn.execute(DELETE_BY_RESOURCES, list(res_ids))
+        else:
+            await conn.execute(DELETE_CODES_BY_RESOURCES, list(res_ids), list(sp_hashes))
     return await insert_indexes(conn, records)
 
 
-async def insert_indexes(conn: asyncpg.Connection, records: IndexRecords) -> int:
+async def insert_indexes(conn: Connection, records: IndexRecords) -> int:
     """COPY index rows of resources that have none yet (new ones). Returns rows written."""
     written = 0
     for table, table_records in records.items():
@@ -98,7 +99,7 @@ async def insert_indexes(conn: asyncpg.Connection, records: IndexRecords) -> int
     return written
 
 
-async def update_indexes(conn: asyncpg.Connection, res_id: int, records: IndexRecords) -> IndexChanges:
+async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -> IndexChanges:
     """Bring one resource's index rows to `records`, touching only the rows that differ.
 
     Call inside a transaction that holds the resource row's lock: rows are deleted by ctid.
@@ -129,10 +130,10 @@ _ROW_TYPES = dict(zip(INDEX_TABLES, (StringRow, TokenRow, DateRow, NumberRow, Qu
 _FIELDS = dict(zip(INDEX_TABLES, IndexRows._fields))
 
 
-async def read_index_rows(conn: asyncpg.Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
+async def read_index_rows(conn: Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
     """One resource's stored index rows as IndexRows; `codes` maps sp_hash to code (a row whose hash is
     not there, left by a parameter that no longer exists, shows under `?`)."""
-    fields: dict[str, list[object]] = {field: [] for field in _FIELDS.values()}
+    fields: dict[str, list[Row]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
     missing = set()
     for table, statement in SELECT_BY_RESOURCE.items():
         for row in await conn.fetch(statement, res_id):
@@ -141,4 +142,4 @@ async def read_index_rows(conn: asyncpg.Connection, res_id: int, codes: dict[int
                 missing.add(code)
             else:
                 fields[_FIELDS[table]].append(_ROW_TYPES[table](code, *tuple(row)[3:]))
-    return IndexRows(**{field: tuple(rows) for field, rows in fields.items()}, missing=frozenset(missing))
+    return IndexRows._make((*map(tuple, fields.values()), frozenset(missing)))

@@ -16,7 +16,8 @@ CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asy
 def reraise_if_cancelling(exc: BaseException) -> None:
     """A connection error raised while the task is being cancelled is the cancellation itself: re-raise it
     as one, so a background loop that retries connection errors still stops."""
-    if asyncio.current_task().cancelling():
+    task = asyncio.current_task()  # None only outside a task, which is not where this runs
+    if task is not None and task.cancelling():
         raise asyncio.CancelledError from exc
 
 

@@ -10,6 +10,7 @@ from uuid import uuid4
 import asyncpg
 import orjson
 
+from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import stamp
@@ -106,6 +107,7 @@ class ResourceStore:
                 _check_version(if_match, current["version"], res_type, fhir_id)
                 written = await self._new_version(conn, current, res_type, fhir_id, resource, "PUT")
                 result = WriteResult(written, created=bool(current["deleted"]))
+        assert result is not None, "an insert that collided found a row to update"
         return await self._after_write(result)
 
     async def delete(self, res_type: str, fhir_id: str, if_match: int | None) -> WriteResult | None:
@@ -138,7 +140,7 @@ class ResourceStore:
         return old, new
 
     async def _insert(
-        self, conn: asyncpg.Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method,
+        self, conn: Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method,
     ) -> Version | None:
         last_updated = now_ms()
         stamped = stamp(resource, fhir_id, 1, last_updated)
@@ -157,7 +159,7 @@ class ResourceStore:
         return Version(res_type, fhir_id, 1, last_updated, False, body)
 
     async def _new_version(
-        self, conn: asyncpg.Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
+        self, conn: Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
         resource: dict[str, Any] | None, method: Method,
     ) -> Version:
         """A new version (a deletion when `resource` is None) and the index rows that go with it."""

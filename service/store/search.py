@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from service.search.cursor import BACKWARD
+from service.db import Connection
+from service.search.cursor import BACKWARD, SortValue
 from service.search.param_hash import sp_hash
 from service.search.query import Include, SearchQuery
 from service.search.sql import Statement, count_statement, page_statement
@@ -32,7 +33,7 @@ class Found:
     res_type: str
     fhir_id: str
     body: bytes
-    sort_values: tuple[object, ...] = ()
+    sort_values: tuple[SortValue, ...] = ()
 
 
 @dataclass
@@ -59,11 +60,12 @@ async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, 
         return result
 
 
-async def _fetch_count(conn: asyncpg.Connection, statement: Statement) -> int:
-    return await conn.fetchval(statement.text, *statement.params)
+async def _fetch_count(conn: Connection, statement: Statement) -> int:
+    count: int = await conn.fetchval(statement.text, *statement.params)
+    return count
 
 
-async def _fetch_page(conn: asyncpg.Connection, query: SearchQuery) -> SearchResult:
+async def _fetch_page(conn: Connection, query: SearchQuery) -> SearchResult:
     statement = page_statement(query)
     rows = await conn.fetch(statement.text, *statement.params)
     more = len(rows) > query.count
@@ -73,13 +75,14 @@ async def _fetch_page(conn: asyncpg.Connection, query: SearchQuery) -> SearchRes
     return SearchResult(found, more_after=more)
 
 
-async def _fetch_included(conn: asyncpg.Connection, query: SearchQuery, matches: Sequence[Found],
+async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequence[Found],
                           limit: int) -> tuple[list[Found], bool]:
     """Included resources, each once, none of them a match; at most `limit` (and whether more were left)."""
     seen = {found.res_id for found in matches}
     included: list[Found] = []
     for include in query.includes:
-        rows = await conn.fetch(*_include_arguments(include, matches, limit + 1))
+        statement = _include_statement(include, matches, limit + 1)
+        rows = await conn.fetch(statement.text, *statement.params)
         for row in rows:
             if row[0] not in seen:
                 seen.add(row[0])
@@ -89,9 +92,9 @@ async def _fetch_included(conn: asyncpg.Connection, query: SearchQuery, matches:
     return included, False
 
 
-def _include_arguments(include: Include, matches: Sequence[Found], limit: int) -> tuple:
+def _include_statement(include: Include, matches: Sequence[Found], limit: int) -> Statement:
     hashes = [sp_hash(include.source_type, code) for code in include.codes]
     if include.reverse:
         fhir_ids = [found.fhir_id for found in matches]
-        return SELECT_REVINCLUDED, hashes, include.target_type, fhir_ids, limit
-    return SELECT_INCLUDED, [found.res_id for found in matches], hashes, include.target_type, limit
+        return Statement(SELECT_REVINCLUDED, (hashes, include.target_type, fhir_ids, limit))
+    return Statement(SELECT_INCLUDED, ([found.res_id for found in matches], hashes, include.target_type, limit))

@@ -8,6 +8,7 @@ from contextlib import suppress
 import asyncpg
 import structlog
 
+from service.db import Connection
 from service.search.catalog import Catalogs, SearchParameterChange
 from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
 
@@ -39,7 +40,7 @@ LOCK_CHANGES = "SELECT pg_advisory_xact_lock($1)"
 CHANGES_LOCK_KEY = 7_461_726_964_657_802
 
 
-async def record_change(conn: asyncpg.Connection, res_id: int, change: SearchParameterChange | None) -> int | None:
+async def record_change(conn: Connection, res_id: int, change: SearchParameterChange | None) -> int | None:
     """Log a change of a SearchParameter resource (inside the write's transaction) and notify replicas.
 
     `change` None is a deletion. A change of code or base leaves the old (base, code) stale as well,
@@ -53,7 +54,7 @@ async def record_change(conn: asyncpg.Connection, res_id: int, change: SearchPar
         change = SearchParameterChange(previous["code"], list(previous["base"]), None)
     elif previous is not None and (previous["code"], list(previous["base"])) != (change.code, change.base):
         await conn.fetchval(INSERT_CHANGE, res_id, previous["code"], previous["base"], None)
-    generation = await conn.fetchval(INSERT_CHANGE, res_id, change.code, change.base, change.definition)
+    generation: int = await conn.fetchval(INSERT_CHANGE, res_id, change.code, change.base, change.definition)
     await conn.execute(NOTIFY_CHANGE, CHANNEL, str(generation))  # delivered at commit, to every replica
     return generation
 
@@ -62,6 +63,7 @@ async def refresh_catalog(pool: asyncpg.Pool, catalogs: Catalogs) -> bool:
     """Install the catalog of the latest change, read in one snapshot; False when already current."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         state = await conn.fetchrow(SELECT_STATE)
+        assert state is not None, "an aggregate without GROUP BY has a row"
         if (state["generation"], state["unindexed"]) == (catalogs.current.generation, catalogs.current.unindexed):
             return False
         definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
