@@ -1,7 +1,7 @@
 """Extraction throughput per resource type, against parsing the same lines as a baseline.
 
 Usage: `.venv/bin/python bench/bench_extract.py [--repeat N]`. Data: the gz NDJSON files under
-../shared/data (override with FHIR_BENCH_DATA_DIR). Prints resources/s of `orjson.loads` (baseline),
+tests/data (override with FHIR_BENCH_DATA_DIR). Prints resources/s of `orjson.loads` (baseline),
 of extraction alone (all applicable R4 parameters), and of parse + extract, per resource type.
 """
 
@@ -19,8 +19,7 @@ import orjson
 
 from service.search.registry import Registry
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATA_DIR = Path(os.environ.get("FHIR_BENCH_DATA_DIR", DEFAULT_DATA_DIR))
+DATA_DIR = Path(os.environ.get("FHIR_BENCH_DATA_DIR", Path(__file__).resolve().parents[1] / "tests" / "data"))
 
 
 def lines_by_type(data_dir: Path) -> dict[str, list[bytes]]:

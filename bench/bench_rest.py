@@ -5,7 +5,7 @@
 - create / read: requests/s of `POST /fhir/Organization` and `GET /fhir/Organization/{id}` over HTTP,
   against the store layer doing the same writes and reads in this process (no HTTP): the ratio is
   what the HTTP stack (parsing, middlewares, negotiation, the client) costs.
-- load: resources/s of `python -m service load` on ../shared/data, against a raw baseline of the same
+- load: resources/s of `python -m service load` on tests/data, against a raw baseline of the same
   lines parsed with orjson and COPYed as (type, id, body) into an unindexed table.
 Machines are noisy: compare the ratios, not the absolute figures, between runs.
 """

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-DATA_DIR = Path(os.environ.get("FHIR_BENCH_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("FHIR_BENCH_DATA_DIR", Path(__file__).resolve().parents[1] / "tests" / "data"))
 SERVER_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

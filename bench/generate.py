@@ -1,8 +1,8 @@
 """Generated, realistic FHIR R4 resources for the benchmarks (no network, deterministic per seed).
 
-Organizations follow the Plan-Net examples in ../shared/data/plannet (NPI identifier, name, alias,
+Organizations follow the Plan-Net examples in tests/data/plannet (NPI identifier, name, alias,
 addresses, telecom, organization-type, partOf, an extension); Observations follow Synthea's
-(../shared/data/synthea-r4-2019): LOINC code, category, subject/encounter, dates, UCUM valueQuantity.
+(tests/data/synthea-r4-2019): LOINC code, category, subject/encounter, dates, UCUM valueQuantity.
 """
 
 from __future__ import annotations

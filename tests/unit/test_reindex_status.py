@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from service.jobs.status import (
     status_response,
 )
 
-SEED_DIR = Path(os.environ.get("FHIR_SEED_DIR", Path(__file__).resolve().parents[3] / "shared" / "seed"))
+SEED_DIR = Path(__file__).resolve().parents[1] / "data" / "seed"
 POLL = "https://fhir.example/fhir/$hapi.fhir.reindex-status?_jobId=c27486a1-3449-4671-ad8a-282c2d44c598"
 ACCEPTED = f"$reindex job has been accepted. Poll for status at the following URL: {POLL}"
 REPORT = "Reindex (v3) Report\n-------------------------------------------------\n"
