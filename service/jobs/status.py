@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from service.fhir.bundle import bundle
 from service.fhir.outcome import Issue, operation_outcome
+from service.jobs.repository import JobProgress
 
 JobState = Literal["queued", "in_progress", "finalizing", "completed", "failed", "cancelled"]
 RUNNING_STATES: frozenset[str] = frozenset({"queued", "in_progress", "finalizing"})
@@ -39,6 +40,16 @@ class JobStatus:
         if not self.total:
             return 0
         return max(0, min(100, self.processed * 100 // self.total))
+
+
+def job_status(progress: JobProgress) -> JobStatus:
+    """The status of a job as read from the store, with its rate and time left once it has processed some."""
+    rate = left = None
+    if progress.elapsed_seconds and progress.processed:
+        rate = progress.processed / progress.elapsed_seconds
+        left = max(progress.total - progress.processed, 0) / rate
+    return JobStatus(progress.state, progress.processed, progress.total, rate, left,  # type: ignore[arg-type]
+                     progress.error, progress.report)
 
 
 def accepted_response(poll_url: str, prefer_async: bool) -> Response:
