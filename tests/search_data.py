@@ -18,7 +18,7 @@ import orjson
 from service.settings import Settings
 from tests import tokens
 from tests.conftest import DATA_DIR, with_database
-from tests.test_load import run_load
+from tests.test_load import ndjson_files, run_load
 
 DATASETS = ("plannet", "synthea-r4-2019")
 
@@ -29,7 +29,7 @@ def loaded_database(server_dsn: str, template_database: str) -> Iterator[str]:
     asyncio.run(_execute(server_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
     url = with_database(server_dsn, name)
     try:
-        result = run_load(url, *(str(DATA_DIR / dataset) for dataset in DATASETS))
+        result = run_load(url, *ndjson_files(*DATASETS))
         assert result.returncode == 0, result.stderr
         asyncio.run(_execute(url, "ANALYZE"))
         yield url

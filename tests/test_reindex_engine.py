@@ -16,16 +16,15 @@ from service.jobs.reindex_step import READ_CHUNK, run_chunk
 from service.jobs.repository import claim_chunk, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from service.search.registry import Registry
-from tests.conftest import DATA_DIR
 from tests.indexes import expected_index_rows, stored_index_rows
-from tests.test_load import run_load
+from tests.test_load import ndjson_files, run_load
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 @pytest.fixture
 async def plannet(database_url):
-    result = run_load(database_url, str(DATA_DIR / "plannet"))
+    result = run_load(database_url, *ndjson_files("plannet"))
     assert result.returncode == 0, result.stderr
     return database_url
 

@@ -17,9 +17,8 @@ from service.db import create_pool
 from service.http.keys import POOL
 from service.jobs.start import ReindexPlan, start_reindex
 from service.search.registry import Registry
-from tests.conftest import DATA_DIR
 from tests.indexes import expected_index_rows, stored_index_rows
-from tests.test_load import run_load
+from tests.test_load import ndjson_files, run_load
 from tests.test_process import free_port
 from tests.test_reindex_engine import chunk_totals, wait_ended, wipe_indexes
 
@@ -29,7 +28,7 @@ TYPES = ("Practitioner", "PractitionerRole")
 @pytest.fixture
 async def stale_plannet(database_url, db) -> int:
     """Plan-Net loaded, with the indexes of TYPES wiped; returns how many resources need reindexing."""
-    assert run_load(database_url, str(DATA_DIR / "plannet")).returncode == 0
+    assert run_load(database_url, *ndjson_files("plannet")).returncode == 0
     return sum([await wipe_indexes(db, res_type) for res_type in TYPES])
 
 

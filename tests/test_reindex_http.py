@@ -12,7 +12,7 @@ import pytest
 
 from service.app import create_app
 from tests.conftest import DATA_DIR
-from tests.test_load import run_load
+from tests.test_load import ndjson_files, run_load
 from tests.test_search_parameters import NETWORK_URL, PLANNET_SEARCH_PARAMETERS
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -171,7 +171,7 @@ async def search_all(client, url: str) -> tuple[set[str], list[dict]]:
 
 
 async def test_custom_parameter_is_searchable_after_reindex(aiohttp_client, worker_settings, database_url):
-    assert run_load(database_url, str(DATA_DIR / "plannet")).returncode == 0
+    assert run_load(database_url, *ndjson_files("plannet")).returncode == 0
     client = await aiohttp_client(create_app(worker_settings))
     for resource in PLANNET_SEARCH_PARAMETERS:
         response = await client.put(f"/fhir/SearchParameter/{resource['id']}", json=resource, headers=FHIR_JSON)
@@ -195,7 +195,7 @@ async def test_custom_parameter_is_searchable_after_reindex(aiohttp_client, work
 
 
 async def test_a_search_filter_limits_the_job(aiohttp_client, worker_settings, database_url, db):
-    assert run_load(database_url, str(DATA_DIR / "plannet")).returncode == 0
+    assert run_load(database_url, *ndjson_files("plannet")).returncode == 0
     client = await aiohttp_client(create_app(worker_settings))
     matching = await db.fetchval(
         "SELECT count(*) FROM resource WHERE res_type = 'Organization' AND "
