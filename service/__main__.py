@@ -1,4 +1,4 @@
-"""Command line: `serve` (the default), `migrate`, `load FILE...`."""
+"""Command line: `serve` (the default), `migrate`, `load FILE_OR_DIR...`, `reindex`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import gc
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar, cast
 
 import structlog
 from aiohttp import web
 
 from service.app import create_app
+from service.console import INTERRUPTED_EXIT, StatusLine
 from service.db import open_database
 from service.http.keys import LIFECYCLE
 from service.logging import configure_logging
@@ -26,6 +27,9 @@ _Result = TypeVar("_Result")
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then report not-ready, drain, and stop within the grace period."""
+    if settings.auth_mode == "unsigned":
+        log.warning("auth_unsigned",
+                    detail="unsigned (alg: none) bearer tokens are accepted; never use this in a deployment")
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
     try:
@@ -72,9 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the FHIR server (default)")
     commands.add_parser("migrate", help="apply the database migrations and exit")
-    load = commands.add_parser("load", help="bulk-load NDJSON files (plain or .gz) through COPY")
-    load.add_argument("files", nargs="+", help="NDJSON files or directories of *.ndjson[.gz]")
+    load = commands.add_parser("load", help="bulk-load NDJSON and Bundle JSON files (plain or .gz) through COPY")
+    load.add_argument("files", nargs="+", help="*.ndjson[.gz] or *.json[.gz] files, or directories of them")
     load.add_argument("--batch-size", type=int, default=5000, help="resources per write transaction")
+    _add_verbose(load)
     reindex = commands.add_parser("reindex", help="start a $reindex job (as POST [base]/$reindex would)")
     reindex.add_argument("--url", action="append", default=[], help="Type? or Type?search; repeatable; none: all")
     reindex.add_argument("--batch-size", type=int, help="resources per write transaction (default 500)")
@@ -85,17 +90,36 @@ def _parser() -> argparse.ArgumentParser:
     reindex.add_argument("--force", action="store_true",
                          help="re-extract every resource, and rewrite bodies even where already compact")
     reindex.add_argument("--wait", action="store_true", help="work on the job here and wait until it ends")
+    reindex.add_argument("--cancel-on-interrupt", action="store_true",
+                         help="with --wait: Ctrl-C cancels the job (by default it goes on without this process)")
+    reindex.add_argument("--cancel", metavar="JOB_ID", help="cancel a job (as DELETE on its status URL would)")
+    _add_verbose(reindex)
     return parser
 
 
+def _add_verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--verbose", action="store_true",
+                         help="log at FHIR_LOG_LEVEL (default: warnings and errors only)")
+
+
+def _check_reindex(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.cancel_on_interrupt and not args.wait:
+        parser.error("--cancel-on-interrupt needs --wait")
+    starts_a_job = (args.url, args.batch_size, args.optimize_storage, args.no_search_parameters, args.force, args.wait)
+    if args.cancel and any(starts_a_job):
+        parser.error("--cancel JOB_ID takes no option of a new job")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "reindex":
+        _check_reindex(parser, args)
     try:
         settings = load_settings()
     except SettingsError as exc:
         configure_logging(Settings.model_construct())  # the defaults: the failure still goes out as a log event
         return report(exc)
-    configure_logging(settings)
     try:
         return _command(args, settings)
     except StartupError as exc:
@@ -103,23 +127,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.auth_mode == "unsigned":
-        log.warning("auth_unsigned",
-                    detail="unsigned (alg: none) bearer tokens are accepted; never use this in a deployment")
-    if args.command == "load":
-        from service.load import load_files
-
-        return _run(load_files(settings, args.files, args.batch_size))
-    if args.command == "reindex":
-        from service.reindex_cli import run_reindex
-
-        options = {"batchSize": args.batch_size, "optimizeStorage": args.optimize_storage,
-                   "reindexSearchParameters": "NONE" if args.no_search_parameters else None,
-                   "force": args.force or None}
-        return _run(run_reindex(settings, args.url, options, args.wait))
+    if args.command in ("load", "reindex"):
+        return _operator_command(args, settings)
+    configure_logging(settings)
     command = run_migrations if args.command == "migrate" else serve
     _run(command(settings))
     return 0
+
+
+def _operator_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`load` and `reindex`: logs go above the progress line, and only warnings unless --verbose; Ctrl-C
+    ends the command without a traceback (`reindex --wait` handles it itself, to say what became of the job)."""
+    status = StatusLine(sys.stderr)
+    # A StatusLine is a text stream in all that logging uses of one (write, flush, isatty).
+    configure_logging(settings, cast(TextIO, status), quiet=not args.verbose)
+    try:
+        return _run(_operator_coroutine(args, settings, status))
+    except KeyboardInterrupt:
+        status.finish()
+        print("Interrupted; what was written before stays.", file=sys.stderr)
+        return INTERRUPTED_EXIT
+
+
+def _operator_coroutine(args: argparse.Namespace, settings: Settings, status: StatusLine) -> Coroutine[Any, Any, int]:
+    if args.command == "load":
+        from service.load import load_files
+
+        return load_files(settings, args.files, args.batch_size, status)
+    from service.reindex_cli import Waiting, cancel_job, run_reindex
+
+    if args.cancel:
+        return cancel_job(settings, args.cancel)
+    options = {"batchSize": args.batch_size, "optimizeStorage": args.optimize_storage,
+               "reindexSearchParameters": "NONE" if args.no_search_parameters else None,
+               "force": args.force or None}
+    waiting = Waiting(status, args.cancel_on_interrupt) if args.wait else None
+    return run_reindex(settings, args.url, options, waiting)
 
 
 def _run(main_coroutine: Coroutine[Any, Any, _Result]) -> _Result:

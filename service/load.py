@@ -1,24 +1,21 @@
-"""`python -m service load FILE...`: bulk import of NDJSON (plain or gzip) through COPY."""
+"""`python -m service load FILE_OR_DIR...`: bulk import of NDJSON and Bundle JSON files (plain or gzip)
+through COPY."""
 
 from __future__ import annotations
 
-import gzip
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
-from uuid import uuid4
 
 import asyncpg
 import asyncpg.exceptions
 import structlog
 
+from service.console import StatusLine, format_rate
 from service.db import Connection, open_database
-from service.fhir.errors import FhirError
-from service.fhir.resource import check_id, check_resource, check_type, parse_body
+from service.load_sources import Located, UnreadableSource, read_resources, source_files
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
@@ -26,126 +23,92 @@ from service.store.bulk import analyze_resources, write_batch
 from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
-_MAX_REPORTED_ERRORS = 20
 
 
 @dataclass
 class LoadStats:
+    """Counts so far; every problem is written at once, as one line, to `problems`."""
+
+    problems: StatusLine
     loaded: Counter[str] = field(default_factory=Counter)
     created: int = 0
     updated: int = 0
-    invalid: list[str] = field(default_factory=list)
+    invalid: int = 0
 
     @property
     def total(self) -> int:
         return sum(self.loaded.values())
 
-
-def ndjson_files(paths: list[str]) -> list[Path]:
-    """The files named, with directories expanded to their `*.ndjson` and `*.ndjson.gz` files."""
-    found: list[Path] = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz"))))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"No such file or directory: {name}")
-    return found
+    def report(self, problem: str) -> None:
+        self.invalid += 1
+        self.problems.write(problem + "\n")
 
 
-def read_resources(path: Path, stats: LoadStats) -> Iterator[dict[str, Any]]:
-    """Valid resources of one file; invalid lines are recorded as `file:line: reason` and skipped."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield validated(parse_body(line))
-            except FhirError as exc:
-                stats.invalid.append(f"{path}:{number}: {exc.diagnostics}")
-
-
-def validated(resource: dict[str, Any]) -> dict[str, Any]:
-    """The checks of a create or update; a resource without an id gets a server-assigned one."""
-    res_type = check_type(str(resource.get("resourceType") or ""))
-    check_resource(resource, res_type)
-    if resource.get("id") is None:
-        resource["id"] = str(uuid4())
-    check_id(str(resource["id"]))
-    return resource
-
-
-def batches(resources: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def batches(resources: Iterator[Located], size: int) -> Iterator[list[Located]]:
     """Batches of at most `size`, never holding one (type, id) twice: a repeat starts a new batch."""
-    batch: list[dict[str, Any]] = []
+    batch: list[Located] = []
     keys: set[tuple[str, str]] = set()
-    for resource in resources:
+    for located in resources:
+        resource = located[1]
         key = (resource["resourceType"], resource["id"])
         if len(batch) >= size or key in keys:
             yield batch
             batch, keys = [], set()
-        batch.append(resource)
+        batch.append(located)
         keys.add(key)
     if batch:
         yield batch
 
 
-async def load_files(settings: Settings, paths: list[str], batch_size: int) -> int:
-    """Load every file; return the process exit code (1 when any line was invalid)."""
-    files = ndjson_files(paths)
-    stats = LoadStats()
-    progress = Progress(sys.stderr)
+async def load_files(settings: Settings, paths: list[str], batch_size: int, status: StatusLine) -> int:
+    """Load every file; return the process exit code: 1 when anything was invalid, 2 when a path is
+    missing or a file cannot be read (what earlier batches wrote stays)."""
+    stats = LoadStats(status)
     started = time.perf_counter()
-    catalogs = Catalogs(Registry.builtin())
-    async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
-        await refresh_catalog(pool, catalogs)
-        for path in files:
-            for batch in batches(read_resources(path, stats), batch_size):
-                if await _write_with_retry(conn, batch, catalogs, stats):
-                    await refresh_catalog(pool, catalogs)  # later batches are indexed with them
-                progress.show(stats.total, time.perf_counter() - started)
-        # Fresh planner statistics: searches right after a large load would otherwise plan blind.
-        await analyze_resources(conn)
-    progress.done()
+    try:
+        files = source_files(paths)
+        async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
+            catalogs = Catalogs(Registry.builtin())
+            await refresh_catalog(pool, catalogs)
+            for path in files:
+                for batch in batches(read_resources(path, stats.report), batch_size):
+                    if await _write_with_retry(conn, batch, catalogs, stats):
+                        await refresh_catalog(pool, catalogs)  # later batches are indexed with them
+                    status.show(_progress_text(stats.total, time.perf_counter() - started))
+            # Fresh planner statistics: searches right after a large load would otherwise plan blind.
+            await analyze_resources(conn)
+    except UnreadableSource as exc:
+        status.finish()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    status.finish()
     _print_summary(stats, time.perf_counter() - started)
     return 1 if stats.invalid else 0
 
 
-async def _write_with_retry(
-    conn: Connection, batch: list[dict[str, Any]], catalogs: Catalogs, stats: LoadStats,
-) -> bool:
+async def _write_with_retry(conn: Connection, batch: list[Located], catalogs: Catalogs, stats: LoadStats) -> bool:
     """Write one batch; True when it held SearchParameters."""
+    resources = [resource for _where, resource in batch]
     try:
-        result = await write_batch(conn, batch, catalogs)
+        result = await write_batch(conn, resources, catalogs)
     except asyncpg.exceptions.UniqueViolationError:
         # An API request created one of these ids between our lookup and the COPY: the retry sees it.
-        result = await write_batch(conn, batch, catalogs)
+        result = await write_batch(conn, resources, catalogs)
     stats.created += result.created
     stats.updated += result.updated
-    stats.invalid.extend(result.rejected)
-    rejected = {line.partition(":")[0] for line in result.rejected}
-    stats.loaded.update(r["resourceType"] for r in batch if f"{r['resourceType']}/{r['id']}" not in rejected)
+    # A rejection reads `Type/id: reason`; it is reported with where that resource came from.
+    where = {f"{resource['resourceType']}/{resource['id']}": place for place, resource in batch}
+    rejected = set()
+    for line in result.rejected:
+        key = line.partition(":")[0]
+        rejected.add(key)
+        stats.report(f"{where[key]}: {line}")
+    stats.loaded.update(r["resourceType"] for r in resources if f"{r['resourceType']}/{r['id']}" not in rejected)
     return result.search_parameters > 0
 
 
-class Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._enabled = stream.isatty()
-
-    def show(self, count: int, elapsed: float) -> None:
-        if self._enabled:
-            self._stream.write(f"\r  loaded {count:>10,} resources  {count / max(elapsed, 1e-9):>10,.0f}/s")
-            self._stream.flush()
-
-    def done(self) -> None:
-        if self._enabled:
-            self._stream.write("\n")
+def _progress_text(count: int, elapsed: float) -> str:
+    return f"  loaded {count:>10,} resources  {format_rate(count / max(elapsed, 1e-9)):>10}"
 
 
 def _print_summary(stats: LoadStats, elapsed: float) -> None:
@@ -155,7 +118,5 @@ def _print_summary(stats: LoadStats, elapsed: float) -> None:
     for res_type, count in sorted(stats.loaded.items()):
         print(f"  {res_type:<32} {count:>8}")
     if stats.invalid:
-        print(f"{len(stats.invalid)} invalid lines skipped:")
-        for line in stats.invalid[:_MAX_REPORTED_ERRORS]:
-            print(f"  {line}")
-    log.info("load_finished", resources=stats.total, invalid=len(stats.invalid), seconds=round(elapsed, 3))
+        print(f"{stats.invalid} invalid resources skipped (each is a line on stderr)")
+    log.info("load_finished", resources=stats.total, invalid=stats.invalid, seconds=round(elapsed, 3))

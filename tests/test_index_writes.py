@@ -6,7 +6,7 @@ import pytest
 
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
-from tests.conftest import DATA_DIR, run_load
+from tests.conftest import ndjson_files, run_load
 from tests.indexes import expected_index_rows, stored_index_rows
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -53,7 +53,7 @@ async def test_refused_write_leaves_indexes_alone(client, db, registry):
 
 
 async def test_bulk_load_writes_the_indexes_a_clean_extraction_gives(database_url, db, registry):
-    result = run_load(database_url, str(DATA_DIR / "plannet"), str(DATA_DIR / "synthea-bulk-10"))
+    result = run_load(database_url, *ndjson_files("plannet", "synthea-bulk-10"))
     assert result.returncode == 0, result.stderr
     stored = await stored_index_rows(db)
     assert sum(len(rows) for rows in stored.values()) > 100_000

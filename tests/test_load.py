@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 import orjson
 
@@ -14,17 +15,23 @@ from tests.conftest import DATA_DIR, run_load
 DATASETS = ["synthea-r4-2019", "synthea-bulk-10", "synthea-bulk-1000", "plannet"]
 
 
-def file_counts() -> tuple[Counter[str], Counter[str]]:
-    """Lines per resource type, and distinct ids per type (some ids recur across datasets)."""
-    lines: Counter[str] = Counter()
-    distinct: dict[str, set[str]] = {}
+def shared_resources() -> Iterator[dict]:
+    """Every resource of the DATASETS directories: NDJSON lines and Bundle entries."""
     for dataset in DATASETS:
         for path in sorted((DATA_DIR / dataset).glob("*.ndjson.gz")):
             with gzip.open(path, "rb") as handle:
-                for line in handle:
-                    resource = orjson.loads(line)
-                    lines[resource["resourceType"]] += 1
-                    distinct.setdefault(resource["resourceType"], set()).add(resource["id"])
+                yield from map(orjson.loads, handle)
+        for path in sorted((DATA_DIR / dataset).glob("*.json")):
+            yield from (entry["resource"] for entry in orjson.loads(path.read_bytes())["entry"])
+
+
+def file_counts() -> tuple[Counter[str], Counter[str]]:
+    """Resources per type, and distinct ids per type (some ids recur across datasets)."""
+    lines: Counter[str] = Counter()
+    distinct: dict[str, set[str]] = {}
+    for resource in shared_resources():
+        lines[resource["resourceType"]] += 1
+        distinct.setdefault(resource["resourceType"], set()).add(resource["id"])
     return lines, Counter({res_type: len(ids) for res_type, ids in distinct.items()})
 
 
@@ -56,10 +63,17 @@ async def test_invalid_lines_are_reported_and_skipped(database_url, db, tmp_path
     ]))
     result = run_load(database_url, str(source))
     assert result.returncode == 1
-    assert "4 invalid lines skipped" in result.stdout
-    assert "Organization/shapeless: The resource cannot be indexed" in result.stdout
+    assert "4 invalid resources skipped" in result.stdout
+    problems = result.stderr.splitlines()  # one line a problem, in file order
+    assert problems[:3] == [
+        f"{source}:2: Invalid resource id 'bad id': ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
+        f"{source}:3: Unknown resource type 'Nonsense': not a FHIR R4 resource type",
+        f"{source}:4: Failed to parse the line as JSON: unexpected end of data: line 1 column 32 (char 31)",
+    ]
+    assert problems[3].startswith(f"{source}:7: Organization/shapeless: The resource cannot be indexed")
+    assert len(problems) == 4
+    assert "request body" not in result.stderr
     assert re.search(r"^\s+Organization\s+2$", result.stdout, re.MULTILINE)  # good-1 twice, not shapeless
-    assert f"{source}:2:" in result.stdout and f"{source}:3:" in result.stdout and f"{source}:4:" in result.stdout
     assert await db.fetchval("SELECT version FROM resource WHERE fhir_id = 'good-1'") == 2
     assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Patient'") == 1
     assert await db.fetchval("SELECT count(*) FROM resource WHERE fhir_id = 'shapeless'") == 0
@@ -76,9 +90,84 @@ async def test_loaded_search_parameters_index_later_batches(database_url, db, tm
     ]))
     result = run_load(database_url, "--batch-size", "1", str(source))
     assert result.returncode == 1  # the broken parameter
-    assert "SearchParameter/broken: Invalid SearchParameter" in result.stdout
+    assert result.stderr.startswith(f"{source}:2: SearchParameter/broken: Invalid SearchParameter")
     assert await db.fetchval("SELECT count(*) FROM search_parameter_change") == 1
     exact = await db.fetchval("SELECT exact FROM idx_string WHERE sp_hash = $1", sp_hash("Organization", "nickname"))
     assert exact == "Speedy"
     generation = await db.fetchval("SELECT max(generation) FROM search_parameter_change")
     assert await db.fetchval("SELECT index_gen FROM resource WHERE fhir_id = 'org-1'") == generation
+
+
+def write_bundle(path, entries: list[dict], bundle_type: str = "transaction") -> None:
+    bundle = orjson.dumps({"resourceType": "Bundle", "type": bundle_type, "entry": entries})
+    path.write_bytes(gzip.compress(bundle) if path.name.endswith(".gz") else bundle)
+
+
+async def test_bundles_and_single_resources_load_from_a_directory(database_url, db, tmp_path):
+    write_bundle(tmp_path / "orgs.json", [
+        {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Organization", "id": "b1", "name": "One"},
+         "request": {"method": "PUT", "url": "Organization/b1"}},
+        {"resource": {"resourceType": "Organization", "name": "No id"}, "request": {"method": "POST",
+                                                                                    "url": "Organization"}},
+        {"resource": {"resourceType": "Practitioner", "id": "p1"}},
+    ])
+    write_bundle(tmp_path / "more.json.gz", [{"resource": {"resourceType": "Location", "id": "l1"}}], "collection")
+    (tmp_path / "one.json").write_bytes(b'{"resourceType":"Patient","id":"solo"}')
+    (tmp_path / "lines.ndjson").write_bytes(b'{"resourceType":"Patient","id":"line-1"}\n')
+    (tmp_path / "notes.txt").write_text("not a resource file: a directory load leaves it alone")
+    result = run_load(database_url, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Loaded 6 resources (6 created, 0 updated)" in result.stdout
+    stored = {(row["res_type"], row["fhir_id"]) for row in await db.fetch("SELECT res_type, fhir_id FROM resource")}
+    assert {("Organization", "b1"), ("Practitioner", "p1"), ("Location", "l1"), ("Patient", "solo"),
+            ("Patient", "line-1")} < stored
+    assert sum(1 for res_type, _id in stored if res_type == "Organization") == 2  # b1 and a server-assigned id
+
+
+async def test_an_invalid_bundle_entry_is_one_line_naming_it(database_url, db, tmp_path):
+    source = tmp_path / "bundle.json"
+    write_bundle(source, [
+        {"resource": {"resourceType": "Organization", "id": "fine"}},
+        {"resource": {"resourceType": "Organization", "id": "not fine!"}},
+        {"request": {"method": "DELETE", "url": "Organization/gone"}},
+        {"resource": {"resourceType": "Organization", "id": "unindexable", "identifier": "x"}},
+    ], "batch")
+    result = run_load(database_url, str(source))
+    assert result.returncode == 1
+    problems = result.stderr.splitlines()
+    assert problems[:2] == [
+        f"{source}: entry 2: Invalid resource id 'not fine!': ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
+        f"{source}: entry 3: the entry holds no resource (a JSON object in 'resource')",
+    ]
+    assert problems[2].startswith(f"{source}: entry 4: Organization/unindexable: The resource cannot be indexed")
+    assert len(problems) == 3
+    assert "3 invalid resources skipped" in result.stdout
+    assert await db.fetchval("SELECT array_agg(fhir_id) FROM resource") == ["fine"]
+
+
+async def test_a_file_that_is_not_json_is_one_line(database_url, db, tmp_path):
+    source = tmp_path / "broken.json"
+    source.write_bytes(b'{"resourceType": "Bundle", "entry": [')
+    result = run_load(database_url, str(source))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{source}: Failed to parse the file as JSON: unexpected end of data: line 1 column 38 (char 37)"]
+
+
+async def test_a_missing_path_is_one_line_and_loads_nothing(database_url, db, tmp_path):
+    good = tmp_path / "good.ndjson"
+    good.write_bytes(b'{"resourceType":"Patient","id":"p"}\n')
+    missing = tmp_path / "missing.ndjson"
+    result = run_load(database_url, str(good), str(missing))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {missing}: no such file or directory"]
+    assert await db.fetchval("SELECT count(*) FROM resource") == 0  # checked before anything is written
+
+
+async def test_an_unreadable_file_is_one_line(database_url, db, tmp_path):
+    source = tmp_path / "corrupt.ndjson.gz"
+    source.write_bytes(b"these bytes are not gzip")
+    result = run_load(database_url, str(source))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {source}: cannot be read: Not a gzipped file (b'th')"]
+    assert "Traceback" not in result.stderr

@@ -27,16 +27,17 @@ def check_id(fhir_id: str) -> str:
     return fhir_id
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """Parse a request body that must be one JSON object."""
+def parse_body(raw: bytes, source: str = "request body") -> dict[str, Any]:
+    """Parse a body that must be one JSON object; `source` names it in the messages (the loader reads
+    lines and files, not request bodies)."""
     if not raw.strip():
-        raise invalid("The request body is empty; a FHIR resource in JSON was expected")
+        raise invalid(f"The {source} is empty; a FHIR resource in JSON was expected")
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise invalid(f"Failed to parse the request body as JSON: {exc}") from None
+        raise invalid(f"Failed to parse the {source} as JSON: {exc}") from None
     if not isinstance(parsed, dict):
-        raise invalid("The request body must be a JSON object holding a FHIR resource")
+        raise invalid(f"The {source} must be a JSON object holding a FHIR resource")
     return parsed
 
 

@@ -20,11 +20,11 @@ from service.jobs.instance_report import instance_reindex_parameters
 from service.jobs.repository import JobProgress, job_progress, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from service.jobs.status import (
-    JobStatus,
     accepted_response,
     already_running_response,
     cancel_ended_response,
     cancel_requested_response,
+    job_status,
     status_response,
 )
 
@@ -50,7 +50,7 @@ async def status(request: web.Request) -> web.StreamResponse:
     progress = await _progress(request, job_id)
     if request.query.get("_return") == "report" and progress.state in ENDED_STATES:
         return web.Response(text=progress.report or progress.error or "", content_type="text/plain")
-    code, body, headers = status_response(_job_status(progress), _poll_url(request, job_id))
+    code, body, headers = status_response(job_status(progress), _poll_url(request, job_id))
     return fhir_response(request, code, body, headers)
 
 
@@ -81,15 +81,6 @@ async def _progress(request: web.Request, job_id: UUID) -> JobProgress:
     if progress is None:
         raise not_found(f"Invalid/unknown job ID: {job_id}")
     return progress
-
-
-def _job_status(progress: JobProgress) -> JobStatus:
-    rate = left = None
-    if progress.elapsed_seconds and progress.processed:
-        rate = progress.processed / progress.elapsed_seconds
-        left = max(progress.total - progress.processed, 0) / rate
-    return JobStatus(progress.state, progress.processed, progress.total, rate, left,
-                     progress.error, progress.report)
 
 
 def _poll_url(request: web.Request, job_id: UUID) -> str:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from service.fhir.bundle import bundle
 from service.fhir.outcome import Issue, operation_outcome
+
+if TYPE_CHECKING:  # the repository imports this module's states
+    from service.jobs.repository import JobProgress
 
 JobState = Literal["queued", "in_progress", "finalizing", "completed", "failed", "cancelled"]
 EndState = Literal["completed", "failed", "cancelled"]  # the states a job ends in
@@ -40,6 +43,16 @@ class JobStatus:
         if not self.total:
             return 0
         return max(0, min(100, self.processed * 100 // self.total))
+
+
+def job_status(progress: JobProgress) -> JobStatus:
+    """The status of a job as read from the store, with its rate and time left once it has processed some."""
+    rate = left = None
+    if progress.elapsed_seconds and progress.processed:
+        rate = progress.processed / progress.elapsed_seconds
+        left = max(progress.total - progress.processed, 0) / rate
+    return JobStatus(progress.state, progress.processed, progress.total, rate, left,
+                     progress.error, progress.report)
 
 
 def accepted_response(poll_url: str, prefer_async: bool) -> Response:
