@@ -124,6 +124,10 @@ class Settings(BaseSettings):
             if not self.jwt_issuers:
                 found.append("FHIR_JWT_ISSUERS is empty but FHIR_AUTH_MODE is jwks: set the accepted token "
                              "issuer(s), e.g. https://keycloak.example/realms/ehealth")
+            if len(self.jwks_urls) > 1 and self.jwt_issuers and len(self.jwt_issuers) != len(self.jwks_urls):
+                found.append(f"FHIR_JWT_ISSUERS has {len(self.jwt_issuers)} value(s) for {len(self.jwks_urls)} "
+                             "FHIR_JWKS_URLS: with several key sets, give one issuer per JWKS URL in the same order, "
+                             "so each issuer's tokens are verified with its own realm's keys only")
             if not self.jwt_algorithms or not set(self.jwt_algorithms) <= ASYMMETRIC_ALGORITHMS:
                 found.append(f"FHIR_JWT_ALGORITHMS must be a non-empty subset of {sorted(ASYMMETRIC_ALGORITHMS)} "
                              f"in jwks mode, not {self.jwt_algorithms}")
@@ -143,6 +147,16 @@ class Settings(BaseSettings):
             found.append(f"FHIR_POOL_MIN_SIZE ({self.pool_min_size}) is above FHIR_POOL_MAX_SIZE "
                          f"({self.pool_max_size})")
         return found
+
+    def jwks_urls_by_issuer(self) -> dict[str, tuple[str, ...]]:
+        """Accepted issuer -> the JWKS URLs whose keys may sign its tokens: pairwise, or all issuers to the one
+        URL when there is only one (`problems` refuses lists of different lengths)."""
+        if len(self.jwks_urls) == 1:
+            return {issuer: tuple(self.jwks_urls) for issuer in self.jwt_issuers}
+        urls: dict[str, tuple[str, ...]] = {}
+        for issuer, url in zip(self.jwt_issuers, self.jwks_urls, strict=False):
+            urls[issuer] = (*urls.get(issuer, ()), url)
+        return urls
 
     @property
     def embedded(self) -> bool:

@@ -147,6 +147,35 @@ async def test_system_history_needs_read_on_every_type(app_client: MakeClient) -
     assert (await client.get("/fhir/Patient/x", headers=auditor)).status == 404
 
 
+INSTANCE_OPERATIONS = [("GET", "/fhir/Organization/o1/$reindex-dryrun"),
+                       ("POST", "/fhir/Organization/o1/$reindex-dryrun"), ("POST", "/fhir/Organization/o1/$reindex")]
+REINDEX_CASES = [
+    # (roles, user_type, status, diagnostics of the refusal)
+    (["$reindex"], "SYSTEM", 403, "The privilege Organization.read is required for this request"),
+    (["$reindex", "Patient.read"], "SYSTEM", 403, "The privilege Organization.read is required for this request"),
+    (["Organization.read"], "SYSTEM", 403, "The privilege $reindex is required for this request"),
+    (["$reindex", "Organization.read"], "PRACTITIONER", 403,
+     "The user_type SYSTEM is required for this request, not PRACTITIONER"),
+    (["$reindex", "Organization.read"], "SYSTEM", 200, None),
+]
+
+
+@pytest.mark.parametrize(("roles", "user_type", "status", "reason"), REINDEX_CASES,
+                         ids=["reindex only", "other type's read", "read only", "not SYSTEM", "reindex and read"])
+async def test_instance_reindex_shows_index_values_only_to_readers(client, roles, user_type, status, reason) -> None:
+    org = {"resourceType": "Organization", "id": "o1", "name": "Acme Hospital"}
+    assert (await client.put("/fhir/Organization/o1", json=org)).status == 201
+    token = bearer(hs256(claims(roles, user_type=user_type)))
+    for method, path in INSTANCE_OPERATIONS:
+        response = await client.request(method, path, headers=token)
+        if reason is not None:
+            assert await outcome(response, status, "forbidden") == reason
+            continue
+        body = await response.json(content_type=None)
+        assert response.status == 200, body
+        assert body["resourceType"] == "Parameters" and "Acme Hospital" in str(body)
+
+
 async def test_role_map_grants_privileges(app_client: MakeClient, db) -> None:
     client = await app_client(role_map={"fhir-admin": ["Organization.read", "Organization.write"]})
     admin = bearer(hs256(claims(["fhir-admin"], user_type="PRACTITIONER")))

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.tokens import SEED_TOKEN, SigningKey, bearer, claims, hs256_raw, unsigned
+from tests.tokens import ISSUER, SEED_TOKEN, SigningKey, bearer, claims, hs256_raw, unsigned
 
 KEY_A = SigningKey.generate("key-a")
 KEY_B = SigningKey.generate("key-b")
@@ -233,15 +233,49 @@ async def test_stale_keys_stay_in_use_while_the_key_server_is_down(jwks_client: 
     assert any(entry["event"] == "jwks_fetch_failed" and entry["keeping_keys"] == 1 for entry in logs)
 
 
+ISSUER_B = "https://keycloak.test/realms/partners"
+
+
 async def test_several_realms(jwks_client: MakeClient, start_key_server: StartKeyServer) -> None:
     first, second = await start_key_server(KEY_A), await start_key_server(KEY_B)
     second.status = 503  # one realm down does not stop the other
-    client = await jwks_client(first, second)
+    client = await jwks_client(first, second, jwt_issuers=[ISSUER, ISSUER_B])
     assert (await client.get("/fhir/Organization/x", headers=org_token(KEY_A))).status == 404
-    assert (await client.get("/fhir/Organization/x", headers=org_token(KEY_B))).status == 401
+    assert (await client.get("/fhir/Organization/x", headers=org_token(KEY_B, iss=ISSUER_B))).status == 503
     second.status = 200
-    client = await jwks_client(first, second)
-    assert (await client.get("/fhir/Organization/x", headers=org_token(KEY_B))).status == 404
+    client = await jwks_client(first, second, jwt_issuers=[ISSUER, ISSUER_B])
+    assert (await client.get("/fhir/Organization/x", headers=org_token(KEY_B, iss=ISSUER_B))).status == 404
+
+
+async def test_each_issuer_is_bound_to_its_own_key_set(jwks_client: MakeClient,
+                                                       start_key_server: StartKeyServer) -> None:
+    realm_a, realm_b = await start_key_server(KEY_A), await start_key_server(KEY_B)
+    client = await jwks_client(realm_a, realm_b, jwt_issuers=[ISSUER, ISSUER_B])
+    assert (await client.get("/fhir/Organization/x", headers=org_token(KEY_A, iss=ISSUER))).status == 404
+    assert (await client.get("/fhir/Organization/x", headers=org_token(KEY_B, iss=ISSUER_B))).status == 404
+    # A key of realm A signing a token that claims realm B's issuer (and the other way round) is refused,
+    # although both keys are known to the service.
+    for key, issuer in [(KEY_A, ISSUER_B), (KEY_B, ISSUER)]:
+        response = await client.get("/fhir/Organization/x", headers=org_token(key, iss=issuer))
+        body = await response.json(content_type=None)
+        assert response.status == 401, body
+        assert body["issue"][0]["diagnostics"] == f"Authentication failed: The token is signed with an unknown key " \
+                                                  f"(kid '{key.kid}')"
+        assert INVALID in response.headers["WWW-Authenticate"]
+    # An issuer that is not configured is refused before any key is looked up.
+    fetched = realm_a.requests + realm_b.requests
+    response = await client.get("/fhir/Organization/x", headers=org_token(KEY_A, iss="https://evil.test/realms/x"))
+    assert response.status == 401
+    assert "issuer (iss) is not accepted" in (await response.json(content_type=None))["issue"][0]["diagnostics"]
+    assert realm_a.requests + realm_b.requests == fetched
+
+
+def test_one_key_set_serves_every_issuer_and_several_are_paired(settings: Settings) -> None:
+    one = settings.model_copy(update={"jwks_urls": ["https://kc/a/certs"], "jwt_issuers": ["A", "B"]})
+    assert one.jwks_urls_by_issuer() == {"A": ("https://kc/a/certs",), "B": ("https://kc/a/certs",)}
+    paired = settings.model_copy(update={"jwks_urls": ["https://kc/a/certs", "https://kc/b/certs"],
+                                         "jwt_issuers": ["A", "B"]})
+    assert paired.jwks_urls_by_issuer() == {"A": ("https://kc/a/certs",), "B": ("https://kc/b/certs",)}
 
 
 @pytest.mark.parametrize(("update", "message"), [
@@ -249,6 +283,10 @@ async def test_several_realms(jwks_client: MakeClient, start_key_server: StartKe
     ({"jwt_issuers": []}, "FHIR_JWT_ISSUERS is empty"),
     ({"jwt_algorithms": ["RS256", "HS256"]}, "FHIR_JWT_ALGORITHMS"),
     ({"jwt_algorithms": ["none"]}, "FHIR_JWT_ALGORITHMS"),
+    ({"jwks_urls": ["http://kc.invalid/a/certs", "http://kc.invalid/b/certs"]},
+     "FHIR_JWT_ISSUERS has 1 value\\(s\\) for 2 FHIR_JWKS_URLS"),
+    ({"jwt_issuers": ["https://a", "https://b", "https://c"],
+      "jwks_urls": ["http://kc.invalid/a/certs", "http://kc.invalid/b/certs"]}, "FHIR_JWT_ISSUERS has 3 value"),
 ])
 def test_jwks_mode_refuses_to_start_without_what_it_needs(settings: Settings, update: dict, message: str) -> None:
     broken = settings.model_copy(update={"auth_mode": "jwks", "jwks_urls": ["http://kc.invalid/certs"], **update})

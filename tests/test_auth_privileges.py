@@ -26,15 +26,20 @@ def needs(*privileges: str) -> Rule:
     return Rule(frozenset(privileges))
 
 
+def reindex_instance(res_type: str) -> Rule:
+    """Instance $reindex and $reindex-dryrun show index values: the operation privilege and reading the type."""
+    return Rule(frozenset({"$reindex", f"{res_type}.read"}), user_type="SYSTEM")
+
+
 RULES = [
     ("GET", "/metadata", PUBLIC),
     ("HEAD", "/metadata", PUBLIC),
     ("POST", "/$reindex", REINDEX_RULE),
     ("GET", "/$hapi.fhir.reindex-status", REINDEX_RULE),
     ("DELETE", "/$hapi.fhir.reindex-status", REINDEX_RULE),
-    ("POST", "/Organization/1/$reindex", REINDEX_RULE),
-    ("GET", "/Organization/1/$reindex-dryrun", REINDEX_RULE),
-    ("POST", "/Patient/p-2/$reindex-dryrun", REINDEX_RULE),
+    ("POST", "/Organization/1/$reindex", reindex_instance("Organization")),
+    ("GET", "/Organization/1/$reindex-dryrun", reindex_instance("Organization")),
+    ("POST", "/Patient/p-2/$reindex-dryrun", reindex_instance("Patient")),
     ("GET", "/Organization/1", needs("Organization.read")),
     ("HEAD", "/Organization/1", needs("Organization.read")),
     ("GET", "/Organization/1/_history", needs("Organization.read")),
@@ -112,10 +117,12 @@ def test_seed_token_claims_may_reindex_but_not_read() -> None:
     assert principal.user_type == "SYSTEM"
     assert principal.roles == {"$test-only-create", "$reindex"}
     for method, path in [("POST", "/$reindex"), ("GET", "/$hapi.fhir.reindex-status"),
-                         ("DELETE", "/$hapi.fhir.reindex-status"), ("POST", "/Organization/1/$reindex")]:
+                         ("DELETE", "/$hapi.fhir.reindex-status")]:
         assert refusal(rule_for(method, path), principal.privileges, principal.user_type) is None
-    assert refusal(rule_for("GET", "/Organization/x"), principal.privileges, principal.user_type) == \
-        "The privilege Organization.read is required for this request"
+    for method, path in [("GET", "/Organization/x"), ("POST", "/Organization/x/$reindex"),
+                         ("GET", "/Organization/x/$reindex-dryrun")]:
+        assert refusal(rule_for(method, path), principal.privileges, principal.user_type) == \
+            "The privilege Organization.read is required for this request"
 
 
 def test_patient_with_reindex_role_may_not_reindex() -> None:

@@ -109,7 +109,9 @@ def test_controls():
                   ("_elements", "gender, birthDate"), ("_revinclude", "Observation:subject"))
     assert query.count == 100 and query.total == "accurate" and query.elements == ("gender", "birthDate")
     assert [(key.code, key.descending) for key in query.sort] == [("birthdate", True), ("_id", False)]
-    assert query.includes[0].reverse and query.includes[0].target_type == "Patient"
+    include = query.includes[0]
+    assert include.reverse and include.parameters == (("Observation", "subject"),)
+    assert include.types == ("Observation",) and not include.wildcard
     assert parse("Patient", ("_summary", "count")).summary_count
     with pytest.raises(FhirError, match="_summary=text is not supported"):
         parse("Patient", ("_summary", "text"))

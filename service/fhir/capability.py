@@ -25,7 +25,7 @@ def capability_statement(base: str, started: datetime, registry: Registry) -> di
             "readHistory": True,
             "updateCreate": True,
             "searchInclude": ["*", *(f"{res_type}:{p.definition.code}" for p in _references(registry, res_type))],
-            **({"searchRevInclude": referring[res_type]} if res_type in referring else {}),
+            **({"searchRevInclude": ["*", *referring[res_type]]} if res_type in referring else {}),
             "searchParam": [_search_param(p.definition) for p in _sorted(registry, res_type)],
         }
         for res_type in sorted(RESOURCE_TYPES)

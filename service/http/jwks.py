@@ -1,5 +1,8 @@
 """JWKS client: the signing keys of one or more Keycloak realms, cached, refetched on an unknown `kid`.
 
+Each accepted issuer has its own key set(s) (`Settings.jwks_urls_by_issuer`): a token is checked only against
+the keys of the realm its `iss` names, so one realm's key cannot sign tokens that claim another realm.
+
 The key sets are fetched lazily (the first token), kept for `jwks_cache_seconds`, and fetched again early when a
 token names an unknown key, at most once per `jwks_min_refetch_seconds` whatever the number of such tokens:
 a flood of made-up `kid`s costs the key server one request per interval. Concurrent requests share one fetch.
@@ -35,6 +38,7 @@ class JwksCache:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._session = session
         self._urls = list(settings.jwks_urls)
+        self._issuer_urls = settings.jwks_urls_by_issuer()
         self._ttl = settings.jwks_cache_seconds
         self._min_interval = settings.jwks_min_refetch_seconds
         self._clock = clock
@@ -43,22 +47,25 @@ class JwksCache:
         self._last_ok = False
         self._lock = asyncio.Lock()
 
-    async def find(self, kid: str) -> Jwk | None:
+    async def find(self, kid: str, issuer: str) -> Jwk | None:
+        urls = self._issuer_urls.get(issuer, ())
+        if not urls:
+            return None
         if self._due(self._ttl if self._last_ok else self._min_interval):
             await self._refresh("expired", self._ttl if self._last_ok else self._min_interval)
-        if (key := self._lookup(kid)) is not None:
+        if (key := self._lookup(kid, urls)) is not None:
             return key
         await self._refresh("unknown_kid", self._min_interval)
-        if (key := self._lookup(kid)) is not None:
+        if (key := self._lookup(kid, urls)) is not None:
             return key
-        if not any(self._keys.values()):
-            raise KeysUnavailable("No signing keys could be loaded from the JWKS URLs")
+        if not any(self._keys[url] for url in urls):
+            raise KeysUnavailable("No signing keys could be loaded from the JWKS URL of the token's issuer")
         return None
 
-    def _lookup(self, kid: str) -> Jwk | None:
-        for keys in self._keys.values():
-            if kid in keys:
-                return keys[kid]
+    def _lookup(self, kid: str, urls: tuple[str, ...]) -> Jwk | None:
+        for url in urls:
+            if kid in self._keys[url]:
+                return self._keys[url][kid]
         return None
 
     def _due(self, interval: float) -> bool:

@@ -3,10 +3,12 @@
 No aiohttp here, so the rules are tested (and read) on their own. The rules:
 
 - `GET|HEAD /metadata`: public, no token.
-- `POST /$reindex`, `GET|DELETE /$hapi.fhir.reindex-status`, `POST /{Type}/{id}/$reindex`,
-  `GET|POST /{Type}/{id}/$reindex-dryrun`: `$reindex`, and the user type must be SYSTEM.
+- `POST /$reindex`, `GET|DELETE /$hapi.fhir.reindex-status`: `$reindex`, and the user type must be SYSTEM.
+- `POST /{Type}/{id}/$reindex`, `GET|POST /{Type}/{id}/$reindex-dryrun`: the same and `Type.read`, since their
+  Parameters answer shows the resource's index values (names, identifiers...).
 - `GET /{Type}/{id}`, `.../_history`, `.../_history/{vid}`, `GET /{Type}/_history`: `Type.read`.
-- `GET /{Type}`, `POST /{Type}/_search`: `Type.search`.
+- `GET /{Type}`, `POST /{Type}/_search`: `Type.search`; what else a search reads is checked once it is parsed
+  (`service.http.search_access`).
 - `POST /{Type}`: `Type.create`; `PUT|PATCH /{Type}[/{id}]`: `Type.update`; `DELETE /{Type}[/{id}]`: `Type.delete`.
   `Type.write` grants create, update and delete.
 - `GET /_history` (system history, every type): `Type.read` for every resource type, which in practice
@@ -62,7 +64,7 @@ def rule_for(method: str, path: str) -> Rule | None:
     if res_type not in RESOURCE_TYPES:
         return AUTHENTICATED
     if len(parts) == 3 and (method, parts[2]) in _INSTANCE_OPERATIONS:
-        return REINDEX_RULE
+        return Rule(REINDEX_RULE.privileges | {f"{res_type}.read"}, user_type=SYSTEM)
     action = _rest_action(method, parts[1:])
     return Rule(frozenset({f"{res_type}.{action}"})) if action else None
 

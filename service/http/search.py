@@ -14,8 +14,9 @@ from service.fhir.bundle import bundle, outcome_entry, search_entry
 from service.fhir.errors import FhirError
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_type
-from service.http.keys import CATALOG, POOL, SETTINGS
+from service.http.keys import CATALOG, POOL, PRINCIPAL, SETTINGS
 from service.http.responses import fhir_response
+from service.http.search_access import authorize_search
 from service.http.urls import base_url
 from service.search.cursor import BACKWARD, FORWARD, encode_cursor
 from service.search.query import SearchContext, SearchQuery, parse_search
@@ -56,12 +57,14 @@ async def _search(request: web.Request, res_type: str, items: list[tuple[str, st
     base = base_url(request)
     context = SearchContext(catalog.registry, base, datetime.now(timezone.utc), _lenient(request),
                             settings.default_page_size, settings.max_page_size)
-    query = parse_search(res_type, items, context)
+    access = authorize_search(parse_search(res_type, items, context), request[PRINCIPAL].privileges)
+    query = access.query
     count_total = query.total == "accurate"
     result = await run_search(request.app[POOL], query, count_total, settings.max_page_size)
     if result.total is None and query.total == "auto" and query.cursor is None and not result.more_after:
         result.total = len(result.matches)  # the first page holds every match: the total is known
     issues = _issues(query, result, catalog.pending_codes)
+    issues += [Issue("information", "suppressed", note) for note in access.left_out]
     entries = [outcome_entry(issues)] if issues else []
     entries += [_entry(base, found, "match", query.elements) for found in result.matches]
     entries += [_entry(base, found, "include", query.elements) for found in result.included]

@@ -33,8 +33,8 @@ class KeysUnavailable(Exception):
 
 
 class KeySource(Protocol):
-    async def find(self, kid: str) -> dict[str, Any] | None:
-        """The JWK with this key id, refetching the key set when allowed; None when unknown."""
+    async def find(self, kid: str, issuer: str) -> dict[str, Any] | None:
+        """The JWK with this key id among the keys of `issuer`, refetching when allowed; None when unknown."""
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,24 @@ class TokenVerifier:
         if self._settings.auth_mode == "hs256":
             assert self._settings.hs256_secret is not None
             return self._decode(token, self._settings.hs256_secret.get_secret_value(), [alg])
-        return self._decode(token, await self._public_key(header, alg), [alg])
+        return self._decode(token, await self._public_key(header, alg, self._claimed_issuer(token)), [alg])
 
-    async def _public_key(self, header: Mapping[str, Any], alg: str) -> Key:
+    def _claimed_issuer(self, token: str) -> str:
+        """The token's `iss`, read before the signature is checked only to choose the keys that must have signed it."""
+        try:
+            issuer = jwt.get_unverified_claims(token).get("iss")
+        except JWTError as exc:
+            raise TokenRejected(f"The token is invalid: {_text(exc)}") from exc
+        if not isinstance(issuer, str) or issuer not in self._settings.jwt_issuers:
+            raise TokenRejected("The token issuer (iss) is not accepted")
+        return issuer
+
+    async def _public_key(self, header: Mapping[str, Any], alg: str, issuer: str) -> Key:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise TokenRejected("The token header names no signing key (kid)")
         assert self._keys is not None
-        key = await self._keys.find(kid)
+        key = await self._keys.find(kid, issuer)
         if key is None:
             raise TokenRejected(f"The token is signed with an unknown key (kid {_name(kid)})")
         _check_key_fits(key, alg)

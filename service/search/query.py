@@ -17,6 +17,7 @@ from service.fhir.paging import parse_count
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
+from service.search.includes import Include, parse_include
 from service.search.query_values import (
     QueryValue,
     parse_date,
@@ -62,14 +63,6 @@ class SortKey:
     @property
     def value_kind(self) -> str:
         return SORT_VALUE_KINDS.get(self.kind, "text")
-
-
-@dataclass(frozen=True, slots=True)
-class Include:
-    source_type: str  # the type holding the references
-    codes: tuple[str, ...]  # its reference parameters followed
-    target_type: str | None  # only references to this type (None: any)
-    reverse: bool  # _revinclude: resources of source_type that refer to the matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,25 +252,3 @@ def parse_sort(resource_type: str, text: str, registry: Registry) -> list[SortKe
 
 def sort_value_kinds(sort: Iterable[SortKey]) -> list[str]:
     return [key.value_kind for key in sort]
-
-
-def parse_include(text: str, resource_type: str, registry: Registry, reverse: bool) -> Include:
-    name = "_revinclude" if reverse else "_include"
-    if text == "*" and not reverse:
-        codes = tuple(p.definition.code for p in registry.parameters(resource_type)
-                      if p.definition.type == "reference" and p.definition.indexed)
-        return Include(resource_type, codes, None, reverse)
-    parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise invalid(f"Invalid {name} '{text}': expected SourceType:parameter[:TargetType]")
-    source, code, target = parts[0], parts[1], parts[2] if len(parts) == 3 else None
-    if not reverse and source != resource_type:
-        raise invalid(f"Invalid _include '{text}': the source type must be {resource_type}")
-    compiled = registry.parameter(source, code) if source in RESOURCE_TYPES else None
-    if compiled is None or compiled.definition.type != "reference":
-        raise invalid(f"Invalid {name} '{text}': '{code}' is not a reference parameter of '{source}'")
-    if target is not None and target not in RESOURCE_TYPES:
-        raise invalid(f"Invalid {name} '{text}': '{target}' is not a resource type")
-    if reverse and target is not None and target != resource_type:
-        raise invalid(f"Invalid _revinclude '{text}': the target type must be {resource_type}")
-    return Include(source, (code,), resource_type if reverse else target, reverse)

@@ -9,22 +9,25 @@ import asyncpg
 
 from service.db import Connection
 from service.search.cursor import BACKWARD, SortValue
+from service.search.includes import Include
 from service.search.param_hash import sp_hash
-from service.search.query import Include, SearchQuery
+from service.search.query import SearchQuery
 from service.search.sql import Statement, count_statement, page_statement
 
-# Resources the page's references point at (_include), and resources referring to the page (_revinclude).
+# Resources the page's references point at (_include), and resources referring to the page (_revinclude), only
+# of the include's types: the HTTP layer narrows those to the types the token may read.
 SELECT_INCLUDED = """
 SELECT DISTINCT t.res_id, t.res_type, t.fhir_id, t.body
 FROM idx_reference x JOIN resource t ON t.res_type = x.target_type AND t.fhir_id = x.target_id
 WHERE x.res_id = ANY($1::bigint[]) AND x.sp_hash = ANY($2::bigint[]) AND NOT t.deleted
-  AND ($3::text IS NULL OR t.res_type = $3::text)
+  AND t.res_type = ANY($3::text[])
 ORDER BY t.res_id LIMIT $4"""
 SELECT_REVINCLUDED = """
 SELECT DISTINCT s.res_id, s.res_type, s.fhir_id, s.body
 FROM idx_reference x JOIN resource s ON s.res_id = x.res_id
 WHERE x.sp_hash = ANY($1::bigint[]) AND x.target_type = $2 AND x.target_id = ANY($3::text[]) AND NOT s.deleted
-ORDER BY s.res_id LIMIT $4"""
+  AND s.res_type = ANY($4::text[])
+ORDER BY s.res_id LIMIT $5"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,9 @@ async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequenc
     seen = {found.res_id for found in matches}
     included: list[Found] = []
     for include in query.includes:
-        statement = _include_statement(include, matches, limit + 1)
+        if not include.types:
+            continue  # narrowed to nothing: no type it could return is readable
+        statement = _include_statement(include, query.resource_type, matches, limit + 1)
         rows = await conn.fetch(statement.text, *statement.params)
         for row in rows:
             if row[0] not in seen:
@@ -92,9 +97,10 @@ async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequenc
     return included, False
 
 
-def _include_statement(include: Include, matches: Sequence[Found], limit: int) -> Statement:
-    hashes = [sp_hash(include.source_type, code) for code in include.codes]
+def _include_statement(include: Include, resource_type: str, matches: Sequence[Found], limit: int) -> Statement:
+    hashes = [sp_hash(source, code) for source, code in include.parameters]
+    types = list(include.types)
     if include.reverse:
         fhir_ids = [found.fhir_id for found in matches]
-        return Statement(SELECT_REVINCLUDED, (hashes, include.target_type, fhir_ids, limit))
-    return Statement(SELECT_INCLUDED, ([found.res_id for found in matches], hashes, include.target_type, limit))
+        return Statement(SELECT_REVINCLUDED, (hashes, resource_type, fhir_ids, types, limit))
+    return Statement(SELECT_INCLUDED, ([found.res_id for found in matches], hashes, types, limit))

@@ -1,0 +1,77 @@
+"""What a search may show its token, beyond the `{Type}.search` of the path rule (pure, as privileges.py).
+
+A search reads more than its own type: `_include` and `_revinclude` return resources of other types, and a
+chained parameter (`subject:Patient.family=x`) filters on another type's data, so it answers yes or no about it.
+Each of those types X needs `X.read`, the privilege of `GET /X/{id}`. The searched type itself is covered by
+`{Type}.search`, since the search returns its resources anyway.
+
+- An explicit request for a type (a chain, `Type:param:Target`, an include whose parameter refers to one type
+  only, `_revinclude=Source:param`) without its privilege is refused: 403 naming every missing privilege.
+- A wildcard (`_include=*`, `_revinclude=*`, an include whose parameter may refer to several types and names
+  none) is narrowed to the types the token may read; the searchset says which types were left out. It says so
+  whether or not such resources exist, so the note itself tells nothing about the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from service.fhir.errors import FhirError
+from service.search.includes import Include
+from service.search.query import SearchQuery
+
+READ = "read"
+
+
+@dataclass(frozen=True)
+class SearchAccess:
+    query: SearchQuery  # with its wildcard includes narrowed to the readable types
+    left_out: tuple[str, ...]  # one note per narrowed include: what it leaves out, and why
+
+
+def readable_types(privileges: frozenset[str], resource_type: str) -> frozenset[str]:
+    """The types whose resources a search of `resource_type` may return with these privileges."""
+    suffix = f".{READ}"
+    readable = {privilege[:-len(suffix)] for privilege in privileges if privilege.endswith(suffix)}
+    return frozenset({*readable, resource_type})
+
+
+def explicit_reads(query: SearchQuery) -> dict[str, list[str]]:
+    """Type -> what in the query reads it by name (chains and explicit includes), in query order."""
+    reads: dict[str, list[str]] = {}
+    for term in query.terms:
+        if (chain := term.chain) is not None:
+            reads.setdefault(chain.resource_type, []).append(f"{term.code}:{chain.resource_type}.{chain.code}")
+    for include in query.includes:
+        if not include.wildcard:
+            for res_type in include.types:
+                reads.setdefault(res_type, []).append(include.text)
+    return reads
+
+
+def authorize_search(query: SearchQuery, privileges: frozenset[str]) -> SearchAccess:
+    """The query to run for a token with `privileges`; FhirError 403 when it names a type the token may not read."""
+    readable = readable_types(privileges, query.resource_type)
+    missing = {res_type: why for res_type, why in explicit_reads(query).items() if res_type not in readable}
+    if missing:
+        raise FhirError(403, _refusal(missing), code="forbidden")
+    includes, notes = [], []
+    for include in query.includes:
+        if include.wildcard and not readable.issuperset(include.types):
+            notes.append(_left_out(include, readable))
+            include = include.narrowed(readable)
+        includes.append(include)
+    return SearchAccess(replace(query, includes=tuple(includes)), tuple(notes))
+
+
+def _refusal(missing: dict[str, list[str]]) -> str:
+    privileges = [f"{res_type}.{READ}" for res_type in sorted(missing)]
+    reasons = ", ".join(dict.fromkeys(reason for res_type in sorted(missing) for reason in missing[res_type]))
+    verb = "privilege {} is" if len(privileges) == 1 else "privileges {} are"
+    return f"The {verb.format(', '.join(privileges))} required for this search ({reasons})"
+
+
+def _left_out(include: Include, readable: frozenset[str]) -> str:
+    privileges = ", ".join(f"{res_type}.{READ}" for res_type in include.types if res_type not in readable)
+    return (f"{include.text}: resources of the types this token may not read are left out (whether or not any "
+            f"exist); it lacks {privileges}")
