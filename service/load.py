@@ -99,7 +99,7 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
     stats = LoadStats()
     progress = Progress(sys.stderr)
     started = time.perf_counter()
-    catalogs = Catalogs(Registry.builtin())
+    catalogs = Catalogs(Registry.builtin(settings.local_bases))
     async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
         await refresh_catalog(pool, catalogs)
         for path in files:

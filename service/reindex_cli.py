@@ -44,7 +44,7 @@ async def run_reindex(settings: Settings, urls: list[str], options: dict[str, ob
     except FhirError as exc:
         print(f"error: {exc.diagnostics}", file=sys.stderr)
         return 2
-    catalogs = Catalogs(Registry.builtin())
+    catalogs = Catalogs(Registry.builtin(settings.local_bases))
     async with open_database(settings) as (pool, _schema):
         await refresh_catalog(pool, catalogs)
         base = settings.public_base_url or ""
