@@ -58,7 +58,7 @@ async def _search_parameters(app: web.Application) -> AsyncIterator[None]:
     """The catalog of search parameters, the store that indexes with it, and the task that keeps it
     current when another replica changes a custom SearchParameter."""
     pool, settings = app[POOL], app[SETTINGS]
-    catalogs = app[CATALOG] = Catalogs(Registry.builtin())
+    catalogs = app[CATALOG] = Catalogs(Registry.builtin(settings.local_bases))
     await refresh_catalog(pool, catalogs)
     app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, catalogs)
     follower = asyncio.create_task(follow_changes(pool, catalogs, settings.catalog_poll_seconds))

@@ -68,7 +68,7 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int, stat
     try:
         files = source_files(paths)
         async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
-            catalogs = Catalogs(Registry.builtin())
+            catalogs = Catalogs(Registry.builtin(settings.local_bases))
             await refresh_catalog(pool, catalogs)
             for path in files:
                 for batch in batches(read_resources(path, stats.report), batch_size):

@@ -59,7 +59,7 @@ async def run_reindex(settings: Settings, urls: list[str], options: dict[str, ob
     try:
         reindex = parse_reindex_request(request_body(urls, options))
         async with open_database(settings) as (pool, _schema):
-            catalogs = Catalogs(Registry.builtin())
+            catalogs = Catalogs(Registry.builtin(settings.local_bases))
             await refresh_catalog(pool, catalogs)
             job_id = await _start(pool, catalogs, settings, reindex)
             return 0 if waiting is None else await _wait(pool, catalogs, settings, job_id, waiting)

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     base_path: str = "/fhir"
     public_base_url: str | None = None
+    # Bases under which absolute references are this service's own (`Type/id`), besides public_base_url.
+    local_base_urls: CommaList = []
     data_dir: Path = Path(".data")
 
     auth_mode: AuthMode | None = None
@@ -79,7 +81,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat | None = None
 
-    @field_validator("jwks_urls", "jwt_issuers", "jwt_algorithms", mode="before")
+    @field_validator("jwks_urls", "jwt_issuers", "jwt_algorithms", "local_base_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -90,6 +92,15 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_role_map(cls, value: object) -> object:
         return parse_role_map(value) if isinstance(value, str) else value
+
+    @field_validator("local_base_urls")
+    @classmethod
+    def _check_base_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            scheme, _, rest = url.partition("://")
+            if scheme not in ("http", "https") or not rest.strip("/") or "?" in url or "#" in url:
+                raise ValueError("every entry must be an absolute http(s) base URL such as https://fhir.example.org/fhir")
+        return value
 
     @field_validator("base_path")
     @classmethod
@@ -157,6 +168,12 @@ class Settings(BaseSettings):
         for issuer, url in zip(self.jwt_issuers, self.jwks_urls, strict=False):
             urls[issuer] = (*urls.get(issuer, ()), url)
         return urls
+
+    @property
+    def local_bases(self) -> tuple[str, ...]:
+        """This service's base URLs, without a trailing slash: absolute references under them are local."""
+        bases = [*self.local_base_urls, *([self.public_base_url] if self.public_base_url else [])]
+        return tuple(dict.fromkeys(url.rstrip("/") for url in bases))
 
     @property
     def embedded(self) -> bool:

@@ -62,14 +62,31 @@ def test_token_forms():
 
 def test_reference_forms():
     assert values("Organization", "partof", "o1") == (ReferenceMatch(("Organization",), "o1", None),)
+    # on the base of the request, not configured as local: as `Type/id` or as the URL, however it was written
     assert values("Organization", "partof", f"{BASE}/Organization/o1/_history/2") == (
-        ReferenceMatch(("Organization",), "o1", None),)
+        ReferenceMatch(("Organization",), "o1", f"{BASE}/Organization/o1"),)
     assert values("Observation", "subject", "p1")[0].target_types == ("Group", "Device", "Patient", "Location")
     assert values("Observation", "subject:Patient", "p1") == (ReferenceMatch(("Patient",), "p1", None),)
     assert values("Organization", "partof", "http://other/fhir/Organization/o1") == (
         ReferenceMatch((), None, "http://other/fhir/Organization/o1"),)
     with pytest.raises(FhirError, match="contradicts"):
         parse("Observation", ("subject:Patient", "Group/g1"))
+
+
+def test_references_on_a_local_base_are_type_and_id():
+    local = Registry.builtin(("https://fhir.example.org/fhir", BASE))
+    context = SearchContext(local, "http://10.0.0.7:8080/fhir", NOW, False, 20, 100)
+    for value in ("https://fhir.example.org/fhir/Patient/23", f"{BASE}/Patient/23/_history/1", "Patient/23"):
+        assert parse_search("Observation", [("subject", value)], context).terms[0].values == (
+            ReferenceMatch(("Patient",), "23", None),)
+    remote = "http://example.org/fhir/Patient/23"
+    assert parse_search("Observation", [("subject", remote)], context).terms[0].values == (
+        ReferenceMatch((), None, remote),)
+    with pytest.raises(FhirError, match="refers to"):
+        parse_search("Organization", [("partof", "https://fhir.example.org/fhir/Patient/23")], context)
+    sql = page_statement(parse_search("Observation", [("subject", f"{BASE}/Patient/23")],
+                                      SearchContext(registry(), BASE, NOW, False, 20, 100)))
+    assert "OR target_url = " in sql.text
 
 
 @pytest.mark.parametrize(("text", "low", "high"), [

@@ -75,7 +75,8 @@ def test_a_missing_database_fails_at_once(server_dsn):
      ["FHIR_JWKS_URLS", "FHIR_JWT_ISSUERS", "FHIR_DEFAULT_PAGE_SIZE"]),
     # malformed values: every one of them, never their text (a secret could be among them)
     ({"DATABASE_URL": "postgresql://db.invalid/fhir", "FHIR_PORT": "eighty", "FHIR_REINDEX_WORKERS": "-1",
-      "FHIR_AUTH_MODE": "magic"}, ["FHIR_PORT", "FHIR_REINDEX_WORKERS", "FHIR_AUTH_MODE"]),
+      "FHIR_AUTH_MODE": "magic", "FHIR_LOCAL_BASE_URLS": "https://ok.example/fhir,eighty.example/fhir"},
+     ["FHIR_PORT", "FHIR_REINDEX_WORKERS", "FHIR_AUTH_MODE", "FHIR_LOCAL_BASE_URLS"]),
     ({"FHIR_AUTH_MODE": "hs256", "FHIR_HS256_SECRET": "short", "FHIR_POOL_MIN_SIZE": "20"},
      ["FHIR_HS256_SECRET", "FHIR_POOL_MIN_SIZE"]),
 ])

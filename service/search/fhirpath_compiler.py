@@ -39,6 +39,7 @@ class Branch:
     type: str
     context: str  # the type or backbone path its children are looked up in
     steps: tuple[Step, ...] = ()
+    path: str = ""  # the definition path of the element it selects ("" for computed values)
 
 
 def read_key(key: str) -> Runner:
@@ -91,7 +92,7 @@ def children(branches: list[Branch], name: str) -> list[Branch]:
         elements = model.children(branch.context, name)
         if elements is None:
             raise UnknownElement(f"no element {name!r} in {branch.context}")
-        result.extend(Branch(e.type, e.context, branch.steps + (e.key,)) for e in elements)
+        result.extend(Branch(e.type, e.context, branch.steps + (e.key,), e.path) for e in elements)
     return result
 
 
@@ -131,7 +132,7 @@ def filtered(branches: list[Branch], condition: object) -> list[Branch]:
         if test is None:
             test = is_true(values_of(compile_node(condition, [Branch(branch.type, branch.context)])))
         keep = lambda items, test=test: [item for item in items if test(item)]
-        result.append(Branch(branch.type, branch.context, branch.steps + (keep,)))
+        result.append(Branch(branch.type, branch.context, branch.steps + (keep,), branch.path))
     return result
 
 
@@ -139,7 +140,7 @@ def with_url(branches: list[Branch], url: object) -> list[Branch]:
     if not isinstance(url, Literal) or not isinstance(url.value, str):
         raise Unsupported("extension() needs a string literal")
     keep = lambda items: [i for i in items if i.get("url") == url.value]
-    return [Branch(b.type, b.context, b.steps + (keep,)) for b in children(branches, "extension")]
+    return [Branch(b.type, b.context, b.steps + (keep,), b.path) for b in children(branches, "extension")]
 
 
 def resolves_to(branches: list[Branch], type_name: str) -> list[Branch]:
@@ -215,7 +216,7 @@ def compile_node(node: object, inputs: list[Branch]) -> list[Branch]:
     if isinstance(node, Index):
         position = node.position
         pick = lambda items: items[position:position + 1]
-        return [Branch(b.type, b.context, b.steps + (pick,)) for b in compile_node(node.base, inputs)]
+        return [Branch(b.type, b.context, b.steps + (pick,), b.path) for b in compile_node(node.base, inputs)]
     if isinstance(node, TypeOp):
         if node.operator == "as":
             return of_type(compile_node(node.operand, inputs), node.type_name)
@@ -237,11 +238,12 @@ def compile_node(node: object, inputs: list[Branch]) -> list[Branch]:
 @dataclass(frozen=True, slots=True)
 class CompiledBranch:
     """One typed branch, split for extraction: the resource's `first_key` (None: start from
-    `[resource]`), then `rest` (None: nothing more) from that key's values."""
+    `[resource]`), then `rest` (None: nothing more) from that key's values; `path` as in Branch."""
 
     type: str
     first_key: str | None
     rest: Runner | None
+    path: str = ""
 
 
 def compile_expression(expression: str, resource_type: str) -> list[CompiledBranch]:
@@ -251,7 +253,7 @@ def compile_expression(expression: str, resource_type: str) -> list[CompiledBran
         steps = branch.steps
         if steps and isinstance(steps[0], str):
             rest = run_steps(steps[1:]) if steps[1:] else None
-            compiled.append(CompiledBranch(branch.type, steps[0], rest))
+            compiled.append(CompiledBranch(branch.type, steps[0], rest, branch.path))
         else:
-            compiled.append(CompiledBranch(branch.type, None, run_steps(steps)))
+            compiled.append(CompiledBranch(branch.type, None, run_steps(steps), branch.path))
     return compiled

@@ -26,11 +26,13 @@ PRIMITIVE_TYPES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Element:
-    """A child element: its JSON key (with the choice suffix), FHIR type, and the path for its children."""
+    """A child element: its JSON key (with the choice suffix), FHIR type, the path for its children, and
+    its own definition path (`Address.use` for `Patient.address.use`: where its binding is defined)."""
 
     key: str
     type: str
     context: str
+    path: str
 
 
 def type_from_suffix(suffix: str) -> str:
@@ -62,12 +64,12 @@ def children(context: str, name: str) -> tuple[Element, ...] | None:
         path = f"{owner}.{name}"
         path = PATHS_DEFINED_ELSEWHERE.get(path, path)
         if path in CHOICE_TYPES:
-            return tuple(Element(name + suffix, type_from_suffix(suffix), type_from_suffix(suffix))
+            return tuple(Element(name + suffix, type_from_suffix(suffix), type_from_suffix(suffix), path)
                          for suffix in CHOICE_TYPES[path])
         if path in PATH_TYPES:
             type_name = PATH_TYPES[path]
             backbone = type_name in ("BackboneElement", "Element")
-            return (Element(name, type_name, path if backbone else type_name),)
+            return (Element(name, type_name, path if backbone else type_name, path),)
         if path in BACKBONE_PATHS:
-            return (Element(name, "BackboneElement", path),)
+            return (Element(name, "BackboneElement", path, path),)
     return None

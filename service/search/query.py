@@ -68,7 +68,7 @@ class SortKey:
 @dataclass(frozen=True, slots=True)
 class SearchContext:
     registry: Registry
-    base: str  # this server's absolute base URL: references starting with it are local
+    base: str  # the absolute base URL of this request (references on `registry.local_bases` are local too)
     now: datetime  # for `ap` on dates
     lenient: bool
     default_count: int
@@ -161,7 +161,7 @@ def parse_value(definition: SearchParameter, text: str, modifier: str | None, ty
     if kind == "token":
         return parse_token(text, modifier)
     if kind == "reference":
-        return parse_reference(text, type_modifier, definition.target, context.base)
+        return parse_reference(text, type_modifier, definition.target, context.registry.local_bases, context.base)
     if kind == "date":
         return parse_date(text, context.now)
     if kind == "number":

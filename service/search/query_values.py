@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from service.fhir.errors import invalid
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.dates import date_range
-from service.search.values import normalize, reference_target
+from service.search.values import base_of, normalize, reference_target
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 APPROXIMATE_SHARE = Decimal("0.1")  # `ap`: within 10 %
@@ -42,7 +42,7 @@ class TokenText:
 class ReferenceMatch:
     target_types: tuple[str, ...]  # empty: any type
     target_id: str | None
-    url: str | None  # an absolute URL matched as stored
+    url: str | None  # an absolute URL matched as stored (with a target_id as well: either one matches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +135,18 @@ def parse_token(text: str, modifier: str | None) -> TokenMatch | TokenText:
     return TokenMatch(code, system, "equal")
 
 
-def parse_reference(text: str, type_modifier: str | None, targets: tuple[str, ...], base: str) -> ReferenceMatch:
-    text = unescape(text)
-    if text.startswith(base + "/"):
-        text = text[len(base) + 1:]
+def parse_reference(text: str, type_modifier: str | None, targets: tuple[str, ...], local_bases: tuple[str, ...],
+                    request_base: str) -> ReferenceMatch:
+    """`Type/id`, `id` or an absolute URL. A URL on a local base is `Type/id`, as references to it are indexed;
+    one on the base this request came in on (when not configured as local) matches as `Type/id` and as the
+    URL, since the references indexed before could have been written either way; any other URL as stored."""
+    text, url = unescape(text), None
     if "://" in text:
-        parsed = reference_target(text)
-        return ReferenceMatch((), None, parsed[2] if parsed else text)
+        type_name, _, url = reference_target(text) or (None, None, text)
+        base = base_of(url) if type_name and url else None
+        if base is None or (base not in local_bases and base != request_base):
+            return ReferenceMatch((), None, url)
+        text, url = text[len(base) + 1:], (None if base in local_bases else url)
     parts = text.split("/")
     if len(parts) == 4 and parts[2] == "_history":
         parts = parts[:2]
@@ -154,7 +159,7 @@ def parse_reference(text: str, type_modifier: str | None, targets: tuple[str, ..
         raise invalid(f"Reference '{text}' contradicts the modifier :{type_modifier}")
     if targets and parts[0] not in targets:
         raise invalid(f"Reference '{text}': this parameter refers to {', '.join(targets)} only")
-    return ReferenceMatch((parts[0],), parts[1], None)
+    return ReferenceMatch((parts[0],), parts[1], url)
 
 
 def parse_date(text: str, now: datetime) -> DateMatch:

@@ -1,7 +1,8 @@
 """The search parameter registry: resource type -> compiled parameters, and the extraction hot path.
 
 `Registry.builtin()` holds the R4 set; `add` / `add_resource` install custom parameters, which
-replace a parameter with the same code on the same base.
+replace a parameter with the same code on the same base. A registry knows this service's base URLs
+(`local_bases`): a reference to an absolute URL on one of them is indexed as a local `Type/id`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from service.search.fhirpath_compiler import CompiledBranch, Runner, compile_exp
 from service.search.fhirpath_parser import UnknownElement, Unsupported
 from service.search.rows import IndexRows, Row
 from service.search.shapes import shape_converter
-from service.search.values import Converter, converter
+from service.search.values import Converter, element_converter
 
 NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
 SINKS = ("string", "token", "date", "number", "quantity", "uri", "reference")  # IndexRows field order
@@ -63,7 +64,8 @@ def concrete_types(bases: Iterable[str]) -> list[str]:
     return sorted(result)
 
 
-def compile_parameter(definition: SearchParameter, resource_type: str) -> CompiledParameter:
+def compile_parameter(definition: SearchParameter, resource_type: str,
+                      local_bases: tuple[str, ...] = ()) -> CompiledParameter:
     """Compile one definition for one resource type; raises InvalidSearchParameter."""
     expression = definition.expression
     if not definition.indexed or not expression:  # an indexed one has an expression: this says so to mypy
@@ -76,11 +78,12 @@ def compile_parameter(definition: SearchParameter, resource_type: str) -> Compil
         raise InvalidSearchParameter(f"expression {expression!r} on {resource_type}: {problem}") from None
     except Unsupported:
         fallback = CompiledBranch("", None, fallback_runner(expression, resource_type))
-        untyped = ((fallback, shape_converter(definition.type)),)
+        untyped = ((fallback, shape_converter(definition.type, local_bases)),)
         return CompiledParameter(definition, resource_type, untyped, False)
     if not branches:
         raise InvalidSearchParameter(f"expression {expression!r} selects nothing on {resource_type}")
-    typed = tuple((branch, converter(definition.type, branch.type)) for branch in branches)
+    typed = tuple((branch, element_converter(definition.type, branch.type, branch.path, local_bases))
+                  for branch in branches)
     return CompiledParameter(definition, resource_type, typed, True)
 
 
@@ -122,27 +125,28 @@ def unique(rows: list[Row]) -> tuple[Row, ...]:
 
 
 class Registry:
-    def __init__(self, definitions: Iterable[SearchParameter] = ()):
+    def __init__(self, definitions: Iterable[SearchParameter] = (), local_bases: tuple[str, ...] = ()):
+        self.local_bases = local_bases
         self._parameters: dict[str, dict[str, CompiledParameter]] = {t: {} for t in RESOURCE_TYPES}
         self._plans: dict[str, ExtractionPlan] = {}
         for definition in definitions:
             self.add(definition)
 
     @classmethod
-    def builtin(cls) -> Registry:
-        """The R4 parameters: compiled once per process, handed out as independent copies."""
-        return _compiled_builtin().copy()
+    def builtin(cls, local_bases: tuple[str, ...] = ()) -> Registry:
+        """The R4 parameters: compiled once per process (and set of bases), handed out as independent copies."""
+        return _compiled_builtin(local_bases).copy()
 
     def copy(self) -> Registry:
         """An independent registry with the same compiled parameters (cheap: nothing is recompiled)."""
-        clone = Registry()
+        clone = Registry(local_bases=self.local_bases)
         clone._parameters = {res_type: dict(parameters) for res_type, parameters in self._parameters.items()}
         return clone
 
     def add(self, definition: SearchParameter) -> None:
         """Compile for every base, then install (all or nothing); raises InvalidSearchParameter."""
         try:
-            compiled = [compile_parameter(definition, base) for base in concrete_bases(definition)]
+            compiled = [compile_parameter(definition, base, self.local_bases) for base in concrete_bases(definition)]
         except (Unsupported, SyntaxProblem) as problem:
             message = f"expression {definition.expression!r} does not compile: {problem}"
             raise InvalidSearchParameter(message) from None
@@ -201,5 +205,5 @@ def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> Sinks:
 
 
 @cache
-def _compiled_builtin() -> Registry:
-    return Registry(load_builtin())
+def _compiled_builtin(local_bases: tuple[str, ...]) -> Registry:
+    return Registry(load_builtin(), local_bases)

@@ -52,13 +52,13 @@ def value_type(value: object) -> str:
     return "string"
 
 
-def shape_converter(parameter_type: str) -> Converter:
-    """A converter that picks the typed converter per value."""
+def shape_converter(parameter_type: str, local_bases: tuple[str, ...] = ()) -> Converter:
+    """A converter that picks the typed converter per value (`local_bases` as for `converter`)."""
     def convert(code: str, value: object) -> tuple[Row, ...]:
         type_name = value_type(value)
         if type_name == "string" and parameter_type in ("date", "reference"):
             type_name = "dateTime" if parameter_type == "date" else "canonical"
         elif type_name == "CodeableConcept" and parameter_type == "string":
             type_name = "HumanName"  # a text-only HumanName or Address: its text is its string
-        return converter(parameter_type, type_name)(code, value)
+        return converter(parameter_type, type_name, local_bases)(code, value)
     return convert

@@ -151,13 +151,15 @@ def token_condition(value: TokenMatch, params: Parameters) -> str:
 
 
 def reference_condition(value: ReferenceMatch, params: Parameters) -> str:
-    if value.url is not None:
+    if value.target_id is None:
         return f"target_url = {params.add(value.url)}"
     condition = f"target_id = {params.add(value.target_id)}"
     if len(value.target_types) == 1:
         condition = f"target_type = {params.add(value.target_types[0])} AND {condition}"
     elif value.target_types:
         condition = f"target_type = ANY({params.add(list(value.target_types), '::text[]')}) AND {condition}"
+    if value.url is not None:
+        condition = f"(({condition}) OR target_url = {params.add(value.url)})"
     return condition
 
 

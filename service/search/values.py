@@ -13,6 +13,7 @@ from functools import cache, lru_cache, partial
 from typing import Any
 
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.search.bindings import implied_systems
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.model import is_a, type_from_suffix
 from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, Row, StringRow, TokenRow, UriRow
@@ -34,7 +35,7 @@ NUMBER_TYPES = frozenset("decimal integer positiveInt unsignedInt".split())
 DATE_TYPES = frozenset("date dateTime instant".split())
 QUANTITY_TYPES = frozenset("Quantity Age Duration Count Distance SimpleQuantity MoneyQuantity".split())
 HUMAN_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")  # as HAPI
-ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")  # as HAPI
+ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country")  # as HAPI: not `text`
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
 
 
@@ -82,6 +83,19 @@ def plain_token(code: str, value: object) -> tuple[Row, ...]:
     if type(value) is bool:
         return (new_token_row((code, None, "true" if value else "false", None)),)
     return (new_token_row((code, None, value, None)),) if type(value) is str and value else NONE
+
+
+@cache
+def bound_code_token(path: str) -> Converter:
+    """A `code` element with a required binding: each code of its value set with its code system (HAPI
+    indexes such an element as an enumeration), any other code without one."""
+    systems = implied_systems(path) or {}
+
+    def convert(code: str, value: object) -> tuple[Row, ...]:
+        if type(value) is str and value:
+            return (new_token_row((code, systems.get(value), value, None)),)
+        return NONE
+    return convert
 
 
 def coding_token(code: str, coding: dict[str, Any]) -> tuple[Row, ...]:
@@ -170,9 +184,8 @@ def uri_rows(code: str, value: object) -> tuple[Row, ...]:
 
 @lru_cache(maxsize=65536)  # the same subject, encounter, practitioner recur across resources
 def reference_target(reference: str) -> tuple[str | None, str | None, str | None] | None:
-    """(type, id, absolute URL) of a literal reference, or None (contained, urn:, conditional, invalid).
-
-    An absolute URL keeps the URL, and also gives type and id when it ends in `Type/id`.
+    """(type, id, absolute URL) that a literal reference names, or None (contained, urn:, conditional,
+    invalid). An absolute URL keeps the URL, and also gives type and id when it ends in `Type/id`.
     """
     if not reference or reference[0] == "#" or reference.startswith("urn:") or "?" in reference:
         return None
@@ -185,23 +198,38 @@ def reference_target(reference: str) -> tuple[str | None, str | None, str | None
     return (parts[-2], parts[-1], None) if typed and len(parts) == 2 else None
 
 
-def reference_rows(code: str, reference: dict[str, Any]) -> tuple[Row, ...]:
-    """`Type/id` (version dropped) and, for an absolute URL, also the URL; identifier-only: none."""
-    text = reference.get("reference")
-    target = reference_target(text) if text.__class__ is str else None
-    return (new_reference_row((code, *target)),) if target else NONE
+def base_of(url: str) -> str:
+    """The service base of an absolute `base/Type/id` URL (version already dropped)."""
+    return url.rsplit("/", 2)[0]
+
+
+@cache
+def reference_rows(local_bases: tuple[str, ...]) -> Converter:
+    """A literal reference as a row: `Type/id` (version dropped) when it is relative or an absolute URL on
+    one of `local_bases` (this service's bases); any other absolute URL by its URL only, as HAPI indexes
+    an external reference. An identifier-only, contained or `urn:` reference gives none."""
+    def convert(code: str, reference: dict[str, Any]) -> tuple[Row, ...]:
+        text = reference.get("reference")
+        target = reference_target(text) if text.__class__ is str else None
+        if target is None:
+            return NONE
+        url = target[2]
+        if url is not None:
+            target = (target[0], target[1], None) if target[0] and base_of(url) in local_bases else (None, None, url)
+        return (new_reference_row((code, *target)),)
+    return convert
 
 
 def canonical_rows(code: str, value: object) -> tuple[Row, ...]:
     return (new_reference_row((code, None, None, value)),) if type(value) is str and value else NONE
 
 
-def extension_rows(parameter_type: str) -> Converter:
+def extension_rows(parameter_type: str, local_bases: tuple[str, ...]) -> Converter:
     """Extensions index their value[x], unwrapped, as HAPI does."""
     def convert(code: str, extension: dict[str, Any]) -> tuple[Row, ...]:
         for key, value in extension.items():
             if key.startswith("value") and len(key) > 5:
-                return converter(parameter_type, type_from_suffix(key[5:]))(code, value)
+                return converter(parameter_type, type_from_suffix(key[5:]), local_bases)(code, value)
         return NONE
     return convert
 
@@ -223,7 +251,6 @@ COMPLEX_CONVERTERS: dict[tuple[str, str], Converter] = {
     ("number", "Range"): range_rows(number_rows),
     ("quantity", "Money"): money_rows,
     ("quantity", "Range"): range_rows(quantity_rows),
-    ("reference", "Reference"): reference_rows,
 }
 PRIMITIVE_CONVERTERS: dict[str, tuple[frozenset[str], Converter]] = {
     "string": (STRING_TYPES, string_rows),
@@ -235,13 +262,23 @@ PRIMITIVE_CONVERTERS: dict[str, tuple[frozenset[str], Converter]] = {
 }
 
 
+def element_converter(parameter_type: str, fhir_type: str, path: str, local_bases: tuple[str, ...]) -> Converter:
+    """`converter`, for the element at a known definition path: a bound `code` token gets its system."""
+    if parameter_type == "token" and fhir_type == "code" and implied_systems(path):
+        return bound_code_token(path)
+    return converter(parameter_type, fhir_type, local_bases)
+
+
 @cache
-def converter(parameter_type: str, fhir_type: str) -> Converter:
-    """The converter for values of `fhir_type` in a parameter of `parameter_type` (no_rows if none)."""
+def converter(parameter_type: str, fhir_type: str, local_bases: tuple[str, ...] = ()) -> Converter:
+    """The converter for values of `fhir_type` in a parameter of `parameter_type` (no_rows if none);
+    `local_bases` are this service's base URLs, for references."""
     if (parameter_type, fhir_type) in COMPLEX_CONVERTERS:
         return COMPLEX_CONVERTERS[parameter_type, fhir_type]
+    if (parameter_type, fhir_type) == ("reference", "Reference"):
+        return reference_rows(local_bases)
     if fhir_type == "Extension":
-        return extension_rows(parameter_type)
+        return extension_rows(parameter_type, local_bases)
     types, primitive = PRIMITIVE_CONVERTERS.get(parameter_type, (frozenset(), no_rows))
     if fhir_type in types:
         return primitive

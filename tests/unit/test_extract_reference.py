@@ -14,6 +14,10 @@ Intentional differences, applied to the fhirpathpy side before comparing (keep t
   `Observation.component.value as Quantity`); we filter each item by type, as HAPI does.
 - Extension values are unwrapped by the conversion, so fhirpathpy's Extension results index their
   value[x] exactly as ours do: no rewrite needed.
+- A `code` element with a required binding listed in `r4-code-systems.json` indexes its code with the
+  code system it implies, as HAPI indexes its enumerations. fhirpathpy's values carry no type, so for
+  token parameters each `|` branch that is a plain element path is resolved here, independently of the
+  compiler, through fhirpathpy's R4 model to its definition path, and that table gives the system.
 """
 
 from __future__ import annotations
@@ -30,9 +34,13 @@ import pytest
 from fhirpathpy.models import models
 
 from service.search.registry import Registry
-from service.search.rows import IndexRows
+from service.search.rows import IndexRows, TokenRow
 from service.search.shapes import shape_converter
 from tests.conftest import DATA_DIR
+
+MODEL = models["r4"]
+CODE_SYSTEMS = json.loads((Path(__file__).parents[2] / "service/search/r4-code-systems.json").read_text())
+PLAIN_PATH = re.compile(r"^[A-Za-z]+(\.[A-Za-z]+)+$")
 
 SAMPLE = 50
 RESOLVE_IS = re.compile(r"resolve\(\) is (\w+)")
@@ -67,10 +75,44 @@ def rows_of(rows: IndexRows, code: str) -> set:
     return {row for row in rows.all_rows() if row.code == code}
 
 
+def union_branches(expression: str) -> list[str]:
+    """The operands of the top-level `|` operators (outside parentheses and string literals)."""
+    branches, depth, quoted, start = [], 0, False, 0
+    for position, char in enumerate(expression):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+        elif not quoted and depth == 0 and char == "|":
+            branches.append(expression[start:position].strip())
+            start = position + 1
+    return [*branches, expression[start:].strip()]
+
+
+def implied_systems(branch: str, resource_type: str) -> dict[str, str] | None:
+    """{code: system} when the branch is a plain path to a bound `code` element of the table."""
+    if not PLAIN_PATH.match(branch) or branch.split(".")[0] != resource_type:
+        return None
+    context, type_name = resource_type, None
+    for name in branch.split(".")[1:]:
+        path = MODEL["pathsDefinedElsewhere"].get(f"{context}.{name}", f"{context}.{name}")
+        type_name = MODEL["path2Type"].get(path)  # None: a backbone element
+        context = type_name if type_name and type_name[0].isupper() and "Element" not in type_name else path
+    value_set = CODE_SYSTEMS["elements"].get(context) if type_name == "code" else None
+    if value_set is None:
+        return None
+    return {code: system for system, codes in CODE_SYSTEMS["value_sets"][value_set].items() for code in codes}
+
+
 def reference_rows(resource: dict, expression: str, parameter_type: str, code: str) -> set:
-    convert = shape_converter(parameter_type)
-    values = reference_engine(expression, resource["resourceType"])(resource)
-    return {row for value in values for row in convert(code, value)}
+    convert, resource_type = shape_converter(parameter_type), resource["resourceType"]
+    rows = set()
+    for branch in union_branches(expression) if parameter_type == "token" else [expression]:
+        systems = implied_systems(branch, resource_type)
+        for value in reference_engine(branch, resource_type)(resource):
+            bound = systems is not None and isinstance(value, str)
+            rows.update([TokenRow(code, systems.get(value), value, None)] if bound else convert(code, value))
+    return rows
 
 
 def test_the_data_is_there():

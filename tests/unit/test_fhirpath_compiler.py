@@ -63,3 +63,17 @@ def test_compiled_evaluation(expression, expected):
 def test_outside_the_subset(expression):
     with pytest.raises(Unsupported):
         compile_expression(expression, "Observation")
+
+
+@pytest.mark.parametrize(("expression", "resource_type", "paths"), [
+    ("Patient.gender", "Patient", ["Patient.gender"]),
+    ("Patient.address.use", "Patient", ["Address.use"]),
+    ("Appointment.participant.status", "Appointment", ["Appointment.participant.status"]),
+    ("Questionnaire.item.item.type", "Questionnaire", ["Questionnaire.item.type"]),
+    ("Observation.value as Quantity", "Observation", ["Observation.value"]),
+    ("Patient.gender | Patient.birthDate", "Patient", ["Patient.gender", "Patient.birthDate"]),
+    ("Patient.name.where(use = 'official').family", "Patient", ["HumanName.family"]),
+    ("Patient.active.exists()", "Patient", [""]),
+])
+def test_branches_know_the_definition_path_of_their_element(expression, resource_type, paths):
+    assert [branch.path for branch in compile_expression(expression, resource_type)] == paths

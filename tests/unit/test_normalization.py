@@ -9,7 +9,7 @@ import pytest
 
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, StringRow, TokenRow, UriRow
-from service.search.values import converter, normalize
+from service.search.values import bound_code_token, converter, normalize
 
 UTC = timezone.utc
 
@@ -32,6 +32,7 @@ def test_strings_are_lower_cased_without_accents(text, expected):
 
 
 def test_human_name_and_address_give_their_component_strings():
+    """As HAPI's string extraction: every HumanName part including `text`; Address parts but not `text`."""
     name = {"family": "Dürr", "given": ["Anna", "Lena"], "prefix": ["Dr."], "suffix": ["PhD"], "text": "Dr. Anna Dürr",
             "use": "official"}
     expected = {"Dürr", "Anna", "Lena", "Dr.", "PhD", "Dr. Anna Dürr"}
@@ -39,7 +40,8 @@ def test_human_name_and_address_give_their_component_strings():
     address = {"line": ["1 Main St", "Apt 2"], "city": "Boston", "district": "Suffolk", "state": "MA",
                "postalCode": "02101", "country": "US", "text": "1 Main St, Boston", "use": "home"}
     assert {r.exact for r in rows("string", "Address", address)} == {
-        "1 Main St", "Apt 2", "Boston", "Suffolk", "MA", "02101", "US", "1 Main St, Boston"}
+        "1 Main St", "Apt 2", "Boston", "Suffolk", "MA", "02101", "US"}
+    assert rows("string", "Address", {"text": "1 Main St, Boston"}) == ()
 
 
 def test_tokens():
@@ -55,7 +57,7 @@ def test_tokens():
     assert rows("token", "ContactPoint", {"system": "phone", "value": "555", "use": "home"}) == (
         TokenRow("p", "phone", "555", None),)
     assert rows("token", "boolean", False) == (TokenRow("p", None, "false", None),)
-    assert rows("token", "code", "final") == (TokenRow("p", None, "final", None),)
+    assert rows("token", "code", "final") == (TokenRow("p", None, "final", None),)  # no binding known here
     assert rows("token", "System.String", "abc") == (TokenRow("p", None, "abc", None),)
 
 
@@ -113,12 +115,41 @@ def test_numbers_and_quantities():
 @pytest.mark.parametrize(("reference", "expected"), [
     ("Patient/1", ("Patient", "1", None)),
     ("Patient/1/_history/3", ("Patient", "1", None)),
-    ("http://x.org/fhir/Patient/1", ("Patient", "1", "http://x.org/fhir/Patient/1")),
-    ("http://x.org/fhir/Patient/1/_history/2", ("Patient", "1", "http://x.org/fhir/Patient/1")),
+    ("http://x.org/fhir/Patient/1", (None, None, "http://x.org/fhir/Patient/1")),
+    ("http://x.org/fhir/Patient/1/_history/2", (None, None, "http://x.org/fhir/Patient/1")),
     ("https://x.org/documents/123", (None, None, "https://x.org/documents/123")),
 ])
 def test_references(reference, expected):
+    """An absolute URL on no local base is an external reference: matched by its URL only."""
     assert rows("reference", "Reference", {"reference": reference}) == (ReferenceRow("p", *expected),)
+
+
+@pytest.mark.parametrize(("reference", "expected"), [
+    ("https://fhir.example.org/fhir/Patient/23", ("Patient", "23", None)),
+    ("https://fhir.example.org/fhir/Patient/23/_history/4", ("Patient", "23", None)),
+    ("http://fhir.example.org/fhir/Patient/23", (None, None, "http://fhir.example.org/fhir/Patient/23")),
+    ("https://fhir.example.org/Patient/23", (None, None, "https://fhir.example.org/Patient/23")),
+    ("https://fhir.example.org/fhir/other/Patient/23", (None, None, "https://fhir.example.org/fhir/other/Patient/23")),
+    ("https://fhir.example.org/fhir/documents/1", (None, None, "https://fhir.example.org/fhir/documents/1")),
+    ("Patient/23", ("Patient", "23", None)),
+])
+def test_references_on_a_local_base(reference, expected):
+    """Only a URL whose base is exactly a local base is local `Type/id`, as HAPI's treatBaseUrlsAsLocal."""
+    convert = converter("reference", "Reference", ("https://fhir.example.org/fhir",))
+    assert convert("p", {"reference": reference}) == (ReferenceRow("p", *expected),)
+    extension = {"url": "http://e", "valueReference": {"reference": reference}}
+    assert converter("reference", "Extension", ("https://fhir.example.org/fhir",))("p", extension) == (
+        ReferenceRow("p", *expected),)
+
+
+def test_bound_codes_carry_their_code_system():
+    gender = bound_code_token("Patient.gender")
+    assert gender("p", "male") == (TokenRow("p", "http://hl7.org/fhir/administrative-gender", "male", None),)
+    assert gender("p", "mystery") == (TokenRow("p", None, "mystery", None),)  # outside the value set: no system
+    assert gender("p", "") == () and gender("p", 1) == ()
+    task_intent = bound_code_token("Task.intent")  # a value set drawn from two code systems
+    assert task_intent("p", "order") == (TokenRow("p", "http://hl7.org/fhir/request-intent", "order", None),)
+    assert task_intent("p", "unknown") == (TokenRow("p", "http://hl7.org/fhir/task-intent", "unknown", None),)
 
 
 @pytest.mark.parametrize("reference", [

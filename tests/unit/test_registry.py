@@ -85,9 +85,8 @@ def test_where_resolve_is_filters_by_reference_type(registry):
     assert rows_for(registry, observation("Patient/1"), "patient") == {ReferenceRow("patient", "Patient", "1", None)}
     assert rows_for(registry, observation("Group/2"), "patient") == set()
     assert rows_for(registry, observation("Group/2"), "subject") == {ReferenceRow("subject", "Group", "2", None)}
-    absolute = observation("https://other.org/fhir/Patient/3/_history/1")
-    assert rows_for(registry, absolute, "patient") == {
-        ReferenceRow("patient", "Patient", "3", "https://other.org/fhir/Patient/3")}
+    absolute = observation("https://other.org/fhir/Patient/3/_history/1")  # external: the type still selects it
+    assert rows_for(registry, absolute, "patient") == {ReferenceRow("patient", None, None, "https://other.org/fhir/Patient/3")}
     assert "patient" in registry.extract(observation("#contained")).missing
     assert "patient" in registry.extract(observation("urn:uuid:1")).missing
 
@@ -179,3 +178,55 @@ def test_unknown_resource_types_and_malformed_bodies_are_rejected(registry):
     with pytest.raises(ValueError, match="malformed Organization/o1"):
         registry.extract({"resourceType": "Organization", "id": "o1", "address": ["not an object"]})
     assert registry.extract({"resourceType": "Organization", "name": None}).strings == ()
+
+
+GENDER = "http://hl7.org/fhir/administrative-gender"
+
+
+def test_bound_codes_are_indexed_with_their_code_system(registry):
+    patient = {"resourceType": "Patient", "gender": "female", "address": [{"use": "home", "city": "Oslo"}],
+               "extension": [{"url": "http://e", "valueCode": "male"}]}
+    assert rows_for(registry, patient, "gender") == {TokenRow("gender", GENDER, "female", None)}
+    assert rows_for(registry, patient, "address-use") == {
+        TokenRow("address-use", "http://hl7.org/fhir/address-use", "home", None)}
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "t"}}
+    assert rows_for(registry, observation, "status") == {
+        TokenRow("status", "http://hl7.org/fhir/observation-status", "final", None)}
+    # SearchParameter.base is bound to resource-types, which HAPI's R4 model keeps as a plain code
+    search_parameter = {"resourceType": "SearchParameter", "base": ["Patient"], "status": "active"}
+    assert rows_for(registry, search_parameter, "base") == {TokenRow("base", None, "Patient", None)}
+
+
+def test_custom_parameters_on_bound_codes_get_the_system_unless_untyped():
+    registry = Registry.builtin()
+    registry.add_resource({**VALID, "code": "sex"})  # Patient.gender: compiled, so its element is known
+    registry.add_resource({**VALID, "code": "ext", "expression": "Patient.extension('http://e').value"})
+    registry.add_resource({**VALID, "code": "first", "expression": "Patient.gender.first()"})  # fhirpathpy
+    patient = {"resourceType": "Patient", "gender": "male", "extension": [{"url": "http://e", "valueCode": "male"}]}
+    assert rows_for(registry, patient, "sex") == {TokenRow("sex", GENDER, "male", None)}
+    assert rows_for(registry, patient, "ext") == {TokenRow("ext", None, "male", None)}  # a code, bound to nothing
+    assert rows_for(registry, patient, "first") == {TokenRow("first", None, "male", None)}
+
+
+def test_address_text_is_not_indexed_but_name_text_is(registry):
+    patient = {"resourceType": "Patient", "address": [{"text": "12 Elm Street, Springfield"}],
+               "name": [{"text": "Ann Smith"}]}
+    assert rows_for(registry, patient, "address") == set()
+    assert "address" in registry.extract(patient).missing
+    assert rows_for(registry, patient, "name") == {StringRow("name", "ann smith", "Ann Smith")}
+
+
+def test_references_on_the_local_bases_are_local():
+    registry = Registry.builtin(("https://fhir.example.org/fhir",))
+    registry.add_resource({"resourceType": "SearchParameter", "code": "first-subject", "base": ["Observation"],
+                           "type": "reference", "expression": "Observation.subject.first()"})  # fhirpathpy
+    copied = registry.copy()
+    assert copied.local_bases == ("https://fhir.example.org/fhir",)
+    for reference, expected in [
+        ("https://fhir.example.org/fhir/Patient/23", ("Patient", "23", None)),
+        ("http://example.org/fhir/Patient/23", (None, None, "http://example.org/fhir/Patient/23")),
+    ]:
+        observation = {"resourceType": "Observation", "subject": {"reference": reference}}
+        assert rows_for(copied, observation, "subject") == {ReferenceRow("subject", *expected)}
+        assert rows_for(copied, observation, "first-subject") == {ReferenceRow("first-subject", *expected)}
+    assert Registry.builtin().local_bases == ()
