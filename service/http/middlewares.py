@@ -78,6 +78,9 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.info("request_refused", status=exc.status, reason=exc.diagnostics)
         issue = Issue(exc.severity, exc.code, exc.diagnostics)
         return outcome_response(request, exc.status, issue, headers=exc.headers)
+    except web.RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a body that is not gzip
+        reason = str(exc).replace("\n", " ").strip()
+        return outcome_response(request, 400, Issue("error", "invalid", f"The request body cannot be read: {reason}"))
     except asyncpg.LockNotAvailableError:
         return outcome_response(request, 409, Issue(
             "error", "conflict", "The resource is being changed by another request; retry the request"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from aiohttp import web
 
 from service.fhir.bundle import bundle, outcome_entry, search_entry
-from service.fhir.errors import FhirError
+from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_type
 from service.http.keys import CATALOG, POOL, SETTINGS
@@ -22,6 +22,7 @@ from service.search.query import SearchContext, SearchQuery, parse_search
 from service.store.search import Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
+UTF8 = frozenset({"utf-8", "utf8"})
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
              "display": "Resource encoded in summary mode"}
 KEPT_ELEMENTS = ("resourceType", "id", "meta")
@@ -39,11 +40,13 @@ async def search_post(request: web.Request) -> web.Response:
 async def _form_items(request: web.Request) -> list[tuple[str, str]]:
     if not request.can_read_body:
         return []
-    if request.content_type != FORM:
-        raise FhirError(415, f"Unsupported Content-Type '{request.content_type}': a _search body must be {FORM}",
-                        code="not-supported")
-    form = await request.post()
-    return [(name, value) for name, value in form.items() if isinstance(value, str)]
+    if request.content_type != FORM or (request.charset or "utf-8").lower() not in UTF8:
+        raise FhirError(415, f"Unsupported Content-Type '{request.headers.get('Content-Type', '')[:80]}': a _search "
+                        f"body must be {FORM} in UTF-8", code="not-supported")
+    try:
+        return parse_qsl((await request.read()).decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid("The _search body is not UTF-8 (its percent-encoded bytes included)") from None
 
 
 def _lenient(request: web.Request) -> bool:

@@ -18,6 +18,9 @@ from service.search.values import normalize, reference_target
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 APPROXIMATE_SHARE = Decimal("0.1")  # `ap`: within 10 %
+# Search numbers have at most this many digits before and after the point: far beyond any measured value,
+# and well inside what PostgreSQL's numeric holds (and Python's decimal context computes) for the bounds.
+NUMBER_DIGITS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +164,11 @@ def parse_date(text: str, now: datetime) -> DateMatch:
     low, high = bounds
     if prefix == "ap":
         margin = abs(now - (low + (high - low) / 2)) / 10
-        low, high = low - margin, high + margin
+        try:
+            low, high = low - margin, high + margin
+        except OverflowError:
+            raise invalid(f"Invalid date '{text}': its approximate range (ap) reaches beyond the years 0001 to "
+                          "9999") from None
     return DateMatch(prefix, low, high)
 
 
@@ -173,11 +180,19 @@ def parse_number(text: str) -> NumberMatch:
         raise invalid(f"Invalid number '{text}': expected [prefix]decimal") from None
     if not number.is_finite():
         raise invalid(f"Invalid number '{text}': expected a finite decimal")
+    if not searchable(number):
+        raise invalid(f"Invalid number '{text[:40]}': search numbers have at most {NUMBER_DIGITS} digits before "
+                      f"and after the decimal point")
     if prefix == "ap":
         margin = abs(number) * APPROXIMATE_SHARE
     else:
         margin = Decimal(5).scaleb(number.as_tuple().exponent - 1)  # half a unit of the last digit
     return NumberMatch(prefix, number, number - margin, number + margin)
+
+
+def searchable(number: Decimal) -> bool:
+    """A finite number within NUMBER_DIGITS digits before and after the point."""
+    return number.is_finite() and number.adjusted() < NUMBER_DIGITS and -number.as_tuple().exponent <= NUMBER_DIGITS
 
 
 def parse_quantity(text: str) -> QuantityMatch:
