@@ -58,10 +58,12 @@ async def _search(request: web.Request, res_type: str, items: list[tuple[str, st
     settings, catalog = request.app[SETTINGS], request.app[CATALOG].current  # one snapshot for the whole request
     base = base_url(request)
     context = SearchContext(catalog.registry, base, datetime.now(timezone.utc), _lenient(request),
-                            settings.default_page_size, settings.max_page_size)
+                            settings.default_page_size, settings.max_page_size, settings.max_search_terms,
+                            settings.max_search_values)
     query = parse_search(res_type, items, context)
     count_total = query.total == "accurate"
-    result = await run_search(request.app[POOL], query, count_total, settings.max_page_size)
+    result = await run_search(request.app[POOL], query, count_total, settings.max_page_size,
+                              settings.search_timeout_ms)
     if result.total is None and query.total == "auto" and query.cursor is None and not result.more_after:
         result.total = len(result.matches)  # the first page holds every match: the total is known
     issues = _issues(query, result, catalog.pending_codes)

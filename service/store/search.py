@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 
+from service.fhir.errors import FhirError
 from service.search.cursor import BACKWARD
 from service.search.param_hash import sp_hash
 from service.search.query import Include, SearchQuery
@@ -24,6 +26,7 @@ SELECT DISTINCT s.res_id, s.res_type, s.fhir_id, s.body
 FROM idx_reference x JOIN resource s ON s.res_id = x.res_id
 WHERE x.sp_hash = ANY($1::bigint[]) AND x.target_type = $2 AND x.target_id = ANY($3::text[]) AND NOT s.deleted
 ORDER BY s.res_id LIMIT $4"""
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,18 +48,44 @@ class SearchResult:
     included_truncated: bool = False
 
 
-async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, include_limit: int) -> SearchResult:
-    """Page, count (when `count_total`) and includes in one read-only repeatable-read snapshot."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        if query.summary_count:
-            return SearchResult(total=await _fetch_count(conn, count_statement(query)))
-        result = await _fetch_page(conn, query)
-        if count_total:
-            result.total = await _fetch_count(conn, count_statement(query))
-        if query.includes and result.matches:
-            result.included, result.included_truncated = await _fetch_included(
-                conn, query, result.matches, include_limit)
-        return result
+class Budget:
+    """What is left of a search's time: each statement runs with the rest as its statement timeout, so
+    PostgreSQL itself cancels a search that overruns, even if this process is gone."""
+
+    def __init__(self, conn: asyncpg.Connection, timeout_ms: int) -> None:
+        self._conn = conn
+        self._deadline = time.monotonic() + timeout_ms / 1000
+
+    async def next_statement(self) -> None:
+        left_ms = max(1, round((self._deadline - time.monotonic()) * 1000))
+        await self._conn.execute(SET_STATEMENT_TIMEOUT, f"{left_ms}ms")  # local to the search's transaction
+
+
+async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, include_limit: int,
+                     timeout_ms: int) -> SearchResult:
+    """Page, count (when `count_total`) and includes in one read-only repeatable-read snapshot, all within
+    `timeout_ms` (a 503 beyond it)."""
+    try:
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await _run(conn, Budget(conn, timeout_ms), query, count_total, include_limit)
+    except asyncpg.QueryCanceledError:
+        raise FhirError(503, f"The search was cancelled after {timeout_ms} ms (FHIR_SEARCH_TIMEOUT_MS): narrow it "
+                        "with more selective parameters", code="timeout") from None
+
+
+async def _run(conn: asyncpg.Connection, budget: Budget, query: SearchQuery, count_total: bool,
+               include_limit: int) -> SearchResult:
+    await budget.next_statement()
+    if query.summary_count:
+        return SearchResult(total=await _fetch_count(conn, count_statement(query)))
+    result = await _fetch_page(conn, query)
+    if count_total:
+        await budget.next_statement()
+        result.total = await _fetch_count(conn, count_statement(query))
+    if query.includes and result.matches:
+        result.included, result.included_truncated = await _fetch_included(
+            conn, budget, query, result.matches, include_limit)
+    return result
 
 
 async def _fetch_count(conn: asyncpg.Connection, statement: Statement) -> int:
@@ -73,12 +102,13 @@ async def _fetch_page(conn: asyncpg.Connection, query: SearchQuery) -> SearchRes
     return SearchResult(found, more_after=more)
 
 
-async def _fetch_included(conn: asyncpg.Connection, query: SearchQuery, matches: Sequence[Found],
+async def _fetch_included(conn: asyncpg.Connection, budget: Budget, query: SearchQuery, matches: Sequence[Found],
                           limit: int) -> tuple[list[Found], bool]:
     """Included resources, each once, none of them a match; at most `limit` (and whether more were left)."""
     seen = {found.res_id for found in matches}
     included: list[Found] = []
     for include in query.includes:
+        await budget.next_statement()
         rows = await conn.fetch(*_include_arguments(include, matches, limit + 1))
         for row in rows:
             if row[0] not in seen:
