@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from service.app import create_app
+from service.app import create_app, create_runner
 from service.db import open_database
 from service.http.keys import LIFECYCLE
 from service.logging import configure_logging
@@ -26,7 +26,7 @@ log = structlog.get_logger("service")
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then report not-ready, drain, and stop within the grace period."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    runner = create_runner(app, settings)
     try:
         await runner.setup()
         await _listen(runner, settings)

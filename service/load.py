@@ -100,7 +100,8 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
     progress = Progress(sys.stderr)
     started = time.perf_counter()
     catalogs = Catalogs(Registry.builtin())
-    async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
+    async with open_database(settings) as database, database.pool.acquire() as conn:
+        pool = database.pool
         await refresh_catalog(pool, catalogs)
         for path in files:
             for batch in batches(read_resources(path, stats), batch_size):

@@ -43,7 +43,8 @@ async def run_reindex(settings: Settings, urls: list[str], options: dict[str, ob
         print(f"error: {exc.diagnostics}", file=sys.stderr)
         return 2
     catalogs = Catalogs(Registry.builtin())
-    async with open_database(settings) as (pool, _schema):
+    async with open_database(settings) as database:
+        pool = database.pool
         await refresh_catalog(pool, catalogs)
         base = settings.public_base_url or ""
         try:

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     catalog_poll_seconds: float = Field(default=30.0, gt=0)
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    # A request that finds every pooled connection busy for this long gets a 503 instead of queueing on.
+    pool_acquire_timeout_ms: int = Field(default=3000, ge=1)
     # A pod's database may come up after it: connection failures are retried for this long at start.
     database_connect_timeout_seconds: float = Field(default=30.0, ge=0)
 
