@@ -13,7 +13,7 @@ from typing import Any, TextIO, TypeVar, cast
 import structlog
 from aiohttp import web
 
-from service.app import create_app
+from service.app import create_app, create_runner
 from service.console import INTERRUPTED_EXIT, StatusLine
 from service.db import open_database
 from service.http.keys import LIFECYCLE
@@ -31,7 +31,7 @@ async def serve(settings: Settings) -> None:
         log.warning("auth_unsigned",
                     detail="unsigned (alg: none) bearer tokens are accepted; never use this in a deployment")
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    runner = create_runner(app, settings)
     try:
         await runner.setup()
         await _listen(runner, settings)

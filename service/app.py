@@ -8,9 +8,9 @@ from contextlib import suppress
 
 from aiohttp import web
 
-from service.db import open_database
+from service.db import create_probe_pool, open_database
 from service.http.auth import authenticate, authentication_context
-from service.http.keys import CATALOG, LIFECYCLE, METRICS, POOL, SETTINGS, STORE, Lifecycle
+from service.http.keys import CATALOG, LIFECYCLE, METRICS, POOL, PROBE_POOL, SETTINGS, STORE, Lifecycle
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
 from service.jobs.worker import ReindexWorkers, WorkerSettings
@@ -44,14 +44,28 @@ def create_app(settings: Settings) -> web.Application:
     add_routes(app, settings.base_path)
     return app
 
+
+def create_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner `serve` listens with. A client that goes away cancels its request's handler (aiohttp
+    leaves it running by default), and with it the handler's PostgreSQL statement."""
+    return web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds,
+                         handler_cancellation=True)
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    """The pool (embedded Postgres when no DATABASE_URL is set, migrations applied) and the store."""
+    """The pools (embedded Postgres when no DATABASE_URL is set, migrations applied): the main one, and the
+    probes' own connection."""
     settings = app[SETTINGS]
-    async with open_database(settings) as (pool, schema_version):
-        app[LIFECYCLE].schema_version = schema_version
+    async with open_database(settings) as database:
+        pool = database.pool
+        app[LIFECYCLE].schema_version = database.schema_version
         app[POOL] = pool
         app[METRICS].pool.read_pool = lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size())
-        yield
+        app[PROBE_POOL] = await create_probe_pool(database.dsn)
+        try:
+            yield
+        finally:
+            await app[PROBE_POOL].close()
 
 
 async def _search_parameters(app: web.Application) -> AsyncIterator[None]:

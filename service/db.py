@@ -45,6 +45,7 @@ LOCK_MIGRATIONS = "SELECT pg_advisory_xact_lock($1)"
 SELECT_APPLIED = "SELECT version, checksum FROM schema_migration"
 RECORD_MIGRATION = "INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)"
 SELECT_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migration"
+APPLICATION_NAME = "fhir-reindex-service"
 
 
 class MigrationError(StartupError):
@@ -118,7 +119,62 @@ def _encode_json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
+class PoolExhausted(TimeoutError):
+    """No pooled connection became free within the pool's acquire timeout (FHIR_POOL_ACQUIRE_TIMEOUT_MS).
+
+    A TimeoutError, so the background loops that retry connection errors (OSError) retry this too."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        super().__init__(f"no database connection became free within {timeout_seconds * 1000:g} ms")
+        self.timeout_seconds = timeout_seconds
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool whose `acquire` waits at most `acquire_timeout` seconds unless told otherwise, so a
+    request never queues without end behind slow ones: it gets PoolExhausted (a 503) instead."""
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    # The stubs name asyncpg's own context class as the result; ours wraps it with the same interface.
+    def acquire(self, *, timeout: float | None = None) -> _Acquiring:  # type: ignore[override]
+        timeout = timeout or self._acquire_timeout
+        return _Acquiring(super().acquire(timeout=timeout), timeout)
+
+
+class _Acquiring:
+    """`async with pool.acquire()`, naming an acquire timeout as PoolExhausted."""
+
+    __slots__ = ("_context", "_timeout")
+
+    def __init__(self, context: Any, timeout: float) -> None:
+        self._context = context
+        self._timeout = timeout
+
+    async def __aenter__(self) -> Connection:
+        try:
+            connection: Connection = await self._context.__aenter__()
+            return connection
+        except TimeoutError:
+            raise PoolExhausted(self._timeout) from None
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._context.__aexit__(*exc_info)
+
+
+async def _open_pool(dsn: str, settings: Settings) -> Pool:
+    # The keyword arguments asyncpg.create_pool passes by default (it cannot build a subclass itself).
+    pool = Pool(dsn, acquire_timeout=settings.pool_acquire_timeout_ms / 1000, min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size, max_queries=50000, max_inactive_connection_lifetime=300.0,
+                init=_init_connection, loop=None, connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+                server_settings={"application_name": APPLICATION_NAME})
+    return await pool
+
+
+async def create_pool(dsn: str, settings: Settings) -> Pool:
     """The pool, once the server answers: connection failures are retried for
     `database_connect_timeout_seconds`; then, or at once for a permanent failure, a StartupError."""
     where = server_address(dsn)
@@ -126,9 +182,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     delay = 0.25
     while True:
         try:
-            return await asyncpg.create_pool(
-                dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size, init=_init_connection,
-                server_settings={"application_name": "fhir-reindex-service"})
+            return await _open_pool(dsn, settings)
         except TRANSIENT_CONNECT_ERRORS as exc:
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise StartupError("database_unreachable", f"DATABASE_URL: cannot connect to PostgreSQL at {where} "
@@ -141,6 +195,13 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
                                f"connection: {_reason(exc)}") from None
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def create_probe_pool(dsn: str) -> asyncpg.Pool:
+    """One connection of its own for readiness and metrics, so they answer while requests have taken
+    every connection of the main pool."""
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=1, init=_init_connection,
+                                     server_settings={"application_name": f"{APPLICATION_NAME} probes"})
 
 
 def server_address(dsn: str) -> str:
@@ -208,12 +269,16 @@ class EmbeddedPostgres:
             self._server = None
 
 
-@asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, int]]:
-    """Start embedded Postgres when no DATABASE_URL is set, open the pool, apply the migrations.
+@dataclass(frozen=True, slots=True)
+class Database:
+    pool: Pool
+    schema_version: int  # the newest migration this code ships
+    dsn: str
 
-    Yields the pool and the schema version this code expects.
-    """
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[Database]:
+    """Start embedded Postgres when no DATABASE_URL is set, open the pool, apply the migrations."""
     embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
     dsn = await embedded.start() if embedded else settings.database_url
     assert dsn is not None
@@ -223,7 +288,7 @@ async def open_database(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool,
             migrations = load_migrations()
             async with pool.acquire() as conn:
                 await migrate(conn, migrations)
-            yield pool, migrations[-1].version
+            yield Database(pool, migrations[-1].version, dsn)
         finally:
             await pool.close()
     finally:

@@ -67,7 +67,8 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int, stat
     started = time.perf_counter()
     try:
         files = source_files(paths)
-        async with open_database(settings) as (pool, _schema), pool.acquire() as conn:
+        async with open_database(settings) as database, database.pool.acquire() as conn:
+            pool = database.pool
             catalogs = Catalogs(Registry.builtin(settings.local_bases))
             await refresh_catalog(pool, catalogs)
             for path in files:

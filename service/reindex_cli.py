@@ -58,7 +58,8 @@ async def run_reindex(settings: Settings, urls: list[str], options: dict[str, ob
     """Start the job; with `waiting`, work on it here until it ends. Returns the process exit code."""
     try:
         reindex = parse_reindex_request(request_body(urls, options))
-        async with open_database(settings) as (pool, _schema):
+        async with open_database(settings) as database:
+            pool = database.pool
             catalogs = Catalogs(Registry.builtin(settings.local_bases))
             await refresh_catalog(pool, catalogs)
             job_id = await _start(pool, catalogs, settings, reindex)
@@ -76,7 +77,8 @@ async def cancel_job(settings: Settings, raw_job_id: str) -> int:
     except ValueError:
         print(f"error: not a job id: {raw_job_id}", file=sys.stderr)
         return 2
-    async with open_database(settings) as (pool, _schema):
+    async with open_database(settings) as database:
+        pool = database.pool
         message, code = await _cancel(pool, job_id)
     print(message, file=sys.stderr if code == 2 else sys.stdout)
     return code

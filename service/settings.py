@@ -69,9 +69,16 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     lock_timeout_ms: int = Field(default=5000, ge=1)
+    # Search limits (see "Search limits" in the README): parameters and comma-separated values per request,
+    # and how long a search's statements may run before PostgreSQL cancels them.
+    max_search_terms: int = Field(default=30, ge=1)
+    max_search_values: int = Field(default=1000, ge=1)
+    search_timeout_ms: int = Field(default=15000, ge=1)
     catalog_poll_seconds: float = Field(default=30.0, gt=0)
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    # A request that finds every pooled connection busy for this long gets a 503 instead of queueing on.
+    pool_acquire_timeout_ms: int = Field(default=3000, ge=1)
     # A pod's database may come up after it: connection failures are retried for this long at start.
     database_connect_timeout_seconds: float = Field(default=30.0, ge=0)
 

@@ -21,6 +21,7 @@ def parse_instant(value: str, parameter: str) -> datetime:
     """Parse a FHIR dateTime/instant query value with a time zone (a date alone means midnight UTC)."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(f"Invalid date/time value for {parameter}: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        # In UTC: an offset that moves the instant out of the years 0001 to 9999 fails here, not in the database.
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):
+        raise invalid(f"Invalid date/time value for {parameter}: {value[:40]!r}") from None

@@ -10,6 +10,7 @@ import orjson
 
 from service.fhir.errors import FhirError, invalid, not_found
 from service.fhir.instant import format_instant
+from service.fhir.integers import MAX_INTEGER, parse_natural
 from service.fhir.resource_types import RESOURCE_TYPES
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -75,7 +76,8 @@ def stamp(resource: dict[str, Any], fhir_id: str, version: int, last_updated: da
 
 def parse_version_tag(value: str) -> int:
     """The version of an `If-Match` ETag: `W/"3"`, `"3"` or `3`."""
-    tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise FhirError(400, f"Invalid If-Match header {value!r}: expected an ETag such as W/\"3\"", code="invalid")
-    return int(tag)
+    version = parse_natural(value.strip().removeprefix("W/").strip('"'), MAX_INTEGER)
+    if version is None:
+        raise FhirError(400, f"Invalid If-Match header {value[:40]!r}: expected an ETag such as W/\"3\"",
+                        code="invalid")
+    return version

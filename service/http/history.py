@@ -12,6 +12,7 @@ from aiohttp import web
 from service.fhir.bundle import bundle
 from service.fhir.errors import invalid, not_found
 from service.fhir.instant import format_instant, parse_instant
+from service.fhir.integers import MAX_BIGINT, parse_natural
 from service.fhir.paging import parse_count
 from service.fhir.resource import check_id, check_type
 from service.http.keys import POOL, SETTINGS
@@ -45,10 +46,11 @@ async def _history(request: web.Request, res_type: str | None, fhir_id: str | No
     count = page_size(request)
     since = parse_instant(request.query["_since"], "_since") if "_since" in request.query else _EPOCH
     cursor = request.query.get("_cursor")
-    if cursor is not None and not cursor.isdigit():
-        raise invalid(f"Invalid _cursor '{cursor}'")
+    before = None if cursor is None else parse_natural(cursor, MAX_BIGINT)
+    if cursor is not None and before is None:
+        raise invalid(f"Invalid _cursor '{cursor[:40]}': use the links of a previous page")
     pool = request.app[POOL]
-    page = await history_page(pool, res_type, fhir_id, since, int(cursor) if cursor else None, count)
+    page = await history_page(pool, res_type, fhir_id, since, before, count)
     total = None
     if res_type is not None and fhir_id is not None:  # an instance's history (an id comes with its type)
         total = await count_instance_versions(pool, res_type, fhir_id, since)

@@ -30,6 +30,8 @@ class Lifecycle:
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+# Readiness and metrics only: one connection that requests never take.
+PROBE_POOL = web.AppKey("probe_pool", asyncpg.Pool)
 STORE = web.AppKey("store", ResourceStore)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from service import SERVICE_NAME, __version__
+from service.db import PoolExhausted
 from service.fhir.errors import FhirError
 from service.fhir.outcome import Issue
 from service.http.keys import METRICS, PRINCIPAL, REQUEST_ID, RESPONSE_TYPE, SETTINGS
@@ -33,6 +35,14 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _STATUS_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
                  406: "not-supported", 409: "conflict", 410: "deleted", 412: "conflict", 413: "too-costly",
                  415: "not-supported"}
+# The database cannot be reached: it is down or restarting, refuses connections, or cut the connection.
+# OSError covers the failures to connect (refused, unreachable, unknown host).
+DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                        asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.TooManyConnectionsError)
+# Seconds a client should wait before retrying: a busy pool frees up fast, a database takes longer to return.
+RETRY_BUSY_SECONDS, RETRY_DATABASE_SECONDS = "1", "5"
+# What the access log says of a request whose client went away before its answer (nginx's code for it).
+CLIENT_GONE = 499
 
 
 def _trace_id(request: web.Request) -> str | None:
@@ -57,6 +67,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
         status = response.status
         return response
+    except asyncio.CancelledError:
+        status = CLIENT_GONE  # aiohttp cancels the handler of a request whose client disconnected
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
@@ -78,9 +91,17 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.info("request_refused", status=exc.status, reason=exc.diagnostics)
         issue = Issue(exc.severity, exc.code, exc.diagnostics)
         return outcome_response(request, exc.status, issue, headers=exc.headers)
+    except web.RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a body that is not gzip
+        reason = str(exc).replace("\n", " ").strip()
+        return outcome_response(request, 400, Issue("error", "invalid", f"The request body cannot be read: {reason}"))
     except asyncpg.LockNotAvailableError:
         return outcome_response(request, 409, Issue(
             "error", "conflict", "The resource is being changed by another request; retry the request"))
+    except PoolExhausted as exc:
+        log.warning("pool_exhausted", method=request.method, path=request.path)
+        return outcome_response(request, 503, Issue(
+            "error", "throttled", f"The service is busy: {exc} (FHIR_POOL_ACQUIRE_TIMEOUT_MS); retry the request"),
+            headers={"Retry-After": RETRY_BUSY_SECONDS})
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -88,10 +109,29 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code = _STATUS_CODES.get(exc.status, "processing")
         issue = Issue("error", code, f"{exc.reason}: {request.method} {request.path}")
         return outcome_response(request, exc.status, issue, headers=headers)
-    except Exception:
+    except Exception as exc:
+        if lost := _lost_database(exc):
+            return _database_unavailable(request, lost)
         log.exception("unhandled_error", method=request.method, path=request.path)
         return outcome_response(request, 500, Issue(
             "error", "exception", f"Internal server error; quote request id {request[REQUEST_ID]} when reporting it"))
+
+
+def _lost_database(exc: BaseException | None) -> BaseException | None:
+    """The error saying the database is unreachable, if `exc` is one or was raised while handling one (a
+    transaction cannot roll back on the connection that was just cut)."""
+    while exc is not None and not isinstance(exc, DATABASE_UNAVAILABLE):
+        exc = exc.__context__
+    return exc
+
+
+def _database_unavailable(request: web.Request, exc: BaseException) -> web.StreamResponse:
+    if request.transport is None:  # the client went away (its reset connection is an OSError too)
+        return web.Response(status=CLIENT_GONE)
+    log.warning("database_unavailable", method=request.method, path=request.path, error=type(exc).__name__,
+                detail=str(exc))
+    return outcome_response(request, 503, Issue("error", "no-store", "The database is unavailable; retry the "
+                                                "request later"), headers={"Retry-After": RETRY_DATABASE_SECONDS})
 
 
 @web.middleware

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from service.db import schema_version
-from service.http.keys import LIFECYCLE, METRICS, POOL, Lifecycle
+from service.http.keys import LIFECYCLE, METRICS, PROBE_POOL, Lifecycle
 from service.jobs.repository import live_jobs
 from service.metrics import CONTENT_TYPE
 from service.store.notifications import CONNECTION_ERRORS
@@ -33,7 +33,7 @@ async def readyz(request: web.Request) -> web.Response:
         return _status(503, status="draining")
     try:
         async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
-            version = await schema_version(request.app[POOL])
+            version = await schema_version(request.app[PROBE_POOL])
     except (*CONNECTION_ERRORS, TimeoutError) as exc:
         log.warning("readiness_database_unavailable", error=type(exc).__name__)
         return _status(503, status="database unavailable")
@@ -66,7 +66,7 @@ async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS]
     try:
         async with asyncio.timeout(_READY_TIMEOUT_SECONDS):
-            registry.set_jobs(await live_jobs(request.app[POOL]))
+            registry.set_jobs(await live_jobs(request.app[PROBE_POOL]))
     except (*CONNECTION_ERRORS, TimeoutError) as exc:
         # The process metrics still matter when the database does not answer.
         log.warning("metrics_jobs_unavailable", error=type(exc).__name__)

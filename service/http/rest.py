@@ -7,6 +7,7 @@ from email.utils import format_datetime
 from aiohttp import web
 
 from service.fhir.errors import FhirError, invalid, not_found
+from service.fhir.integers import MAX_INTEGER, parse_natural
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_id, check_resource, check_type, check_update_id, parse_body, parse_version_tag
 from service.http.keys import STORE
@@ -46,9 +47,10 @@ async def read(request: web.Request) -> web.Response:
 async def vread(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
     vid = request.match_info["vid"]
-    if not vid.isdigit():
-        raise invalid(f"Invalid version id '{vid}': a positive integer was expected")
-    found = await request.app[STORE].vread(res_type, fhir_id, int(vid))
+    version = parse_natural(vid, MAX_INTEGER)
+    if version is None:
+        raise invalid(f"Invalid version id '{vid[:40]}': a positive integer up to {MAX_INTEGER} was expected")
+    found = await request.app[STORE].vread(res_type, fhir_id, version)
     if found is None:
         raise not_found(f"Version {vid} of resource {res_type}/{fhir_id} is not known")
     return fhir_response(request, 200, _current_or_error(found, res_type, fhir_id).body, version_headers(found))

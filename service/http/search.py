@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from aiohttp import web
 
 from service.fhir.bundle import bundle, outcome_entry, search_entry
-from service.fhir.errors import FhirError
+from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_type
 from service.http.keys import CATALOG, POOL, PRINCIPAL, SETTINGS
@@ -23,6 +23,7 @@ from service.search.query import SearchContext, SearchQuery, parse_search
 from service.store.search import Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
+UTF8 = frozenset({"utf-8", "utf8"})
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
              "display": "Resource encoded in summary mode"}
 KEPT_ELEMENTS = ("resourceType", "id", "meta")
@@ -40,11 +41,13 @@ async def search_post(request: web.Request) -> web.Response:
 async def _form_items(request: web.Request) -> list[tuple[str, str]]:
     if not request.can_read_body:
         return []
-    if request.content_type != FORM:
-        raise FhirError(415, f"Unsupported Content-Type '{request.content_type}': a _search body must be {FORM}",
-                        code="not-supported")
-    form = await request.post()
-    return [(name, value) for name, value in form.items() if isinstance(value, str)]
+    if request.content_type != FORM or (request.charset or "utf-8").lower() not in UTF8:
+        raise FhirError(415, f"Unsupported Content-Type '{request.headers.get('Content-Type', '')[:80]}': a _search "
+                        f"body must be {FORM} in UTF-8", code="not-supported")
+    try:
+        return parse_qsl((await request.read()).decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise invalid("The _search body is not UTF-8 (its percent-encoded bytes included)") from None
 
 
 def _lenient(request: web.Request) -> bool:
@@ -56,11 +59,13 @@ async def _search(request: web.Request, res_type: str, items: list[tuple[str, st
     settings, catalog = request.app[SETTINGS], request.app[CATALOG].current  # one snapshot for the whole request
     base = base_url(request)
     context = SearchContext(catalog.registry, base, datetime.now(timezone.utc), _lenient(request),
-                            settings.default_page_size, settings.max_page_size)
+                            settings.default_page_size, settings.max_page_size, settings.max_search_terms,
+                            settings.max_search_values)
     access = authorize_search(parse_search(res_type, items, context), request[PRINCIPAL].privileges)
     query = access.query
     count_total = query.total == "accurate"
-    result = await run_search(request.app[POOL], query, count_total, settings.max_page_size)
+    result = await run_search(request.app[POOL], query, count_total, settings.max_page_size,
+                              settings.search_timeout_ms)
     if result.total is None and query.total == "auto" and query.cursor is None and not result.more_after:
         result.total = len(result.matches)  # the first page holds every match: the total is known
     issues = _issues(query, result, catalog.pending_codes)

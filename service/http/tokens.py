@@ -6,6 +6,7 @@ Messages of `TokenRejected` are shown to the client and logged, so they never co
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ Claims = dict[str, Any]
 _KEY_TYPES = {"RS": "RSA", "ES": "EC"}
 _SAFE_TEXT = re.compile(r"[^A-Za-z0-9 .,:;()_\-]")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._\-]{1,32}")
+TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class TokenRejected(Exception):
@@ -113,16 +115,27 @@ class TokenVerifier:
             "require_iss": bool(settings.jwt_issuers), "verify_at_hash": False,
         }
         try:
-            return jwt.decode(token, key, algorithms=algorithms, options=options, audience=audience,
-                              issuer=settings.jwt_issuers or None)
+            claims = jwt.decode(token, key, algorithms=algorithms, options=options, audience=audience,
+                                issuer=settings.jwt_issuers or None)
         except ExpiredSignatureError as exc:
             raise TokenRejected("The token has expired") from exc
         except JWTClaimsError as exc:
             raise TokenRejected(f"The token claims are not accepted: {_text(exc)}") from exc
         except JWTError as exc:
             raise TokenRejected(f"The token is invalid: {_text(exc)}") from exc
-        except (TypeError, ValueError) as exc:  # jose lets a claim of the wrong JSON type through as these
+        except (TypeError, ValueError, OverflowError) as exc:  # jose lets a claim of the wrong JSON type (or
+            # a time of 1e400, read as infinity) through as these
             raise TokenRejected("The token has a malformed time or audience claim") from exc
+        _check_times(claims)
+        return claims
+
+
+def _check_times(claims: Claims) -> None:
+    """RFC 7519 NumericDates are JSON numbers: jose also takes a string of digits, which is refused here."""
+    for name in TIME_CLAIMS:
+        value = claims.get(name)
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            raise TokenRejected(f"The token claim {name} is not a number (RFC 7519 NumericDate)")
 
 
 def _header(token: str) -> Mapping[str, Any]:

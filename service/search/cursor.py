@@ -11,15 +11,17 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 import orjson
 
 from service.fhir.errors import invalid
+from service.search.query_values import searchable
 
 SortValue = str | datetime | Decimal | None
 FORWARD, BACKWARD = "n", "p"
+BIGINT = range(-2**63, 2**63)  # res_id is a PostgreSQL bigint
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +44,32 @@ def decode_cursor(text: str, value_kinds: Sequence[str]) -> Cursor:
     try:
         data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         direction, shown, res_id = data["d"], data["v"], data["r"]
-        if direction not in (FORWARD, BACKWARD) or type(res_id) is not int or len(shown) != len(value_kinds):
+        if (direction not in (FORWARD, BACKWARD) or type(res_id) is not int or res_id not in BIGINT
+                or len(shown) != len(value_kinds)):
             raise ValueError("cursor shape")
         values = tuple(_typed(value, kind) for value, kind in zip(shown, value_kinds))
-    except (ValueError, TypeError, KeyError, InvalidOperation, binascii.Error, orjson.JSONDecodeError):
+    except (ValueError, TypeError, KeyError, OverflowError, InvalidOperation, binascii.Error, orjson.JSONDecodeError):
         raise invalid(f"Invalid _cursor '{text}': use the links of a previous page with the same _sort") from None
     return Cursor(direction, values, res_id)
 
 
 def _typed(value: object, kind: str) -> SortValue:
+    """A sort value as the cursor's writer made it; anything else (a value no row can have, a date without a
+    zone, a NUL character) is a ValueError or an OverflowError."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValueError("cursor value")
     if kind == "date":
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError("cursor date without a zone")
+        return moment.astimezone(timezone.utc)
     if kind == "number":
-        return Decimal(value)
+        number = Decimal(value)
+        if not searchable(number):
+            raise ValueError("cursor number")
+        return number
+    if "\x00" in value:  # JSON allows it, PostgreSQL text does not
+        raise ValueError("cursor text")
     return value

@@ -8,7 +8,7 @@ unknown parameters are 400 too unless the request is lenient, when they are list
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -18,6 +18,7 @@ from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
 from service.search.includes import Include, parse_include
+from service.search.limits import check_limits
 from service.search.query_values import (
     QueryValue,
     parse_date,
@@ -73,6 +74,8 @@ class SearchContext:
     lenient: bool
     default_count: int
     max_count: int
+    max_terms: int = 30  # parameters per request (FHIR_MAX_SEARCH_TERMS)
+    max_values: int = 1000  # comma-separated values per request, over all parameters (FHIR_MAX_SEARCH_VALUES)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ class SearchQuery:
     link_parameters: tuple[tuple[str, str], ...] = field(default=())  # the request's, for paging links
 
 
-def parse_search(resource_type: str, items: Iterable[tuple[str, str]], context: SearchContext) -> SearchQuery:
+def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: SearchContext) -> SearchQuery:
+    check_limits(items, context.max_terms, context.max_values)
     controls: dict[str, list[str]] = {}
     terms, ignored, links = [], [], []
     for name, value in items:
@@ -109,7 +113,8 @@ def parse_search(resource_type: str, items: Iterable[tuple[str, str]], context: 
                     raise invalid(str(problem)) from None
                 ignored.append(f"{problem}; it was ignored (Prefer: handling=lenient)")
     used = frozenset(pair for term in terms for pair in term_codes(term))
-    query = SearchQuery(resource_type, tuple(terms), ignored=tuple(ignored), used=used, link_parameters=tuple(links))
+    unique_terms = tuple(dict.fromkeys(terms))  # `a AND a` is `a`: one SQL condition, however often it is sent
+    query = SearchQuery(resource_type, unique_terms, ignored=tuple(ignored), used=used, link_parameters=tuple(links))
     return apply_controls(query, controls, context)
 
 
@@ -149,7 +154,7 @@ def simple_term(resource_type: str, definition: SearchParameter, modifier: str |
     parts = [part for part in split_unescaped(value, ",") if part]
     if not parts:
         raise invalid(f"Parameter '{code}' has no value: '{value}'")
-    values = tuple(parse_value(definition, part, modifier, type_modifier, context) for part in parts)
+    values = tuple(dict.fromkeys(parse_value(definition, part, modifier, type_modifier, context) for part in parts))
     return Term(resource_type, code, kind, values, negated=modifier == "not")
 
 

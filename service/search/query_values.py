@@ -18,6 +18,9 @@ from service.search.values import base_of, normalize, reference_target
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 APPROXIMATE_SHARE = Decimal("0.1")  # `ap`: within 10 %
+# Search numbers have at most this many digits before and after the point: far beyond any measured value,
+# and well inside what PostgreSQL's numeric holds (and Python's decimal context computes) for the bounds.
+NUMBER_DIGITS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +173,11 @@ def parse_date(text: str, now: datetime) -> DateMatch:
     low, high = bounds
     if prefix == "ap":
         margin = abs(now - (low + (high - low) / 2)) / 10
-        low, high = low - margin, high + margin
+        try:
+            low, high = low - margin, high + margin
+        except OverflowError:
+            raise invalid(f"Invalid date '{text}': its approximate range (ap) reaches beyond the years 0001 to "
+                          "9999") from None
     return DateMatch(prefix, low, high)
 
 
@@ -182,6 +189,9 @@ def parse_number(text: str) -> NumberMatch:
         raise invalid(f"Invalid number '{text}': expected [prefix]decimal") from None
     if not number.is_finite():
         raise invalid(f"Invalid number '{text}': expected a finite decimal")
+    if not searchable(number):
+        raise invalid(f"Invalid number '{text[:40]}': search numbers have at most {NUMBER_DIGITS} digits before "
+                      f"and after the decimal point")
     if prefix == "ap":
         margin = abs(number) * APPROXIMATE_SHARE
     else:
@@ -189,6 +199,12 @@ def parse_number(text: str) -> NumberMatch:
         assert isinstance(exponent, int)  # not 'n', 'N' or 'F': the number is finite
         margin = Decimal(5).scaleb(exponent - 1)  # half a unit of the last digit
     return NumberMatch(prefix, number, number - margin, number + margin)
+
+
+def searchable(number: Decimal) -> bool:
+    """A finite number within NUMBER_DIGITS digits before and after the point."""
+    exponent = number.as_tuple().exponent  # 'n', 'N' or 'F' for the non-finite ones
+    return isinstance(exponent, int) and number.adjusted() < NUMBER_DIGITS and -exponent <= NUMBER_DIGITS
 
 
 def parse_quantity(text: str) -> QuantityMatch:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from service.db import Connection
+from service.fhir.errors import FhirError
 from service.search.cursor import BACKWARD, SortValue
 from service.search.includes import Include
 from service.search.param_hash import sp_hash
@@ -28,6 +30,7 @@ FROM idx_reference x JOIN resource s ON s.res_id = x.res_id
 WHERE x.sp_hash = ANY($1::bigint[]) AND x.target_type = $2 AND x.target_id = ANY($3::text[]) AND NOT s.deleted
   AND s.res_type = ANY($4::text[])
 ORDER BY s.res_id LIMIT $5"""
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +52,44 @@ class SearchResult:
     included_truncated: bool = False
 
 
-async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, include_limit: int) -> SearchResult:
-    """Page, count (when `count_total`) and includes in one read-only repeatable-read snapshot."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        if query.summary_count:
-            return SearchResult(total=await _fetch_count(conn, count_statement(query)))
-        result = await _fetch_page(conn, query)
-        if count_total:
-            result.total = await _fetch_count(conn, count_statement(query))
-        if query.includes and result.matches:
-            result.included, result.included_truncated = await _fetch_included(
-                conn, query, result.matches, include_limit)
-        return result
+class Budget:
+    """What is left of a search's time: each statement runs with the rest as its statement timeout, so
+    PostgreSQL itself cancels a search that overruns, even if this process is gone."""
+
+    def __init__(self, conn: Connection, timeout_ms: int) -> None:
+        self._conn = conn
+        self._deadline = time.monotonic() + timeout_ms / 1000
+
+    async def next_statement(self) -> None:
+        left_ms = max(1, round((self._deadline - time.monotonic()) * 1000))
+        await self._conn.execute(SET_STATEMENT_TIMEOUT, f"{left_ms}ms")  # local to the search's transaction
+
+
+async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, include_limit: int,
+                     timeout_ms: int) -> SearchResult:
+    """Page, count (when `count_total`) and includes in one read-only repeatable-read snapshot, all within
+    `timeout_ms` (a 503 beyond it)."""
+    try:
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            return await _run(conn, Budget(conn, timeout_ms), query, count_total, include_limit)
+    except asyncpg.QueryCanceledError:
+        raise FhirError(503, f"The search was cancelled after {timeout_ms} ms (FHIR_SEARCH_TIMEOUT_MS): narrow it "
+                        "with more selective parameters", code="timeout") from None
+
+
+async def _run(conn: Connection, budget: Budget, query: SearchQuery, count_total: bool,
+               include_limit: int) -> SearchResult:
+    await budget.next_statement()
+    if query.summary_count:
+        return SearchResult(total=await _fetch_count(conn, count_statement(query)))
+    result = await _fetch_page(conn, query)
+    if count_total:
+        await budget.next_statement()
+        result.total = await _fetch_count(conn, count_statement(query))
+    if query.includes and result.matches:
+        result.included, result.included_truncated = await _fetch_included(
+            conn, budget, query, result.matches, include_limit)
+    return result
 
 
 async def _fetch_count(conn: Connection, statement: Statement) -> int:
@@ -78,7 +107,7 @@ async def _fetch_page(conn: Connection, query: SearchQuery) -> SearchResult:
     return SearchResult(found, more_after=more)
 
 
-async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequence[Found],
+async def _fetch_included(conn: Connection, budget: Budget, query: SearchQuery, matches: Sequence[Found],
                           limit: int) -> tuple[list[Found], bool]:
     """Included resources, each once, none of them a match; at most `limit` (and whether more were left)."""
     seen = {found.res_id for found in matches}
@@ -86,6 +115,7 @@ async def _fetch_included(conn: Connection, query: SearchQuery, matches: Sequenc
     for include in query.includes:
         if not include.types:
             continue  # narrowed to nothing: no type it could return is readable
+        await budget.next_statement()
         statement = _include_statement(include, query.resource_type, matches, limit + 1)
         rows = await conn.fetch(statement.text, *statement.params)
         for row in rows:
