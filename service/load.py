@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 from uuid import uuid4
 
 import asyncpg
@@ -18,7 +18,7 @@ import structlog
 
 from service.db import open_database
 from service.fhir.errors import FhirError
-from service.fhir.resource import check_id, check_resource, check_type, parse_body
+from service.fhir.resource import Submitted, check_id, check_resource, check_type, parse_resource
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
@@ -55,7 +55,7 @@ def ndjson_files(paths: list[str]) -> list[Path]:
     return found
 
 
-def read_resources(path: Path, stats: LoadStats) -> Iterator[dict[str, Any]]:
+def read_resources(path: Path, stats: LoadStats) -> Iterator[Submitted]:
     """Valid resources of one file; invalid lines are recorded as `file:line: reason` and skipped."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as lines:
@@ -63,27 +63,29 @@ def read_resources(path: Path, stats: LoadStats) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield validated(parse_body(line))
+                yield validated(parse_resource(line))
             except FhirError as exc:
                 stats.invalid.append(f"{path}:{number}: {exc.diagnostics}")
 
 
-def validated(resource: dict[str, Any]) -> dict[str, Any]:
-    """The checks of a create or update; a resource without an id gets a server-assigned one."""
+def validated(submitted: Submitted) -> Submitted:
+    """The checks of a create or update; a resource without an id gets a server-assigned one (the
+    stored body gets it from the write, as every id)."""
+    resource = submitted.values
     res_type = check_type(str(resource.get("resourceType") or ""))
     check_resource(resource, res_type)
     if resource.get("id") is None:
         resource["id"] = str(uuid4())
     check_id(str(resource["id"]))
-    return resource
+    return submitted
 
 
-def batches(resources: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def batches(resources: Iterator[Submitted], size: int) -> Iterator[list[Submitted]]:
     """Batches of at most `size`, never holding one (type, id) twice: a repeat starts a new batch."""
-    batch: list[dict[str, Any]] = []
+    batch: list[Submitted] = []
     keys: set[tuple[str, str]] = set()
     for resource in resources:
-        key = (resource["resourceType"], resource["id"])
+        key = (resource.values["resourceType"], resource.values["id"])
         if len(batch) >= size or key in keys:
             yield batch
             batch, keys = [], set()
@@ -115,7 +117,7 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int) -> i
 
 
 async def _write_with_retry(
-    conn: asyncpg.Connection, batch: list[dict[str, Any]], catalogs: Catalogs, stats: LoadStats,
+    conn: asyncpg.Connection, batch: list[Submitted], catalogs: Catalogs, stats: LoadStats,
 ) -> bool:
     """Write one batch; True when it held SearchParameters."""
     try:
@@ -127,7 +129,8 @@ async def _write_with_retry(
     stats.updated += result.updated
     stats.invalid.extend(result.rejected)
     rejected = {line.partition(":")[0] for line in result.rejected}
-    stats.loaded.update(r["resourceType"] for r in batch if f"{r['resourceType']}/{r['id']}" not in rejected)
+    types_ids = ((r.values["resourceType"], r.values["id"]) for r in batch)
+    stats.loaded.update(res_type for res_type, fhir_id in types_ids if f"{res_type}/{fhir_id}" not in rejected)
     return result.search_parameters > 0
 
 
