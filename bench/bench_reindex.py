@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import scratch_database, service_process, unsigned_token  # noqa: E402
 from bench.generate import batches, organization_id  # noqa: E402
 from service.db import create_pool, load_migrations, migrate  # noqa: E402
+from service.fhir.resource import Submitted  # noqa: E402
 from service.jobs.start import ReindexPlan, start_reindex  # noqa: E402
 from service.jobs.worker import ReindexWorkers, WorkerSettings  # noqa: E402
 from service.logging import configure_logging  # noqa: E402
@@ -115,7 +116,7 @@ async def load(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, count: int) ->
     started = time.perf_counter()
     async with pool.acquire() as conn:
         for batch in batches(kind, count, LOAD_BATCH):
-            result = await write_batch(conn, batch, catalogs)
+            result = await write_batch(conn, [Submitted.of(item) for item in batch], catalogs)
             assert not result.rejected, result.rejected[:3]
         await conn.execute("VACUUM ANALYZE")
     return count / (time.perf_counter() - started)
@@ -158,7 +159,7 @@ async def timed_job(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, scenario:
     if scenario == "new param":
         code, param_type, expression = NEW_PARAMETERS[kind]
         store = ResourceStore(pool, 5000, catalogs)
-        await store.update(search_parameter(code, kind, param_type, expression), code, None)
+        await store.update(Submitted.of(search_parameter(code, kind, param_type, expression)), code, None)
     elif scenario == "rewrite":
         await pool.execute(CLEAR_FINGERPRINTS, kind)
         await pool.execute("VACUUM ANALYZE resource")

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA_DIR, ndjson_lines, run_concurrently, scratch_database, service_process, unsigned_token  # noqa: E402
 from service.db import create_pool, load_migrations, migrate  # noqa: E402
+from service.fhir.resource import Submitted  # noqa: E402
 from service.search.catalog import Catalogs  # noqa: E402
 from service.search.registry import Registry  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -76,7 +77,7 @@ async def store_round(database_url: str, orgs: list[dict], count: int, concurren
     ids: list[str] = []
     try:
         async def create(index: int) -> None:
-            written = await store.create(dict(orgs[index % len(orgs)], resourceType="Organization"))
+            written = await store.create(Submitted.of(dict(orgs[index % len(orgs)], resourceType="Organization")))
             ids.append(written.version.fhir_id)
 
         async def read(index: int) -> None:

@@ -49,7 +49,7 @@ def batches(resources: Iterator[Located], size: int) -> Iterator[list[Located]]:
     batch: list[Located] = []
     keys: set[tuple[str, str]] = set()
     for located in resources:
-        resource = located[1]
+        resource = located[1].values
         key = (resource["resourceType"], resource["id"])
         if len(batch) >= size or key in keys:
             yield batch
@@ -98,13 +98,14 @@ async def _write_with_retry(conn: Connection, batch: list[Located], catalogs: Ca
     stats.created += result.created
     stats.updated += result.updated
     # A rejection reads `Type/id: reason`; it is reported with where that resource came from.
-    where = {f"{resource['resourceType']}/{resource['id']}": place for place, resource in batch}
+    keys = [(place, f"{r.values['resourceType']}/{r.values['id']}", r.values["resourceType"]) for place, r in batch]
+    where = {key: place for place, key, _type in keys}
     rejected = set()
     for line in result.rejected:
         key = line.partition(":")[0]
         rejected.add(key)
         stats.report(f"{where[key]}: {line}")
-    stats.loaded.update(r["resourceType"] for r in resources if f"{r['resourceType']}/{r['id']}" not in rejected)
+    stats.loaded.update(res_type for _place, key, res_type in keys if key not in rejected)
     return result.search_parameters > 0
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import gzip
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 from uuid import uuid4
 
 from service.fhir.errors import FhirError
-from service.fhir.resource import check_id, check_resource, check_type, parse_body
+from service.fhir.resource import Submitted, check_id, check_resource, check_type, parse_resource
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
 JSON_SUFFIXES = (".json", ".json.gz")
 # A resource, and where it came from: `file:line` or `file: entry N`.
-Located = tuple[str, dict[str, Any]]
+Located = tuple[str, Submitted]
 Report = Callable[[str], None]  # takes one problem line
 
 
@@ -56,14 +56,16 @@ def read_resources(path: Path, report: Report) -> Iterator[Located]:
         raise UnreadableSource(f"{path}: cannot be read: {exc}") from None
 
 
-def validated(resource: dict[str, Any]) -> dict[str, Any]:
-    """The checks of a create or update; a resource without an id gets a server-assigned one."""
+def validated(submitted: Submitted) -> Submitted:
+    """The checks of a create or update; a resource without an id gets a server-assigned one (the
+    stored body gets it from the write, as every id)."""
+    resource = submitted.values
     res_type = check_type(str(resource.get("resourceType") or ""))
     check_resource(resource, res_type)
     if resource.get("id") is None:
         resource["id"] = str(uuid4())
     check_id(str(resource["id"]))
-    return resource
+    return submitted
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -78,7 +80,7 @@ def _ndjson_file(path: Path, report: Report) -> Iterator[Located]:
                 continue
             where = f"{path}:{number}"
             try:
-                yield where, validated(parse_body(line, "line"))
+                yield where, validated(parse_resource(line, "line"))
             except FhirError as exc:
                 report(f"{where}: {exc.diagnostics}")
 
@@ -87,28 +89,29 @@ def _json_file(path: Path, report: Report) -> Iterator[Located]:
     with _open(path) as source:
         raw = source.read()
     try:
-        document = parse_body(raw, "file")
+        document = parse_resource(raw, "file")
     except FhirError as exc:
         report(f"{path}: {exc.diagnostics}")
         return
-    if document.get("resourceType") != "Bundle":
+    if document.values.get("resourceType") != "Bundle":
         yield from _checked(str(path), document, report)
         return
-    entries = document.get("entry") or []
+    entries = document.values.get("entry") or []
     if not isinstance(entries, list):
         report(f"{path}: the Bundle's 'entry' must be a JSON array")
         return
-    for number, entry in enumerate(entries, start=1):
+    for number, (entry, exact_entry) in enumerate(zip(entries, document.exact.get("entry") or []), start=1):
         where = f"{path}: entry {number}"
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict):
-            yield from _checked(where, resource, report)
+            # Both trees have the same shape: the exact one differs only in how numbers are held.
+            yield from _checked(where, Submitted(resource, exact_entry["resource"]), report)
         else:
             report(f"{where}: the entry holds no resource (a JSON object in 'resource')")
 
 
-def _checked(where: str, resource: dict[str, Any], report: Report) -> Iterator[Located]:
+def _checked(where: str, submitted: Submitted, report: Report) -> Iterator[Located]:
     try:
-        yield where, validated(resource)
+        yield where, validated(submitted)
     except FhirError as exc:
         report(f"{where}: {exc.diagnostics}")

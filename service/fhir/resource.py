@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
+from service.fhir import exact_json
 from service.fhir.errors import FhirError, invalid, not_found
 from service.fhir.instant import format_instant
 from service.fhir.integers import MAX_INTEGER, parse_natural
 from service.fhir.resource_types import RESOURCE_TYPES
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A resource as a client sent it: `values` as orjson reads it (checked, indexed) and `exact`, the
+    same content with its numbers as written (stored), which is `values` itself when orjson keeps them."""
+
+    values: dict[str, Any]
+    exact: dict[str, Any]
+
+    @classmethod
+    def of(cls, resource: dict[str, Any]) -> Submitted:
+        """A resource built in Python: its numbers are what orjson writes."""
+        return cls(resource, resource)
+
+    def stamped(self, fhir_id: str, version: int, last_updated: datetime) -> tuple[dict[str, Any], bytes]:
+        """The stamped values (to index) and the body to store and serve."""
+        values = stamp(self.values, fhir_id, version, last_updated)
+        exact = values if self.exact is self.values else stamp(self.exact, fhir_id, version, last_updated)
+        return values, orjson.dumps(exact)
 
 
 def check_type(res_type: str) -> str:
@@ -31,12 +55,25 @@ def check_id(fhir_id: str) -> str:
 def parse_body(raw: bytes, source: str = "request body") -> dict[str, Any]:
     """Parse a body that must be one JSON object; `source` names it in the messages (the loader reads
     lines and files, not request bodies)."""
+    return _json_object(_decode(raw, orjson.loads, source), source)
+
+
+def parse_resource(raw: bytes, source: str = "request body") -> Submitted:
+    """Parse a resource body (one JSON object) to store: its numbers are kept as written."""
+    values, exact = _decode(raw, exact_json.parse, source)
+    return Submitted(_json_object(values, source), exact)
+
+
+def _decode(raw: bytes, loads: Callable[[bytes], T], source: str) -> T:
     if not raw.strip():
         raise invalid(f"The {source} is empty; a FHIR resource in JSON was expected")
     try:
-        parsed = orjson.loads(raw)
+        return loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"Failed to parse the {source} as JSON: {exc}") from None
+
+
+def _json_object(parsed: Any, source: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise invalid(f"The {source} must be a JSON object holding a FHIR resource")
     return parsed

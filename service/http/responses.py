@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from service.fhir import exact_json
 from service.fhir.outcome import Issue, operation_outcome
 from service.http.keys import RESPONSE_TYPE
 from service.http.negotiation import FHIR_JSON
@@ -24,7 +25,7 @@ def fhir_response(
         return web.Response(status=status, headers=headers)
     pretty = request.query.get("_pretty", "").lower() == "true"
     if pretty:
-        data = orjson.dumps(orjson.loads(body) if isinstance(body, bytes) else body, option=orjson.OPT_INDENT_2)
+        data = orjson.dumps(exact_json.loads(body) if isinstance(body, bytes) else body, option=orjson.OPT_INDENT_2)
     else:
         data = body if isinstance(body, bytes) else orjson.dumps(body)
     response = web.Response(status=status, body=data, headers=headers, content_type=media_type, charset="UTF-8")

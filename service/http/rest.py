@@ -9,7 +9,14 @@ from aiohttp import web
 from service.fhir.errors import FhirError, invalid, not_found
 from service.fhir.integers import MAX_INTEGER, parse_natural
 from service.fhir.outcome import Issue
-from service.fhir.resource import check_id, check_resource, check_type, check_update_id, parse_body, parse_version_tag
+from service.fhir.resource import (
+    check_id,
+    check_resource,
+    check_type,
+    check_update_id,
+    parse_resource,
+    parse_version_tag,
+)
 from service.http.keys import STORE
 from service.http.responses import fhir_response, outcome_response
 from service.http.urls import base_url
@@ -58,14 +65,15 @@ async def vread(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     res_type = check_type(request.match_info["type"])
-    resource = check_resource(parse_body(await request.read()), res_type)
+    resource = parse_resource(await request.read())
+    check_resource(resource.values, res_type)
     return _written(request, await request.app[STORE].create(resource))
 
 
 async def update(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
-    resource = check_resource(parse_body(await request.read()), res_type)
-    check_update_id(resource, fhir_id)
+    resource = parse_resource(await request.read())
+    check_update_id(check_resource(resource.values, res_type), fhir_id)
     return _written(request, await request.app[STORE].update(resource, fhir_id, _if_match(request)))
 
 

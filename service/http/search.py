@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from aiohttp import web
 
+from service.fhir import exact_json
 from service.fhir.bundle import bundle, outcome_entry, search_entry
 from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
@@ -97,7 +98,7 @@ def _entry(base: str, found: Found, mode: str, elements: tuple[str, ...]) -> dic
 
 def _subset(body: bytes, elements: tuple[str, ...]) -> dict[str, Any]:
     """Only the listed top-level elements (and resourceType, id, meta), tagged SUBSETTED."""
-    resource = orjson.loads(body)
+    resource = exact_json.loads(body)
     kept = {name: value for name, value in resource.items() if name in KEPT_ELEMENTS or name in elements}
     meta = dict(kept.get("meta") or {})
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]

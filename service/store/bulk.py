@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
-import orjson
 
 from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
-from service.fhir.resource import stamp
+from service.fhir.resource import Submitted
 from service.search.catalog import Catalogs, SearchParameterChange
 from service.search.rows import fingerprint
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
@@ -60,13 +58,13 @@ class _Batch:
     search_parameters: list[tuple[int, SearchParameterChange]] = field(default_factory=list)
 
 
-async def write_batch(conn: Connection, resources: list[dict[str, Any]], catalogs: Catalogs) -> BatchResult:
+async def write_batch(conn: Connection, resources: list[Submitted], catalogs: Catalogs) -> BatchResult:
     """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) and their
     index rows in one transaction.
 
     New ids are inserted at version 1; existing ones get a new version, as a PUT would give them.
     """
-    keys = [(resource["resourceType"], resource["id"]) for resource in resources]
+    keys = [(resource.values["resourceType"], resource.values["id"]) for resource in resources]
     last_updated, generation = now_ms(), catalogs.current.generation
     async with conn.transaction():
         existing = {
@@ -83,12 +81,12 @@ async def write_batch(conn: Connection, resources: list[dict[str, Any]], catalog
                        search_parameters=len(batch.search_parameters))
 
 
-def _prepare(batch: _Batch, resource: dict[str, Any], key: tuple[str, str], current: asyncpg.Record | None,
+def _prepare(batch: _Batch, resource: Submitted, key: tuple[str, str], current: asyncpg.Record | None,
              fresh_ids: Iterator[int], catalogs: Catalogs, last_updated: datetime, generation: int) -> None:
     """Stamp and index one resource into the batch; one that cannot be indexed or used is rejected."""
     res_type, fhir_id = key
     version = 1 if current is None else current["version"] + 1
-    stamped = stamp(resource, fhir_id, version, last_updated)
+    stamped, body = resource.stamped(fhir_id, version, last_updated)
     try:
         rows = catalogs.index_rows(stamped)
         change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
@@ -99,7 +97,6 @@ def _prepare(batch: _Batch, resource: dict[str, Any], key: tuple[str, str], curr
     if change is not None:
         batch.search_parameters.append((res_id, change))
     batch.records = index_records(res_id, res_type, rows, batch.records)
-    body = orjson.dumps(stamped)
     if current is None:
         batch.inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, generation,
                               fingerprint(rows)))

@@ -13,7 +13,7 @@ import orjson
 from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
-from service.fhir.resource import stamp
+from service.fhir.resource import Submitted
 from service.search.catalog import Catalogs, SearchParameterChange
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows, fingerprint
@@ -85,15 +85,15 @@ class ResourceStore:
         row = await self._pool.fetchrow(SELECT_VERSION, res_type, fhir_id, version)
         return None if row is None else _version(res_type, fhir_id, row)
 
-    async def create(self, resource: dict[str, Any]) -> WriteResult:
-        res_type, fhir_id = resource["resourceType"], str(uuid4())
+    async def create(self, resource: Submitted) -> WriteResult:
+        res_type, fhir_id = resource.values["resourceType"], str(uuid4())
         async with self._pool.acquire() as conn, conn.transaction():
             written = await self._insert(conn, res_type, fhir_id, resource, "POST")
         assert written is not None, "a fresh UUID cannot collide"
         return await self._after_write(WriteResult(written, created=True))
 
-    async def update(self, resource: dict[str, Any], fhir_id: str, if_match: int | None) -> WriteResult:
-        res_type = resource["resourceType"]
+    async def update(self, resource: Submitted, fhir_id: str, if_match: int | None) -> WriteResult:
+        res_type = resource.values["resourceType"]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(SET_LOCK_TIMEOUT, self._lock_timeout)
             current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
@@ -140,14 +140,13 @@ class ResourceStore:
         return old, new
 
     async def _insert(
-        self, conn: Connection, res_type: str, fhir_id: str, resource: dict[str, Any], method: Method,
+        self, conn: Connection, res_type: str, fhir_id: str, resource: Submitted, method: Method,
     ) -> Version | None:
         last_updated = now_ms()
-        stamped = stamp(resource, fhir_id, 1, last_updated)
+        stamped, body = resource.stamped(fhir_id, 1, last_updated)
         # Checked before any write: a resource that cannot be indexed or used is not stored.
         generation = self._catalogs.current.generation
         rows, change = self._indexing(stamped)
-        body = orjson.dumps(stamped)
         res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, generation,
                                      fingerprint(rows))
         if res_id is None:
@@ -160,15 +159,14 @@ class ResourceStore:
 
     async def _new_version(
         self, conn: Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
-        resource: dict[str, Any] | None, method: Method,
+        resource: Submitted | None, method: Method,
     ) -> Version:
         """A new version (a deletion when `resource` is None) and the index rows that go with it."""
         res_id, version, last_updated = current["res_id"], current["version"] + 1, now_ms()
         deleted = resource is None
-        stamped = None if resource is None else stamp(resource, fhir_id, version, last_updated)
+        stamped, body = (None, None) if resource is None else resource.stamped(fhir_id, version, last_updated)
         generation = self._catalogs.current.generation
         rows, change = (IndexRows(), None) if stamped is None else self._indexing(stamped)
-        body = None if stamped is None else orjson.dumps(stamped)
         index_hash = None if deleted else fingerprint(rows)  # a deleted resource has no rows at all
         await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, generation, index_hash)
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
