@@ -3,7 +3,8 @@
 `parse_search` turns the parameters of `GET [type]?...` (or a `_search` form) into a `SearchQuery`:
 one `Term` per parameter occurrence (repeated parameters AND), each holding its comma-separated
 alternatives (OR), plus the result controls (_sort, _count, _include...). Bad values are FhirError 400;
-unknown parameters are 400 too unless the request is lenient, when they are listed in `ignored`.
+unknown parameters are 400 too unless the request is lenient, when they are listed in `ignored`. Unknown names
+starting with `_` (client hints such as fhirpy's `_totalMethod`) are always ignored and listed there.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from service.search.registry import Registry
 
 CONTROL_PARAMETERS = frozenset({"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
                                 "_format", "_pretty", "_cursor"})
+# Search parameters of the R4 specification (search.html) that this server does not serve: refused (400), since
+# ignoring one would change the results. Any other `_` name the server does not know is ignored, as in HAPI FHIR.
+SPECIFIED_UNSUPPORTED = frozenset({"_list", "_has", "_type", "_filter", "_contained", "_containedType"})
 MODIFIERS = {"string": {"exact", "contains"}, "token": {"not", "text"}, "uri": {"above", "below"}}
 COLUMN_SORTS = {"_id": "text", "_lastUpdated": "date"}  # sorted on resource columns
 SORT_VALUE_KINDS = {"date": "date", "number": "number", "quantity": "number"}  # others sort as text
@@ -106,6 +110,10 @@ def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: 
         if name in CONTROL_PARAMETERS:
             controls.setdefault(name, []).append(value)
         elif value:  # a parameter with an empty value is ignored, as in HAPI
+            if unknown_control(resource_type, name, context.registry):
+                ignored.append(f"Unknown parameter '{name}' was ignored: this server ignores parameters starting "
+                               "with '_' that it does not know, as HAPI FHIR does")
+                continue
             try:
                 terms.append(parse_term(resource_type, name, value, context))
             except UnknownParameter as problem:
@@ -116,6 +124,14 @@ def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: 
     unique_terms = tuple(dict.fromkeys(terms))  # `a AND a` is `a`: one SQL condition, however often it is sent
     query = SearchQuery(resource_type, unique_terms, ignored=tuple(ignored), used=used, link_parameters=tuple(links))
     return apply_controls(query, controls, context)
+
+
+def unknown_control(resource_type: str, name: str, registry: Registry) -> bool:
+    """A `_` name that is neither a parameter of the type nor one of the specification (e.g. fhirpy's
+    `_totalMethod`): clients send such names as hints for other servers."""
+    code = name.partition(":")[0].partition(".")[0]
+    return (code.startswith("_") and code not in SPECIFIED_UNSUPPORTED
+            and registry.parameter(resource_type, code) is None)
 
 
 def term_codes(term: Term) -> list[tuple[str, str]]:
