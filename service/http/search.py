@@ -15,6 +15,7 @@ from service.fhir.bundle import bundle, outcome_entry, search_entry
 from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_type
+from service.fhir.summary import subset, subsets
 from service.http.keys import CATALOG, POOL, PRINCIPAL, SETTINGS
 from service.http.responses import fhir_response
 from service.http.search_access import authorize_search
@@ -25,9 +26,6 @@ from service.store.search import Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
 UTF8 = frozenset({"utf-8", "utf8"})
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
-             "display": "Resource encoded in summary mode"}
-KEPT_ELEMENTS = ("resourceType", "id", "meta")
 
 
 async def search_get(request: web.Request) -> web.Response:
@@ -72,8 +70,8 @@ async def _search(request: web.Request, res_type: str, items: list[tuple[str, st
     issues = _issues(query, result, catalog.pending_codes)
     issues += [Issue("information", "suppressed", note) for note in access.left_out]
     entries = [outcome_entry(issues)] if issues else []
-    entries += [_entry(base, found, "match", query.elements) for found in result.matches]
-    entries += [_entry(base, found, "include", query.elements) for found in result.included]
+    entries += [_entry(base, found, "match", query) for found in result.matches]
+    entries += [_entry(base, found, "include", query) for found in result.included]
     links = _links(base, query, result)
     total = None if query.total == "none" and not query.summary_count else result.total
     return fhir_response(request, 200, bundle("searchset", entries, links, total))
@@ -91,19 +89,11 @@ def _issues(query: SearchQuery, result: SearchResult, pending_codes: Callable[[s
     return issues
 
 
-def _entry(base: str, found: Found, mode: str, elements: tuple[str, ...]) -> dict[str, Any]:
-    resource = _subset(found.body, elements) if elements else orjson.Fragment(found.body)
+def _entry(base: str, found: Found, mode: str, query: SearchQuery) -> dict[str, Any]:
+    resource: Any = orjson.Fragment(found.body)
+    if subsets(query.summary, query.elements):
+        resource = subset(exact_json.loads(found.body), query.summary, query.elements)
     return search_entry(f"{base}/{found.res_type}/{found.fhir_id}", resource, mode)
-
-
-def _subset(body: bytes, elements: tuple[str, ...]) -> dict[str, Any]:
-    """Only the listed top-level elements (and resourceType, id, meta), tagged SUBSETTED."""
-    resource = exact_json.loads(body)
-    kept = {name: value for name, value in resource.items() if name in KEPT_ELEMENTS or name in elements}
-    meta = dict(kept.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
-    kept["meta"] = meta
-    return kept
 
 
 def _links(base: str, query: SearchQuery, result: SearchResult) -> dict[str, str]:

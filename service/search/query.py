@@ -16,6 +16,7 @@ from datetime import datetime
 from service.fhir.errors import invalid
 from service.fhir.paging import parse_count
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.fhir.summary import parse_elements, parse_summary
 from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
 from service.search.includes import Include, parse_include
@@ -90,6 +91,7 @@ class SearchQuery:
     count: int = 20
     total: str = "auto"  # "none", "accurate", or "auto": given when known without a count query
     summary_count: bool = False
+    summary: str = "false"  # `_summary`: true, text, data, count or false
     elements: tuple[str, ...] = ()
     includes: tuple[Include, ...] = ()
     cursor: Cursor | None = None
@@ -221,11 +223,11 @@ def apply_controls(query: SearchQuery, controls: dict[str, list[str]], context: 
     sort = tuple(key for text in controls.get("_sort", ()) for key in parse_sort(resource_type, text, registry))
     includes = [parse_include(text, resource_type, registry, reverse=False) for text in controls.get("_include", ())]
     includes += [parse_include(text, resource_type, registry, reverse=True) for text in controls.get("_revinclude", ())]
-    cursor = last.get("_cursor")
+    cursor, summary = last.get("_cursor"), parse_summary(last.get("_summary"))
     return SearchQuery(
         resource_type, query.terms, sort, max(count, 1), parse_total(last.get("_total")),
-        parse_summary(last.get("_summary")) or count == 0, parse_elements(controls.get("_elements", ())),
-        tuple(includes), decode_cursor(cursor, sort_value_kinds(sort)) if cursor else None,
+        summary == "count" or count == 0, summary, parse_elements(controls.get("_elements", ())), tuple(includes),
+        decode_cursor(cursor, sort_value_kinds(sort)) if cursor else None,
         query.ignored, query.used, query.link_parameters,
     )
 
@@ -236,23 +238,6 @@ def parse_total(text: str | None) -> str:
     if text not in TOTAL_MODES:
         raise invalid(f"Invalid _total '{text}': expected none, estimate or accurate")
     return TOTAL_MODES[text]
-
-
-def parse_summary(text: str | None) -> bool:
-    """True for `_summary=count`; `false` is the default; the other modes are refused."""
-    if text is None or text == "false":
-        return False
-    if text == "count":
-        return True
-    raise invalid(f"_summary={text} is not supported: use count or false (or _elements)")
-
-
-def parse_elements(texts: Iterable[str]) -> tuple[str, ...]:
-    names = [name.strip() for text in texts for name in text.split(",") if name.strip()]
-    for name in names:
-        if not name.replace("_", "a").isalnum():
-            raise invalid(f"Invalid _elements name '{name}': top-level element names are expected")
-    return tuple(dict.fromkeys(names))
 
 
 def parse_sort(resource_type: str, text: str, registry: Registry) -> list[SortKey]:
