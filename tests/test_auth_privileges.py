@@ -55,6 +55,8 @@ RULES = [
     ("DELETE", "/Organization", needs("Organization.delete")),  # conditional delete
     ("GET", "/_history", SYSTEM_HISTORY_RULE),
     ("GET", "/Organisation/1", AUTHENTICATED),  # unknown type: the handler answers 404
+    ("GET", "", AUTHENTICATED),  # system-level search: `{Type}.search` per searched type, checked by the handler
+    ("POST", "/_search", AUTHENTICATED),
     ("POST", "/Foo", AUTHENTICATED),
     # No rule: refused when a route matches, else the router's 404/405.
     ("POST", "/metadata", None),
@@ -69,8 +71,9 @@ RULES = [
     ("GET", "/Organization/1/_history/3/x", None),
     ("DELETE", "/_history", None),
     ("GET", "/$everything", None),
-    ("GET", "", None),
+    ("DELETE", "", None),
     ("POST", "/", None),
+    ("GET", "/_search", None),
 ]
 
 

@@ -8,7 +8,8 @@ No aiohttp here, so the rules are tested (and read) on their own. The rules:
   Parameters answer shows the resource's index values (names, identifiers...).
 - `GET /{Type}/{id}`, `.../_history`, `.../_history/{vid}`, `GET /{Type}/_history`: `Type.read`.
 - `GET /{Type}`, `POST /{Type}/_search`: `Type.search`; what else a search reads is checked once it is parsed
-  (`service.http.search_access`).
+  (`service.http.search_access`). `GET /` and `POST /_search` (system-level search): a valid token here, and
+  `Type.search` for each type searched there.
 - `POST /{Type}`: `Type.create`; `PUT|PATCH /{Type}[/{id}]`: `Type.update`; `DELETE /{Type}[/{id}]`: `Type.delete`.
   `Type.write` grants create, update and delete.
 - `GET /_history` (system history, every type): `Type.read` for every resource type, which in practice
@@ -56,6 +57,8 @@ def rule_for(method: str, path: str) -> Rule | None:
     """The rule for `method` on `path` (below the base path, e.g. `/Organization/1`); None: no rule."""
     method = "GET" if method == "HEAD" else method
     parts = [part for part in path.split("/") if part]
+    if not parts:  # the system-level search checks `{Type}.search` for the types it searches, once parsed
+        return AUTHENTICATED if method == "GET" else None
     if len(parts) == 1:
         return _system_rule(method, parts[0])
     if not parts or parts[0].startswith(("$", "_")) or parts[0] == "metadata":
@@ -76,6 +79,8 @@ def _system_rule(method: str, name: str) -> Rule | None:
         return REINDEX_RULE
     if name == "_history":
         return SYSTEM_HISTORY_RULE if method == "GET" else None
+    if name == "_search":
+        return AUTHENTICATED if method == "POST" else None
     if name.startswith(("$", "_")):
         return None
     if name not in RESOURCE_TYPES:

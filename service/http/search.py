@@ -1,4 +1,5 @@
-"""Type-level search: `GET [base]/{type}?...` and `POST [base]/{type}/_search` (form body) -> searchset Bundle."""
+"""Search -> searchset Bundle: type-level (`GET [base]/{type}?...`, `POST [base]/{type}/_search` with a form body)
+and system-level (`GET [base]?_type=A,B&...`, `POST [base]/_search`)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from service.fhir.resource import check_type
 from service.fhir.summary import subset, subsets
 from service.http.keys import CATALOG, POOL, PRINCIPAL, SETTINGS
 from service.http.responses import fhir_response
-from service.http.search_access import authorize_search
+from service.http.search_access import authorize_search, searchable_types
 from service.http.urls import base_url
 from service.search.cursor import BACKWARD, FORWARD, encode_cursor
-from service.search.query import SearchContext, SearchQuery, parse_search
+from service.search.query import SearchContext, SearchQuery, parse_search, requested_types
 from service.store.search import Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
@@ -29,12 +30,26 @@ UTF8 = frozenset({"utf-8", "utf8"})
 
 
 async def search_get(request: web.Request) -> web.Response:
-    return await _search(request, check_type(request.match_info["type"]), list(request.query.items()))
+    return await _search(request, (check_type(request.match_info["type"]),), list(request.query.items()))
 
 
 async def search_post(request: web.Request) -> web.Response:
     res_type = check_type(request.match_info["type"])
-    return await _search(request, res_type, [*request.query.items(), *await _form_items(request)])
+    return await _search(request, (res_type,), [*request.query.items(), *await _form_items(request)])
+
+
+async def system_search_get(request: web.Request) -> web.Response:
+    return await _system_search(request, list(request.query.items()))
+
+
+async def system_search_post(request: web.Request) -> web.Response:
+    return await _system_search(request, [*request.query.items(), *await _form_items(request)])
+
+
+async def _system_search(request: web.Request, items: list[tuple[str, str]]) -> web.Response:
+    """`GET [base]?_type=A,B&...`: the types named (each needs its `.search`), else every type the token may search."""
+    types, left_out = searchable_types(requested_types(items), request[PRINCIPAL].privileges)
+    return await _search(request, types, items, system=True, left_out=left_out)
 
 
 async def _form_items(request: web.Request) -> list[tuple[str, str]]:
@@ -54,13 +69,15 @@ def _lenient(request: web.Request) -> bool:
                for header in request.headers.getall("Prefer", []) for part in header.split(";"))
 
 
-async def _search(request: web.Request, res_type: str, items: list[tuple[str, str]]) -> web.Response:
+async def _search(request: web.Request, types: tuple[str, ...], items: list[tuple[str, str]], system: bool = False,
+                  left_out: str | None = None) -> web.Response:
     settings, catalog = request.app[SETTINGS], request.app[CATALOG].current  # one snapshot for the whole request
     base = base_url(request)
     context = SearchContext(catalog.registry, base, datetime.now(timezone.utc), _lenient(request),
                             settings.default_page_size, settings.max_page_size, settings.max_search_terms,
                             settings.max_search_values)
-    access = authorize_search(parse_search(res_type, items, context), request[PRINCIPAL].privileges)
+    query = parse_search(types[0], items, context, types[1:] if system else None)
+    access = authorize_search(query, request[PRINCIPAL].privileges)
     query = access.query
     count_total = query.total == "accurate"
     result = await run_search(request.app[POOL], query, count_total, settings.max_page_size,
@@ -68,7 +85,7 @@ async def _search(request: web.Request, res_type: str, items: list[tuple[str, st
     if result.total is None and query.total == "auto" and query.cursor is None and not result.more_after:
         result.total = len(result.matches)  # the first page holds every match: the total is known
     issues = _issues(query, result, catalog.pending_codes)
-    issues += [Issue("information", "suppressed", note) for note in access.left_out]
+    issues += [Issue("information", "suppressed", note) for note in (*access.left_out, *filter(None, [left_out]))]
     entries = [outcome_entry(issues)] if issues else []
     entries += [_entry(base, found, "match", query) for found in result.matches]
     entries += [_entry(base, found, "include", query) for found in result.included]
@@ -97,7 +114,7 @@ def _entry(base: str, found: Found, mode: str, query: SearchQuery) -> dict[str, 
 
 
 def _links(base: str, query: SearchQuery, result: SearchResult) -> dict[str, str]:
-    url = f"{base}/{query.resource_type}"
+    url = base if query.system else f"{base}/{query.resource_type}"
     own = query.cursor
     links = {"self": _page_url(url, query, encode_cursor(own.direction, own.values, own.res_id) if own else None)}
     matches = result.matches

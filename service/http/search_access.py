@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from service.fhir.errors import FhirError
-from service.search.includes import Include
+from service.search.includes import ALL_TYPES, Include
 from service.search.query import SearchQuery
 
 READ = "read"
+SEARCH = "search"
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,30 @@ class SearchAccess:
     left_out: tuple[str, ...]  # one note per narrowed include: what it leaves out, and why
 
 
-def readable_types(privileges: frozenset[str], resource_type: str) -> frozenset[str]:
-    """The types whose resources a search of `resource_type` may return with these privileges."""
+def readable_types(privileges: frozenset[str], searched: tuple[str, ...]) -> frozenset[str]:
+    """The types whose resources a search of the `searched` types may return with these privileges."""
     suffix = f".{READ}"
     readable = {privilege[:-len(suffix)] for privilege in privileges if privilege.endswith(suffix)}
-    return frozenset({*readable, resource_type})
+    return frozenset({*readable, *searched})
+
+
+def searchable_types(requested: tuple[str, ...], privileges: frozenset[str]) -> tuple[tuple[str, ...], str | None]:
+    """The types a system-level search covers, and a note on those it leaves out. Types named by `_type` need
+    `{Type}.search` each (403 naming the missing ones); without `_type`, every type the token may search."""
+    if requested:
+        missing = [f"{res_type}.{SEARCH}" for res_type in requested if f"{res_type}.{SEARCH}" not in privileges]
+        if missing:
+            verb = "privilege {} is" if len(missing) == 1 else "privileges {} are"
+            raise FhirError(403, f"The {verb.format(', '.join(missing))} required for this search (_type)",
+                            code="forbidden")
+        return requested, None
+    allowed = tuple(res_type for res_type in ALL_TYPES if f"{res_type}.{SEARCH}" in privileges)
+    if not allowed:
+        raise FhirError(403, f"A {{Type}}.{SEARCH} privilege is required for a system-level search", code="forbidden")
+    left_out = [f"{res_type}.{SEARCH}" for res_type in ALL_TYPES if res_type not in allowed]
+    note = (f"The types this token may not search are left out of this search without _type; it lacks "
+            f"{', '.join(left_out)}") if left_out else None
+    return allowed, note
 
 
 def explicit_reads(query: SearchQuery) -> dict[str, list[str]]:
@@ -51,7 +71,7 @@ def explicit_reads(query: SearchQuery) -> dict[str, list[str]]:
 
 def authorize_search(query: SearchQuery, privileges: frozenset[str]) -> SearchAccess:
     """The query to run for a token with `privileges`; FhirError 403 when it names a type the token may not read."""
-    readable = readable_types(privileges, query.resource_type)
+    readable = readable_types(privileges, query.types)
     missing = {res_type: why for res_type, why in explicit_reads(query).items() if res_type not in readable}
     if missing:
         raise FhirError(403, _refusal(missing), code="forbidden")

@@ -10,7 +10,7 @@ starting with `_` (client hints such as fhirpy's `_totalMethod`) are always igno
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from service.fhir.errors import invalid
@@ -36,10 +36,10 @@ from service.search.query_values import (
 from service.search.registry import Registry
 
 CONTROL_PARAMETERS = frozenset({"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
-                                "_format", "_pretty", "_cursor"})
+                                "_format", "_pretty", "_cursor", "_type"})
 # Search parameters of the R4 specification (search.html) that this server does not serve: refused (400), since
 # ignoring one would change the results. Any other `_` name the server does not know is ignored, as in HAPI FHIR.
-SPECIFIED_UNSUPPORTED = frozenset({"_list", "_has", "_type", "_filter", "_contained", "_containedType"})
+SPECIFIED_UNSUPPORTED = frozenset({"_list", "_has", "_filter", "_contained", "_containedType"})
 MODIFIERS = {"string": {"exact", "contains"}, "token": {"not", "text"}, "uri": {"above", "below"}}
 COLUMN_SORTS = {"_id": "text", "_lastUpdated": "date"}  # sorted on resource columns
 SORT_VALUE_KINDS = {"date": "date", "number": "number", "quantity": "number"}  # others sort as text
@@ -58,6 +58,11 @@ class Term:
     values: tuple[QueryValue, ...] = ()  # alternatives (OR)
     negated: bool = False  # `:not`: no value of the resource matches any alternative
     chain: Term | None = None  # `code:Type.inner=...`: the term the referenced resources must match
+    other_types: tuple[str, ...] = ()  # a search of several types: the parameter of the same code of these too
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return (self.resource_type, *self.other_types)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,7 @@ class SearchContext:
 
 @dataclass(frozen=True)
 class SearchQuery:
-    resource_type: str
+    resource_type: str  # the first type searched (the only one of a type-level search)
     terms: tuple[Term, ...] = ()
     sort: tuple[SortKey, ...] = ()
     count: int = 20
@@ -98,9 +103,17 @@ class SearchQuery:
     ignored: tuple[str, ...] = ()  # why each ignored parameter was ignored (lenient handling)
     used: frozenset[tuple[str, str]] = frozenset()  # (resource type, code) of every parameter searched on
     link_parameters: tuple[tuple[str, str], ...] = field(default=())  # the request's, for paging links
+    other_types: tuple[str, ...] = ()  # a system-level search: the other types it searches
+    system: bool = False  # `GET [base]?...`: links go to the base, `_type` names the types
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return (self.resource_type, *self.other_types)
 
 
-def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: SearchContext) -> SearchQuery:
+def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: SearchContext,
+                 other_types: tuple[str, ...] | None = None) -> SearchQuery:
+    """A type-level search of `resource_type`, or (`other_types` given) a system-level search of it and those."""
     check_limits(items, context.max_terms, context.max_values)
     controls: dict[str, list[str]] = {}
     terms, ignored, links = [], [], []
@@ -117,15 +130,29 @@ def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: 
                                "with '_' that it does not know, as HAPI FHIR does")
                 continue
             try:
-                terms.append(parse_term(resource_type, name, value, context))
+                term = parse_term(resource_type, name, value, context)
+                terms.append(common_term(term, other_types, context.registry) if other_types else term)
             except UnknownParameter as problem:
                 if not context.lenient:
                     raise invalid(str(problem)) from None
                 ignored.append(f"{problem}; it was ignored (Prefer: handling=lenient)")
     used = frozenset(pair for term in terms for pair in term_codes(term))
     unique_terms = tuple(dict.fromkeys(terms))  # `a AND a` is `a`: one SQL condition, however often it is sent
-    query = SearchQuery(resource_type, unique_terms, ignored=tuple(ignored), used=used, link_parameters=tuple(links))
+    query = SearchQuery(resource_type, unique_terms, ignored=tuple(ignored), used=used, link_parameters=tuple(links),
+                        other_types=other_types or (), system=other_types is not None)
     return apply_controls(query, controls, context)
+
+
+def common_term(term: Term, other_types: tuple[str, ...], registry: Registry) -> Term:
+    """The term as a condition on every searched type: a parameter all of them have, of one parameter type."""
+    if term.chain is not None:
+        raise invalid(f"Chained parameter '{term.code}' is not supported in a search of several types")
+    for other in other_types:
+        kind = lookup(registry, other, term.code).type
+        if kind != term.kind:
+            raise invalid(f"Parameter '{term.code}' is a {term.kind} parameter of {term.resource_type} and a {kind} "
+                          f"parameter of {other}: it cannot search both")
+    return replace(term, other_types=other_types)
 
 
 def unknown_control(resource_type: str, name: str, registry: Registry) -> bool:
@@ -137,7 +164,16 @@ def unknown_control(resource_type: str, name: str, registry: Registry) -> bool:
 
 
 def term_codes(term: Term) -> list[tuple[str, str]]:
-    return [(term.resource_type, term.code), *(term_codes(term.chain) if term.chain else ())]
+    return [*((res_type, term.code) for res_type in term.types), *(term_codes(term.chain) if term.chain else ())]
+
+
+def requested_types(items: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The types named by the `_type` parameters of a system-level search, in order (none: not named)."""
+    named = [name.strip() for key, value in items if key == "_type" for name in value.split(",") if name.strip()]
+    for name in named:
+        if name not in RESOURCE_TYPES:
+            raise invalid(f"Unknown resource type '{name[:60]}' in _type")
+    return tuple(dict.fromkeys(named))
 
 
 def lookup(registry: Registry, resource_type: str, code: str) -> SearchParameter:
@@ -220,15 +256,19 @@ def apply_controls(query: SearchQuery, controls: dict[str, list[str]], context: 
     resource_type, registry = query.resource_type, context.registry
     last = {name: values[-1] for name, values in controls.items()}
     count = parse_count(last.get("_count"), context.default_count, context.max_count)
-    sort = tuple(key for text in controls.get("_sort", ()) for key in parse_sort(resource_type, text, registry))
+    sort = tuple(key for text in controls.get("_sort", ()) for key in parse_sort(query.types, text, registry))
     includes = [parse_include(text, resource_type, registry, reverse=False) for text in controls.get("_include", ())]
     includes += [parse_include(text, resource_type, registry, reverse=True) for text in controls.get("_revinclude", ())]
+    if "_type" in controls and not query.system:
+        raise invalid("_type applies to a system-level search (GET [base]?_type=...), not to a search of one type")
+    if includes and query.other_types:
+        raise invalid("_include and _revinclude are not supported in a search of several types")
     cursor, summary = last.get("_cursor"), parse_summary(last.get("_summary"))
     return SearchQuery(
         resource_type, query.terms, sort, max(count, 1), parse_total(last.get("_total")),
         summary == "count" or count == 0, summary, parse_elements(controls.get("_elements", ())), tuple(includes),
         decode_cursor(cursor, sort_value_kinds(sort)) if cursor else None,
-        query.ignored, query.used, query.link_parameters,
+        query.ignored, query.used, query.link_parameters, query.other_types, query.system,
     )
 
 
@@ -240,7 +280,7 @@ def parse_total(text: str | None) -> str:
     return TOTAL_MODES[text]
 
 
-def parse_sort(resource_type: str, text: str, registry: Registry) -> list[SortKey]:
+def parse_sort(types: tuple[str, ...], text: str, registry: Registry) -> list[SortKey]:
     keys = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -249,11 +289,18 @@ def parse_sort(resource_type: str, text: str, registry: Registry) -> list[SortKe
         if code in COLUMN_SORTS:
             keys.append(SortKey(code, "token" if code == "_id" else "date", descending))
             continue
-        compiled = registry.parameter(resource_type, code)
-        if compiled is None or not compiled.definition.indexed:
-            raise invalid(f"Cannot sort on '{code}': not a searchable parameter of '{resource_type}'")
-        keys.append(SortKey(code, compiled.definition.type, descending))
+        kinds = {sort_kind(registry, resource_type, code) for resource_type in types}
+        if len(kinds) > 1:
+            raise invalid(f"Cannot sort on '{code}': its parameter type differs between the searched types")
+        keys.append(SortKey(code, kinds.pop(), descending))
     return keys
+
+
+def sort_kind(registry: Registry, resource_type: str, code: str) -> str:
+    compiled = registry.parameter(resource_type, code)
+    if compiled is None or not compiled.definition.indexed:
+        raise invalid(f"Cannot sort on '{code}': not a searchable parameter of '{resource_type}'")
+    return compiled.definition.type
 
 
 def sort_value_kinds(sort: Iterable[SortKey]) -> list[str]:

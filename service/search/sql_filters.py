@@ -69,16 +69,22 @@ def term_condition(term: Term, params: Parameters, res_id: str = "r.res_id") -> 
     return f"{res_id} {operator} ({term_subquery(term, params)})"
 
 
+def hash_test(types: tuple[str, ...], code: str, params: Parameters) -> str:
+    """`sp_hash` is the parameter `code` of one of `types` (several in a system-level search)."""
+    if len(types) == 1:
+        return f"sp_hash = {params.add(sp_hash(types[0], code))}"
+    return f"sp_hash = ANY({params.add([sp_hash(res_type, code) for res_type in types], '::bigint[]')})"
+
+
 def term_subquery(term: Term, params: Parameters) -> str:
-    code_hash = params.add(sp_hash(term.resource_type, term.code))
     if term.chain is not None:
-        return chain_subquery(term.chain, code_hash, params)
+        return chain_subquery(term.chain, params.add(sp_hash(term.resource_type, term.code)), params)
+    code_test = hash_test(term.types, term.code, params)
     first = term.values[0]
     if isinstance(first, MissingMatch):
         table = "idx_missing" if first.missing else TABLES[term.kind]
-        return f"SELECT res_id FROM {table} WHERE sp_hash = {code_hash}"
-    alternatives = " OR ".join(f"(sp_hash = {code_hash} AND {value_condition(value, params)})"
-                               for value in term.values)
+        return f"SELECT res_id FROM {table} WHERE {code_test}"
+    alternatives = " OR ".join(f"({code_test} AND {value_condition(value, params)})" for value in term.values)
     return f"SELECT res_id FROM {TABLES[term.kind]} WHERE {alternatives}"
 
 
