@@ -22,8 +22,9 @@ from service.http.responses import fhir_response
 from service.http.search_access import authorize_search, searchable_types
 from service.http.urls import base_url
 from service.search.cursor import BACKWARD, FORWARD, encode_cursor
-from service.search.query import SearchContext, SearchQuery, parse_search, requested_types
-from service.store.search import Found, SearchResult, run_search
+from service.search.query import SearchQuery, parse_search, requested_types
+from service.search.terms import SearchContext
+from service.store.search import MAX_ITERATE_ROUNDS, Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
 UTF8 = frozenset({"utf-8", "utf8"})
@@ -100,6 +101,10 @@ def _issues(query: SearchQuery, result: SearchResult, pending_codes: Callable[[s
     if pending:
         issues.append(Issue("warning", "incomplete", f"Search parameters {', '.join(pending)} are not yet fully "
                             "indexed: the results may be incomplete until a reindex completes"))
+    if result.iteration_cut:
+        issues.append(Issue("warning", "incomplete", f"_include:iterate and _revinclude:iterate were followed for "
+                            f"{MAX_ITERATE_ROUNDS} rounds beyond the matches' own includes; resources further away "
+                            "are not included"))
     if result.included_truncated:
         issues.append(Issue("warning", "too-costly", f"Only the first {len(result.included)} included resources "
                             "are returned; use a smaller _count to get them all"))

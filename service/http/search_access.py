@@ -1,12 +1,14 @@
 """What a search may show its token, beyond the `{Type}.search` of the path rule (pure, as privileges.py).
 
-A search reads more than its own type: `_include` and `_revinclude` return resources of other types, and a
-chained parameter (`subject:Patient.family=x`) filters on another type's data, so it answers yes or no about it.
+A search reads more than its own type: `_include` and `_revinclude` (`:iterate` too) return resources of other
+types, and a chained parameter (`subject:Patient.family=x`, at any depth) or a reverse chain
+(`_has:Observation:patient:code=x`) filters on other types' data, so it answers yes or no about them.
 Each of those types X needs `X.read`, the privilege of `GET /X/{id}`. The searched type itself is covered by
 `{Type}.search`, since the search returns its resources anyway.
 
-- An explicit request for a type (a chain, `Type:param:Target`, an include whose parameter refers to one type
-  only, `_revinclude=Source:param`) without its privilege is refused: 403 naming every missing privilege.
+- An explicit request for a type (every type along a chain or `_has`, `Type:param:Target`, an include whose
+  parameter refers to one type only, `_revinclude=Source:param`) without its privilege is refused: 403 naming
+  every missing privilege.
 - A wildcard (`_include=*`, `_revinclude=*`, an include whose parameter may refer to several types and names
   none) is narrowed to the types the token may read; the searchset says which types were left out. It says so
   whether or not such resources exist, so the note itself tells nothing about the data.
@@ -60,8 +62,8 @@ def explicit_reads(query: SearchQuery) -> dict[str, list[str]]:
     """Type -> what in the query reads it by name (chains and explicit includes), in query order."""
     reads: dict[str, list[str]] = {}
     for term in query.terms:
-        if (chain := term.chain) is not None:
-            reads.setdefault(chain.resource_type, []).append(f"{term.code}:{chain.resource_type}.{chain.code}")
+        for res_type in term.linked_types():  # every type a chain (or `_has`) reads, at any depth
+            reads.setdefault(res_type, []).append(term.written())
     for include in query.includes:
         if not include.wildcard:
             for res_type in include.types:
