@@ -8,9 +8,9 @@ from contextlib import suppress
 
 from aiohttp import web
 
-from service.db import open_database
+from service.db import open_service_database
 from service.http.auth import authenticate, authentication_context
-from service.http.keys import CATALOG, LIFECYCLE, METRICS, POOL, SETTINGS, STORE, Lifecycle
+from service.http.keys import CATALOG, JOB_POOL, LIFECYCLE, METRICS, POOL, SETTINGS, STORE, Lifecycle
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
 from service.jobs.worker import ReindexWorkers, WorkerSettings
@@ -45,11 +45,12 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    """The pool (embedded Postgres when no DATABASE_URL is set, migrations applied) and the store."""
+    """The request and job pools (embedded Postgres when no DATABASE_URL is set, migrations applied)."""
     settings = app[SETTINGS]
-    async with open_database(settings) as (pool, schema_version):
+    async with open_service_database(settings) as (pool, job_pool, schema_version):
         app[LIFECYCLE].schema_version = schema_version
         app[POOL] = pool
+        app[JOB_POOL] = job_pool
         app[METRICS].pool.read_pool = lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size())
         yield
 
@@ -61,7 +62,7 @@ async def _search_parameters(app: web.Application) -> AsyncIterator[None]:
     catalogs = app[CATALOG] = Catalogs(Registry.builtin())
     await refresh_catalog(pool, catalogs)
     app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, catalogs)
-    follower = asyncio.create_task(follow_changes(pool, catalogs, settings.catalog_poll_seconds))
+    follower = asyncio.create_task(follow_changes(app[JOB_POOL], catalogs, settings.catalog_poll_seconds))
     yield
     await _stop(follower)
 
@@ -74,7 +75,7 @@ async def _reindex_workers(app: web.Application) -> AsyncIterator[None]:
         return
     worker_settings = WorkerSettings(settings.reindex_workers, settings.reindex_lease_seconds,
                                      settings.reindex_poll_seconds)
-    workers = asyncio.create_task(ReindexWorkers(app[POOL], app[CATALOG], worker_settings, app[METRICS]).run())
+    workers = asyncio.create_task(ReindexWorkers(app[JOB_POOL], app[CATALOG], worker_settings, app[METRICS]).run())
     yield
     await _stop(workers)
 

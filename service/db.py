@@ -19,7 +19,7 @@ import asyncpg.pool
 import orjson
 import structlog
 
-from service.settings import Settings
+from service.settings import PoolSize, Settings
 from service.startup import StartupError
 
 if TYPE_CHECKING:
@@ -85,6 +85,8 @@ async def migrate(conn: Connection, migrations: list[Migration]) -> list[Migrati
     """Apply the migrations not yet recorded, under an advisory lock; return the ones applied."""
     applied_now = []
     async with conn.transaction():
+        # A migration may rewrite or index a large table: it is not bound by the pool's statement timeout.
+        await conn.execute("SET LOCAL statement_timeout = 0")
         await conn.execute(LOCK_MIGRATIONS, MIGRATION_LOCK_KEY)
         await conn.execute(CREATE_MIGRATION_TABLE)
         recorded = {row["version"]: row["checksum"] for row in await conn.fetch(SELECT_APPLIED)}
@@ -118,17 +120,19 @@ def _encode_json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
-    """The pool, once the server answers: connection failures are retried for
-    `database_connect_timeout_seconds`; then, or at once for a permanent failure, a StartupError."""
+async def create_pool(dsn: str, settings: Settings, size: PoolSize | None = None) -> asyncpg.Pool:
+    """A pool of `size` (by default an operator command's), once the server answers: connection failures are
+    retried for `database_connect_timeout_seconds`; then, or at once for a permanent failure, a StartupError."""
+    size = size or settings.operator_pool()
     where = server_address(dsn)
     deadline = asyncio.get_running_loop().time() + settings.database_connect_timeout_seconds
     delay = 0.25
     while True:
         try:
             return await asyncpg.create_pool(
-                dsn, min_size=settings.pool_min_size, max_size=settings.pool_max_size, init=_init_connection,
-                server_settings={"application_name": "fhir-reindex-service"})
+                dsn, min_size=size.min_size, max_size=size.max_size, init=_init_connection,
+                server_settings={"application_name": "fhir-reindex-service",
+                                 "statement_timeout": str(size.statement_timeout_ms)})
         except TRANSIENT_CONNECT_ERRORS as exc:
             if asyncio.get_running_loop().time() + delay > deadline:
                 raise StartupError("database_unreachable", f"DATABASE_URL: cannot connect to PostgreSQL at {where} "
@@ -210,22 +214,49 @@ class EmbeddedPostgres:
 
 @asynccontextmanager
 async def open_database(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, int]]:
-    """Start embedded Postgres when no DATABASE_URL is set, open the pool, apply the migrations.
+    """An operator command's database: embedded Postgres when no DATABASE_URL is set, one pool, the
+    migrations applied. Yields the pool and the schema version this code expects."""
+    async with _server(settings) as dsn, _pool(dsn, settings, settings.operator_pool()) as pool:
+        yield pool, await _migrate(pool)
 
-    Yields the pool and the schema version this code expects.
-    """
-    embedded = EmbeddedPostgres(settings.data_dir) if settings.embedded else None
-    dsn = await embedded.start() if embedded else settings.database_url
-    assert dsn is not None
+
+@asynccontextmanager
+async def open_service_database(settings: Settings) -> AsyncIterator[tuple[asyncpg.Pool, asyncpg.Pool, int]]:
+    """The server's database: as `open_database`, with two pools, so that the job engine (workers, listeners,
+    upkeep) never takes a connection requests need. Yields the request pool, the job pool and the schema
+    version this code expects."""
+    async with _server(settings) as dsn, _pool(dsn, settings, settings.request_pool()) as requests:
+        version = await _migrate(requests)
+        async with _pool(dsn, settings, settings.job_pool()) as jobs:
+            yield requests, jobs, version
+
+
+@asynccontextmanager
+async def _server(settings: Settings) -> AsyncIterator[str]:
+    """The database URL: DATABASE_URL, or an embedded Postgres's, started for the block."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    uri = await embedded.start()
     try:
-        pool = await create_pool(dsn, settings)
-        try:
-            migrations = load_migrations()
-            async with pool.acquire() as conn:
-                await migrate(conn, migrations)
-            yield pool, migrations[-1].version
-        finally:
-            await pool.close()
+        yield uri
     finally:
-        if embedded:
-            await embedded.stop()
+        await embedded.stop()
+
+
+@asynccontextmanager
+async def _pool(dsn: str, settings: Settings, size: PoolSize) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(dsn, settings, size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def _migrate(pool: asyncpg.Pool) -> int:
+    """Apply the pending migrations; the schema version this code expects."""
+    migrations = load_migrations()
+    async with pool.acquire() as conn:
+        await migrate(conn, migrations)
+    return migrations[-1].version

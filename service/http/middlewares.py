@@ -81,6 +81,10 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except asyncpg.LockNotAvailableError:
         return outcome_response(request, 409, Issue(
             "error", "conflict", "The resource is being changed by another request; retry the request"))
+    except asyncpg.QueryCanceledError:  # FHIR_STATEMENT_TIMEOUT_MS: the database gave up on the statement
+        log.warning("statement_timeout", method=request.method, path=request.path)
+        return outcome_response(request, 503, Issue(
+            "error", "timeout", "The database did not answer in time; retry later, or narrow the request"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
