@@ -21,6 +21,7 @@ from service.settings import Settings
 from service.startup import SettingsError
 from service.store.resources import ResourceStore
 from service.store.search_parameters import follow_changes, refresh_catalog
+from service.upkeep import keep_up
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_search_parameters)
     app.cleanup_ctx.append(_reindex_workers)
+    app.cleanup_ctx.append(_upkeep)
     app.cleanup_ctx.append(authentication_context)
     add_routes(app, settings.base_path)
     return app
@@ -78,6 +80,15 @@ async def _reindex_workers(app: web.Application) -> AsyncIterator[None]:
     workers = asyncio.create_task(ReindexWorkers(app[JOB_POOL], app[CATALOG], worker_settings, app[METRICS]).run())
     yield
     await _stop(workers)
+
+
+async def _upkeep(app: web.Application) -> AsyncIterator[None]:
+    """Retention of ended jobs and compaction of the change log, on every replica (see service/upkeep.py)."""
+    settings = app[SETTINGS]
+    upkeep = asyncio.create_task(keep_up(app[JOB_POOL], settings.job_retention_days,
+                                         settings.upkeep_interval_seconds))
+    yield
+    await _stop(upkeep)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # Server-side statement_timeout of each pool: requests, and the job engine's statements (batches, planning).
     statement_timeout_ms: int = Field(default=60_000, ge=1)
     job_statement_timeout_ms: int = Field(default=600_000, ge=1)
+    job_retention_days: int = Field(default=30, ge=1)
+    upkeep_interval_seconds: float = Field(default=3600.0, gt=0)
     # A pod's database may come up after it: connection failures are retried for this long at start.
     database_connect_timeout_seconds: float = Field(default=30.0, ge=0)
 
