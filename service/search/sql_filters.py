@@ -1,7 +1,7 @@
 """Search terms -> SQL conditions on the index tables (pure).
 
-Each term becomes `res_id IN (SELECT res_id FROM idx_<type> WHERE ...)` (NOT IN for `:not`), every
-alternative carrying `sp_hash = $h` first so the (sp_hash, value) b-tree indexes serve it. Table and
+Each term becomes `res_id IN (SELECT res_id FROM idx_<type> WHERE ...)` (a correlated NOT EXISTS for
+`:not`), every alternative carrying `sp_hash = $h` first so the (sp_hash, value) b-tree indexes serve it. Table and
 column names come from the fixed tables below; every value is a `$n` parameter.
 """
 
@@ -65,8 +65,12 @@ class Parameters:
 
 
 def term_condition(term: Term, params: Parameters, res_id: str = "r.res_id") -> str:
-    operator = "NOT IN" if term.negated else "IN"
-    return f"{res_id} {operator} ({term_subquery(term, params)})"
+    subquery = term_subquery(term, params)
+    if term.negated:
+        # PostgreSQL never plans `NOT IN (subquery)` as an anti-join (a NULL would change its meaning), only
+        # as a per-row or hashed SubPlan; NOT EXISTS says the same here (res_id is never NULL) and is one.
+        return f"NOT EXISTS (SELECT FROM ({subquery}) AS matched WHERE matched.res_id = {res_id})"
+    return f"{res_id} IN ({subquery})"
 
 
 def term_subquery(term: Term, params: Parameters) -> str:
