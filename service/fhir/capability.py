@@ -11,7 +11,8 @@ from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.definitions import SearchParameter
 from service.search.registry import CompiledParameter, Registry
 
-_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type")
+_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+                 "search-type")
 
 
 def capability_statement(base: str, started: datetime, registry: Registry,
