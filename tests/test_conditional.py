@@ -53,8 +53,9 @@ async def test_conditional_create_with_several_matches_is_412_and_writes_nothing
     await created(client, "dup")
     response = await post(client, org("dup"), f"identifier={SYSTEM}|dup")
     assert response.status == 412
-    outcome = await response.json(content_type=None)
-    assert "matches more than one resource" in outcome["issue"][0]["diagnostics"]
+    issue = (await response.json(content_type=None))["issue"][0]
+    assert issue["code"] == "multiple-matches"
+    assert "matches more than one resource" in issue["diagnostics"]
     assert await count(db) == 2
 
 
@@ -167,6 +168,16 @@ async def test_racing_conditional_creates_on_two_apps_make_one_resource(aiohttp_
     ids = {(await response.json(content_type=None))["id"] for response in responses}
     assert len(ids) == 1
     assert await count(db) == 1
+
+
+async def test_racing_conditional_updates_create_one_resource_then_version_it(aiohttp_client, settings, db):
+    clients = [await aiohttp_client(create_app(settings)) for _ in range(2)]
+    url = f"/fhir/Organization?identifier={SYSTEM}|race-update"
+    responses = await asyncio.gather(*(clients[i % 2].put(url, json=org("race-update"), headers=FHIR_JSON)
+                                       for i in range(10)))
+    assert sorted(response.status for response in responses) == [200] * 9 + [201]
+    assert await count(db) == 1
+    assert await db.fetchval("SELECT version FROM resource WHERE res_type = 'Organization'") == 10
 
 
 async def test_conditional_interactions_need_search_privileges(aiohttp_client, settings, db):

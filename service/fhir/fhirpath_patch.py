@@ -90,9 +90,12 @@ def _operation(index: int, entry: Any, exact_entry: Any) -> Operation:
     try:
         parsed = parse(path)
     except Unsupported as problem:
-        raise malformed(f"the path '{path[:200]}' is not a FHIRPath expression this server applies: {problem}")
-    operation = Operation(kind, path, parsed, _part(parts, "name", ("valueString", "valueCode")),
-                          _value(parts["value"][1]) if "value" in parts else None,
+        raise malformed(f"the path '{path[:200]}' is not a FHIRPath expression this server applies: {problem}") \
+            from None
+    name = _part(parts, "name", ("valueString", "valueCode"))
+    if name is not None and not isinstance(name, str):
+        raise malformed("the name must be a string")
+    operation = Operation(kind, path, parsed, name, _value(parts["value"][1]) if "value" in parts else None,
                           _part(parts, "index", ("valueInteger",)), _part(parts, "source", ("valueInteger",)))
     needed = {"add": ("name", "value"), "insert": ("value", "index"), "replace": ("value",),
               "move": ("index", "source"), "delete": ()}[kind]
@@ -107,12 +110,13 @@ def _part(parts: dict[Any, tuple[dict[str, Any], Any]], name: str, keys: tuple[s
     return next((part[key] for key in keys if key in part), None)
 
 
-def _value(part: dict[str, Any]) -> tuple[str | None, Any]:
-    """(type suffix, value) of a `value` part: a value[x], or nested parts for an element without a type."""
+def _value(part: dict[str, Any]) -> tuple[str | None, Any] | None:
+    """(type suffix, value) of a `value` part: a value[x], or (None, parts) for an element without a type
+    given as nested parts; None when it has neither."""
     for key, value in part.items():
         if key.startswith("value") and len(key) > 5:
             return key[5:], value
-    return None, part.get("part", [])
+    return (None, part["part"]) if isinstance(part.get("part"), list) else None
 
 
 def _apply(resource: dict[str, Any], operation: Operation) -> None:
@@ -224,7 +228,10 @@ def _object(context: str, parts: Any) -> dict[str, Any]:
     for part in parts if isinstance(parts, list) else ():
         if not isinstance(part, dict) or not isinstance(part.get("name"), str):
             raise _Failure("every part of a value must have a name")
-        key, value, _context = _child_value(context, part["name"], _value(part))
+        typed = _value(part)
+        if typed is None:
+            raise _Failure(f"the part '{part['name']}' has no value")
+        key, value, _context = _child_value(context, part["name"], typed)
         if model.repeats(context, part["name"]):
             built.setdefault(key, []).append(value)
         else:

@@ -145,4 +145,4 @@ async def _matches(conn: Connection, criteria: Criteria, timeout_ms: int,
 
 def _ambiguous(action: str, criteria: Criteria) -> FhirError:
     return FhirError(412, f"Failed to {action} {criteria.query.resource_type}: the search '{criteria.text}' matches "
-                     "more than one resource; use more selective criteria", code="duplicate")
+                     "more than one resource; use more selective criteria", code="multiple-matches")
