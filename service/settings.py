@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     lock_timeout_ms: int = Field(default=5000, ge=1)
+    # `DELETE [type]?search` matching several resources deletes them all; otherwise it is a 412.
+    conditional_delete_multiple: bool = False
     # Search limits (see "Search limits" in the README): parameters and comma-separated values per request,
     # and how long a search's statements may run before PostgreSQL cancels them.
     max_search_terms: int = Field(default=30, ge=1)

@@ -15,7 +15,7 @@ from service import SERVICE_NAME, __version__
 from service.fhir.errors import FhirError
 from service.fhir.outcome import Issue
 from service.http.keys import METRICS, PRINCIPAL, REQUEST_ID, RESPONSE_TYPE, SETTINGS
-from service.http.negotiation import check_body_type, negotiate
+from service.http.negotiation import JSON_TYPES, PATCH_TYPES, check_body_type, negotiate
 from service.http.responses import outcome_response
 from service.pools import PoolExhausted
 
@@ -159,7 +159,7 @@ def _check_request_body(request: web.Request) -> None:
         raise FhirError(413, f"The request body of {request.content_length} bytes exceeds the limit of {limit} bytes",
                         code="too-costly")
     if not request.path.endswith("/_search"):
-        check_body_type(request.content_type)
+        check_body_type(request.content_type, PATCH_TYPES if request.method == "PATCH" else JSON_TYPES)
 
 
 async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:
