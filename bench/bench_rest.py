@@ -27,8 +27,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA_DIR, ndjson_lines, run_concurrently, scratch_database, service_process, unsigned_token  # noqa: E402
-from service.db import create_pool, load_migrations, migrate  # noqa: E402
+from service.db import load_migrations, migrate
 from service.fhir.resource import Submitted  # noqa: E402
+from service.pools import create_pool  # noqa: E402
 from service.search.catalog import Catalogs  # noqa: E402
 from service.search.registry import Registry  # noqa: E402
 from service.settings import Settings  # noqa: E402

@@ -8,9 +8,9 @@ from contextlib import suppress
 
 from aiohttp import web
 
-from service.db import create_probe_pool, open_database
+from service.db import open_service_database
 from service.http.auth import authenticate, authentication_context
-from service.http.keys import CATALOG, LIFECYCLE, METRICS, POOL, PROBE_POOL, SETTINGS, STORE, Lifecycle
+from service.http.keys import CATALOG, JOB_POOL, LIFECYCLE, METRICS, POOL, PROBE_POOL, SETTINGS, STORE, Lifecycle
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
 from service.jobs.worker import ReindexWorkers, WorkerSettings
@@ -21,6 +21,7 @@ from service.settings import Settings
 from service.startup import SettingsError
 from service.store.resources import ResourceStore
 from service.store.search_parameters import follow_changes, refresh_catalog
+from service.upkeep import keep_up
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_search_parameters)
     app.cleanup_ctx.append(_reindex_workers)
+    app.cleanup_ctx.append(_upkeep)
     app.cleanup_ctx.append(authentication_context)
     add_routes(app, settings.base_path)
     return app
@@ -53,19 +55,14 @@ def create_runner(app: web.Application, settings: Settings) -> web.AppRunner:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    """The pools (embedded Postgres when no DATABASE_URL is set, migrations applied): the main one, and the
-    probes' own connection."""
-    settings = app[SETTINGS]
-    async with open_database(settings) as database:
-        pool = database.pool
+    """The request, job and probe pools (embedded Postgres when no DATABASE_URL is set, migrations applied)."""
+    async with open_service_database(app[SETTINGS]) as database:
+        pool = app[POOL] = database.requests
+        app[JOB_POOL] = database.jobs
+        app[PROBE_POOL] = database.probes
         app[LIFECYCLE].schema_version = database.schema_version
-        app[POOL] = pool
         app[METRICS].pool.read_pool = lambda: (pool.get_size(), pool.get_idle_size(), pool.get_max_size())
-        app[PROBE_POOL] = await create_probe_pool(database.dsn)
-        try:
-            yield
-        finally:
-            await app[PROBE_POOL].close()
+        yield
 
 
 async def _search_parameters(app: web.Application) -> AsyncIterator[None]:
@@ -75,7 +72,7 @@ async def _search_parameters(app: web.Application) -> AsyncIterator[None]:
     catalogs = app[CATALOG] = Catalogs(Registry.builtin(settings.local_bases))
     await refresh_catalog(pool, catalogs)
     app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, catalogs)
-    follower = asyncio.create_task(follow_changes(pool, catalogs, settings.catalog_poll_seconds))
+    follower = asyncio.create_task(follow_changes(app[JOB_POOL], catalogs, settings.catalog_poll_seconds))
     yield
     await _stop(follower)
 
@@ -88,9 +85,18 @@ async def _reindex_workers(app: web.Application) -> AsyncIterator[None]:
         return
     worker_settings = WorkerSettings(settings.reindex_workers, settings.reindex_lease_seconds,
                                      settings.reindex_poll_seconds)
-    workers = asyncio.create_task(ReindexWorkers(app[POOL], app[CATALOG], worker_settings, app[METRICS]).run())
+    workers = asyncio.create_task(ReindexWorkers(app[JOB_POOL], app[CATALOG], worker_settings, app[METRICS]).run())
     yield
     await _stop(workers)
+
+
+async def _upkeep(app: web.Application) -> AsyncIterator[None]:
+    """Retention of ended jobs and compaction of the change log, on every replica (see service/upkeep.py)."""
+    settings = app[SETTINGS]
+    upkeep = asyncio.create_task(keep_up(app[JOB_POOL], settings.job_retention_days,
+                                         settings.upkeep_interval_seconds))
+    yield
+    await _stop(upkeep)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -3,6 +3,7 @@ through COPY."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections import Counter
@@ -15,14 +16,18 @@ import structlog
 
 from service.console import StatusLine, format_rate
 from service.db import Connection, open_database
+from service.fhir.resource import Submitted
 from service.load_sources import Located, UnreadableSource, read_resources, source_files
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
-from service.store.bulk import analyze_resources, write_batch
+from service.store.bulk import BatchResult, analyze_resources, write_batch
 from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
+RETRIED_ERRORS = (asyncpg.exceptions.UniqueViolationError, asyncpg.exceptions.DeadlockDetectedError)
+MAX_ATTEMPTS = 5
+RETRY_DELAY_SECONDS = 0.1
 
 
 @dataclass
@@ -73,7 +78,7 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int, stat
             await refresh_catalog(pool, catalogs)
             for path in files:
                 for batch in batches(read_resources(path, stats.report), batch_size):
-                    if await _write_with_retry(conn, batch, catalogs, stats):
+                    if await _load_batch(conn, batch, catalogs, stats):
                         await refresh_catalog(pool, catalogs)  # later batches are indexed with them
                     status.show(_progress_text(stats.total, time.perf_counter() - started))
             # Fresh planner statistics: searches right after a large load would otherwise plan blind.
@@ -87,14 +92,10 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int, stat
     return 1 if stats.invalid else 0
 
 
-async def _write_with_retry(conn: Connection, batch: list[Located], catalogs: Catalogs, stats: LoadStats) -> bool:
+async def _load_batch(conn: Connection, batch: list[Located], catalogs: Catalogs, stats: LoadStats) -> bool:
     """Write one batch; True when it held SearchParameters."""
     resources = [resource for _where, resource in batch]
-    try:
-        result = await write_batch(conn, resources, catalogs)
-    except asyncpg.exceptions.UniqueViolationError:
-        # An API request created one of these ids between our lookup and the COPY: the retry sees it.
-        result = await write_batch(conn, resources, catalogs)
+    result = await _write_batch(conn, resources, catalogs)
     stats.created += result.created
     stats.updated += result.updated
     # A rejection reads `Type/id: reason`; it is reported with where that resource came from.
@@ -107,6 +108,22 @@ async def _write_with_retry(conn: Connection, batch: list[Located], catalogs: Ca
         stats.report(f"{where[key]}: {line}")
     stats.loaded.update(res_type for _place, key, res_type in keys if key not in rejected)
     return result.search_parameters > 0
+
+
+async def _write_batch(conn: Connection, resources: list[Submitted], catalogs: Catalogs) -> BatchResult:
+    """One batch's transaction, written again when it lost to a concurrent writer (it was rolled back whole):
+    an API request created one of its ids between the lookup and the COPY (the retry sees it), or a job or
+    request locked its rows in another order (a deadlock: PostgreSQL aborts one of the two)."""
+    attempt = 1
+    while True:
+        try:
+            return await write_batch(conn, resources, catalogs)
+        except RETRIED_ERRORS as exc:
+            if attempt == MAX_ATTEMPTS:
+                raise
+            log.warning("load_batch_retried", error=type(exc).__name__, attempt=attempt, resources=len(resources))
+        await asyncio.sleep(RETRY_DELAY_SECONDS * attempt)
+        attempt += 1
 
 
 def _progress_text(count: int, elapsed: float) -> str:

@@ -150,7 +150,7 @@ async def _follow(pool: asyncpg.Pool, job_id: UUID, status: StatusLine,
     """Show the job's progress until it ends (its final progress) or Ctrl-C is pressed (None)."""
     while not interrupted.is_set():
         progress = await job_progress(pool, job_id)
-        assert progress is not None, "jobs are never deleted"
+        assert progress is not None, "a job is deleted only long after it ended"
         status.show(progress_line(job_status(progress)))
         if progress.state in ENDED:
             return progress

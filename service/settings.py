@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,19 @@ RoleMap = Annotated[dict[str, list[str]], NoDecode]
 # Algorithms a JWKS (public key) may verify; symmetric ones and `none` never come from a key server.
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 _MIN_SECRET_LENGTH = 32
+CONNECTIONS_PER_WORKER = 2
+ENGINE_CONNECTIONS = 3
+# One slow search must not hold up every other request of the replica.
+MIN_REQUEST_CONNECTIONS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSize:
+    """One connection pool: its size and the statement_timeout its connections are opened with."""
+
+    min_size: int
+    max_size: int
+    statement_timeout_ms: int
 
 
 def parse_role_map(text: str) -> dict[str, list[str]]:
@@ -69,16 +83,24 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1000, ge=1)
     default_page_size: int = Field(default=20, ge=1)
     lock_timeout_ms: int = Field(default=5000, ge=1)
+    # `DELETE [type]?search` matching several resources deletes them all; otherwise it is a 412.
+    conditional_delete_multiple: bool = False
     # Search limits (see "Search limits" in the README): parameters and comma-separated values per request,
     # and how long a search's statements may run before PostgreSQL cancels them.
     max_search_terms: int = Field(default=30, ge=1)
     max_search_values: int = Field(default=1000, ge=1)
     search_timeout_ms: int = Field(default=15000, ge=1)
     catalog_poll_seconds: float = Field(default=30.0, gt=0)
+    # The replica's connections: the job engine's own pool (`job_pool_size`) and the rest for requests.
     pool_min_size: int = Field(default=2, ge=1)
-    pool_max_size: int = Field(default=10, ge=1)
+    pool_max_size: int = Field(default=12, ge=1)
     # A request that finds every pooled connection busy for this long gets a 503 instead of queueing on.
     pool_acquire_timeout_ms: int = Field(default=3000, ge=1)
+    # Server-side statement_timeout of each pool: requests, and the job engine's statements (batches, planning).
+    statement_timeout_ms: int = Field(default=60_000, ge=1)
+    job_statement_timeout_ms: int = Field(default=600_000, ge=1)
+    job_retention_days: int = Field(default=30, ge=1)
+    upkeep_interval_seconds: float = Field(default=3600.0, gt=0)
     # A pod's database may come up after it: connection failures are retried for this long at start.
     database_connect_timeout_seconds: float = Field(default=30.0, ge=0)
 
@@ -161,10 +183,47 @@ class Settings(BaseSettings):
         if self.default_page_size > self.max_page_size:
             found.append(f"FHIR_DEFAULT_PAGE_SIZE ({self.default_page_size}) is above FHIR_MAX_PAGE_SIZE "
                          f"({self.max_page_size})")
-        if self.pool_min_size > self.pool_max_size:
-            found.append(f"FHIR_POOL_MIN_SIZE ({self.pool_min_size}) is above FHIR_POOL_MAX_SIZE "
-                         f"({self.pool_max_size})")
-        return found
+        if self.lock_timeout_ms >= self.statement_timeout_ms:
+            found.append(f"FHIR_LOCK_TIMEOUT_MS ({self.lock_timeout_ms}) must be below FHIR_STATEMENT_TIMEOUT_MS "
+                         f"({self.statement_timeout_ms}), or a write waiting for a row times out instead of "
+                         "answering 409")
+        return found + self._pool_problems()
+
+    def _pool_problems(self) -> list[str]:
+        requests = self.pool_max_size - self.job_pool_size
+        if requests < MIN_REQUEST_CONNECTIONS:
+            return [f"FHIR_POOL_MAX_SIZE ({self.pool_max_size}) is too small: the job engine takes "
+                    f"{self.job_pool_size} connections ({CONNECTIONS_PER_WORKER} per FHIR_REINDEX_WORKERS "
+                    f"({self.reindex_workers}) and {ENGINE_CONNECTIONS} for listening and upkeep), which leaves "
+                    f"{requests} for requests; set it to at least {self.job_pool_size + MIN_REQUEST_CONNECTIONS} "
+                    "or lower FHIR_REINDEX_WORKERS"]
+        if self.pool_min_size > requests:
+            return [f"FHIR_POOL_MIN_SIZE ({self.pool_min_size}) is above the {requests} connections requests get "
+                    f"(FHIR_POOL_MAX_SIZE ({self.pool_max_size}) less the job engine's {self.job_pool_size})"]
+        return []
+
+    @property
+    def job_pool_size(self) -> int:
+        """Connections of the job engine's pool, out of `pool_max_size`: a reindex worker reads a chunk on one
+        connection while it writes on another; the two LISTEN connections (jobs, search parameters) stay open;
+        one more serves catalog refreshes and upkeep without waiting for a worker."""
+        return CONNECTIONS_PER_WORKER * self.reindex_workers + ENGINE_CONNECTIONS
+
+    def request_pool(self) -> PoolSize:
+        """The pool requests use: what the job engine leaves of `pool_max_size`."""
+        requests = self.pool_max_size - self.job_pool_size
+        return PoolSize(min(self.pool_min_size, requests), requests, self.statement_timeout_ms)
+
+    def job_pool(self) -> PoolSize:
+        return PoolSize(ENGINE_CONNECTIONS, self.job_pool_size, self.job_statement_timeout_ms)
+
+    def probe_pool(self) -> PoolSize:
+        """Readiness and metrics: one connection of their own, beside `pool_max_size`."""
+        return PoolSize(1, 1, self.statement_timeout_ms)
+
+    def operator_pool(self) -> PoolSize:
+        """The one pool of an operator command (`load`, `reindex`, `migrate`): batch work, so the job timeout."""
+        return PoolSize(self.pool_min_size, self.pool_max_size, self.job_statement_timeout_ms)
 
     def jwks_urls_by_issuer(self) -> dict[str, tuple[str, ...]]:
         """Accepted issuer -> the JWKS URLs whose keys may sign its tokens: pairwise, or all issuers to the one

@@ -62,7 +62,7 @@ def server_dsn() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
-    from service.db import EmbeddedPostgres
+    from service.embedded import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="fhir-test-pg-") as tmp:
         server = EmbeddedPostgres(Path(tmp), TEST_SERVER_SETTINGS)

@@ -51,8 +51,10 @@ RULES = [
     ("PUT", "/Organization/1", needs("Organization.update")),
     ("PATCH", "/Organization/1", needs("Organization.update")),
     ("DELETE", "/Organization/1", needs("Organization.delete")),
-    ("PUT", "/Organization", needs("Organization.update")),  # conditional update
-    ("DELETE", "/Organization", needs("Organization.delete")),  # conditional delete
+    # Conditional interactions search too.
+    ("PUT", "/Organization", needs("Organization.update", "Organization.search")),
+    ("PATCH", "/Organization", needs("Organization.update", "Organization.search")),
+    ("DELETE", "/Organization", needs("Organization.delete", "Organization.search")),
     ("GET", "/_history", SYSTEM_HISTORY_RULE),
     ("GET", "/Organisation/1", AUTHENTICATED),  # unknown type: the handler answers 404
     ("GET", "", AUTHENTICATED),  # system-level search: `{Type}.search` per searched type, checked by the handler
@@ -80,6 +82,12 @@ RULES = [
 @pytest.mark.parametrize(("method", "path", "rule"), RULES, ids=[f"{m} {p or '(base)'}" for m, p, _ in RULES])
 def test_rule_for(method: str, path: str, rule: Rule | None) -> None:
     assert rule_for(method, path) == rule
+
+
+def test_conditional_create_needs_search_too() -> None:
+    assert rule_for("POST", "/Organization", if_none_exist=True) == needs("Organization.create", "Organization.search")
+    assert rule_for("POST", "/Organization", if_none_exist=False) == needs("Organization.create")
+    assert rule_for("POST", "/Organization/_search", if_none_exist=True) == needs("Organization.search")
 
 
 def test_system_history_needs_read_on_every_type() -> None:

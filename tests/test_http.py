@@ -93,3 +93,6 @@ async def test_capability_statement(client):
     assert len(types) == 146
     codes = {interaction["code"] for interaction in types["Organization"]["interaction"]}
     assert {"read", "vread", "update", "delete", "create", "history-instance", "history-type"} <= codes
+    organization = types["Organization"]
+    assert (organization["conditionalCreate"], organization["conditionalUpdate"]) == (True, True)
+    assert (organization["conditionalRead"], organization["conditionalDelete"]) == ("full-support", "single")

@@ -13,9 +13,9 @@ import sys
 import pytest
 
 from service.app import create_app
-from service.db import create_pool
 from service.http.keys import POOL
 from service.jobs.start import ReindexPlan, start_reindex
+from service.pools import create_pool
 from service.search.registry import Registry
 from tests.indexes import expected_index_rows, stored_index_rows
 from tests.test_process import free_port

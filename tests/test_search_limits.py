@@ -147,9 +147,9 @@ async def test_client_disconnect_cancels_the_query_in_postgresql(settings, db, d
 
 
 async def test_exhausted_pool_is_503_while_probes_answer(aiohttp_client, settings, database_url, db):
-    # Three connections: the catalog follower listens on one, two are left for requests.
+    # Five connections: the job engine's pool takes three (no workers), two are left for requests.
     client = await aiohttp_client(create_app(settings.model_copy(update={
-        "pool_min_size": 1, "pool_max_size": 3, "pool_acquire_timeout_ms": 300})))
+        "pool_min_size": 1, "pool_max_size": 5, "pool_acquire_timeout_ms": 300})))
     async with resource_table_locked(database_url):
         blocked = [asyncio.create_task(client.get(f"/fhir/Patient?name=a{i}")) for i in range(2)]
         assert len(await wait_for_searches(db, 2)) == 2

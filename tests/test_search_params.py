@@ -9,9 +9,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from urllib.parse import quote
 
+import asyncpg
 import pytest
 
 from service.app import create_app
+from service.search.query import SearchContext, parse_search
+from service.search.registry import Registry
+from service.search.sql import count_statement, page_statement
 from tests.search_data import (
     entries,
     folded,
@@ -115,6 +119,25 @@ async def test_gender_and_not(client):
     assert await search_ids(client, "/fhir/Patient?gender=male") == male
     not_male = ids_where("Patient", lambda r: r.get("gender") != "male")
     assert await search_ids(client, "/fhir/Patient?gender:not=male") == not_male
+    observed = ids_where("Observation", lambda r: r["subject"]["reference"].split("/")[1] in not_male)
+    assert observed
+    assert await search_ids(client, "/fhir/Observation?subject:Patient.gender:not=male&_count=1000") == observed
+
+
+async def test_not_is_planned_as_an_anti_join(search_database):
+    """`:not` must not be a SubPlan run against every candidate row: the plan joins the index table once."""
+    context = SearchContext(Registry.builtin(), "https://fhir.example/fhir", datetime.now(timezone.utc), False, 20, 100)
+    statements = [build(parse_search("Patient", [("gender:not", "male")], context))
+                  for build in (page_statement, count_statement)]
+    statements += [page_statement(parse_search(res_type, [item], context)) for res_type, item in (
+        ("Organization", ("type:not", "fac")), ("Observation", ("subject:Patient.gender:not", "male")))]
+    conn = await asyncpg.connect(search_database)
+    try:
+        for statement in statements:
+            plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {statement.text}", *statement.params))
+            assert "Anti Join" in plan and "SubPlan" not in plan, plan
+    finally:
+        await conn.close()
 
 
 async def test_observation_code_and_tag_and_id(client):

@@ -79,6 +79,9 @@ def test_a_missing_database_fails_at_once(server_dsn):
      ["FHIR_PORT", "FHIR_REINDEX_WORKERS", "FHIR_AUTH_MODE", "FHIR_LOCAL_BASE_URLS"]),
     ({"FHIR_AUTH_MODE": "hs256", "FHIR_HS256_SECRET": "short", "FHIR_POOL_MIN_SIZE": "20"},
      ["FHIR_HS256_SECRET", "FHIR_POOL_MIN_SIZE"]),
+    # connections that cannot serve both the job engine and requests, and timeouts in the wrong order
+    ({"FHIR_AUTH_MODE": "hs256", "FHIR_HS256_SECRET": "short", "FHIR_POOL_MAX_SIZE": "6",
+      "FHIR_LOCK_TIMEOUT_MS": "90000"}, ["FHIR_POOL_MAX_SIZE", "FHIR_REINDEX_WORKERS", "FHIR_LOCK_TIMEOUT_MS"]),
 ])
 def test_every_bad_setting_is_named_at_once(env, named):
     event = failure(start(env), 2)

@@ -11,11 +11,14 @@ from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.definitions import SearchParameter
 from service.search.registry import CompiledParameter, Registry
 
-_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type")
+_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+                 "search-type")
 
 
-def capability_statement(base: str, started: datetime, registry: Registry) -> dict[str, Any]:
-    """The statement; each type lists the search parameters of `registry` (built-in and custom)."""
+def capability_statement(base: str, started: datetime, registry: Registry,
+                         conditional_delete: str = "single") -> dict[str, Any]:
+    """The statement; each type lists the search parameters of `registry` (built-in and custom).
+    `conditional_delete`: `single`, or `multiple` with FHIR_CONDITIONAL_DELETE_MULTIPLE."""
     referring = _referring(registry)
     resources = [
         {
@@ -24,6 +27,10 @@ def capability_statement(base: str, started: datetime, registry: Registry) -> di
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": True,
+            "conditionalDelete": conditional_delete,
             "searchInclude": ["*", *(f"{res_type}:{p.definition.code}" for p in _references(registry, res_type))],
             **({"searchRevInclude": ["*", *referring[res_type]]} if res_type in referring else {}),
             "searchParam": [_search_param(p.definition) for p in _sorted(registry, res_type)],

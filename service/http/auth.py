@@ -32,7 +32,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     path = below_base(request.path, request.app[SETTINGS].base_path)
     if path is None or request.path in OPEN_PATHS:
         return await handler(request)
-    rule = rule_for(request.method, path)
+    rule = rule_for(request.method, path, bool(request.headers.get("If-None-Exist", "").strip()))
     if rule is not None and rule.public:
         return await handler(request)
     principal = await _principal(request)

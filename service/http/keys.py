@@ -29,7 +29,8 @@ class Lifecycle:
 
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", asyncpg.Pool)  # requests'
+JOB_POOL = web.AppKey("job_pool", asyncpg.Pool)  # the job engine's: workers, listeners, upkeep
 # Readiness and metrics only: one connection that requests never take.
 PROBE_POOL = web.AppKey("probe_pool", asyncpg.Pool)
 STORE = web.AppKey("store", ResourceStore)

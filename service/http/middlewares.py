@@ -12,12 +12,12 @@ import structlog
 from aiohttp import web
 
 from service import SERVICE_NAME, __version__
-from service.db import PoolExhausted
 from service.fhir.errors import FhirError
 from service.fhir.outcome import Issue
 from service.http.keys import METRICS, PRINCIPAL, REQUEST_ID, RESPONSE_TYPE, SETTINGS
-from service.http.negotiation import check_body_type, negotiate
+from service.http.negotiation import JSON_TYPES, PATCH_TYPES, check_body_type, negotiate
 from service.http.responses import outcome_response
+from service.pools import PoolExhausted
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = structlog.get_logger("service.http")
@@ -102,6 +102,10 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return outcome_response(request, 503, Issue(
             "error", "throttled", f"The service is busy: {exc} (FHIR_POOL_ACQUIRE_TIMEOUT_MS); retry the request"),
             headers={"Retry-After": RETRY_BUSY_SECONDS})
+    except asyncpg.QueryCanceledError:  # FHIR_STATEMENT_TIMEOUT_MS: the database gave up on the statement
+        log.warning("statement_timeout", method=request.method, path=request.path)
+        return outcome_response(request, 503, Issue(
+            "error", "timeout", "The database did not answer in time; retry later, or narrow the request"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -155,7 +159,7 @@ def _check_request_body(request: web.Request) -> None:
         raise FhirError(413, f"The request body of {request.content_length} bytes exceeds the limit of {limit} bytes",
                         code="too-costly")
     if not request.path.endswith("/_search"):
-        check_body_type(request.content_type)
+        check_body_type(request.content_type, PATCH_TYPES if request.method == "PATCH" else JSON_TYPES)
 
 
 async def add_common_headers(request: web.Request, response: web.StreamResponse) -> None:

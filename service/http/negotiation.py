@@ -7,6 +7,8 @@ from service.fhir.errors import FhirError
 FHIR_JSON = "application/fhir+json"
 # The JSON media types FHIR R4 clients send, in our order of preference for a wildcard.
 JSON_TYPES = (FHIR_JSON, "application/json+fhir", "application/json")
+JSON_PATCH = "application/json-patch+json"
+PATCH_TYPES = (*JSON_TYPES, JSON_PATCH)  # FHIRPath Patch (a Parameters resource) or JSON Patch
 _XML_TYPES = ("application/fhir+xml", "application/xml+fhir", "application/xml", "text/xml")
 _FORMAT_ALIASES = {"json": FHIR_JSON, "xml": "application/fhir+xml", "html": "text/html"}
 

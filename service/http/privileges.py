@@ -10,8 +10,11 @@ No aiohttp here, so the rules are tested (and read) on their own. The rules:
 - `GET /{Type}`, `POST /{Type}/_search`: `Type.search`; what else a search reads is checked once it is parsed
   (`service.http.search_access`). `GET /` and `POST /_search` (system-level search): a valid token here, and
   `Type.search` for each type searched there.
-- `POST /{Type}`: `Type.create`; `PUT|PATCH /{Type}[/{id}]`: `Type.update`; `DELETE /{Type}[/{id}]`: `Type.delete`.
+- `POST /{Type}`: `Type.create`; `PUT|PATCH /{Type}/{id}`: `Type.update`; `DELETE /{Type}/{id}`: `Type.delete`.
   `Type.write` grants create, update and delete.
+- Conditional interactions search as well, so they also need `Type.search`: `PUT|PATCH /{Type}?criteria`
+  (`Type.update`), `DELETE /{Type}?criteria` (`Type.delete`), and `POST /{Type}` with `If-None-Exist`
+  (`Type.create`), which is the one rule that depends on more than method and path.
 - `GET /_history` (system history, every type): `Type.read` for every resource type, which in practice
   only a role-map entry such as `auditor=*.read` grants.
 - A path naming an unknown resource type needs no privilege: the handler answers 404 (the types are public
@@ -34,6 +37,7 @@ _REINDEX_ROUTES = {
 }
 _INSTANCE_OPERATIONS = {("POST", "$reindex"), ("GET", "$reindex-dryrun"), ("POST", "$reindex-dryrun")}
 _TYPE_ACTIONS = {"GET": "search", "POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+_CONDITIONAL_TYPE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})  # on `/{Type}` they act on a search's match
 _INSTANCE_ACTIONS = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
 _SHOWN_MISSING = 3
 
@@ -53,14 +57,15 @@ REINDEX_RULE = Rule(frozenset({REINDEX}), user_type=SYSTEM)
 SYSTEM_HISTORY_RULE = Rule(frozenset(f"{res_type}.read" for res_type in RESOURCE_TYPES))
 
 
-def rule_for(method: str, path: str) -> Rule | None:
-    """The rule for `method` on `path` (below the base path, e.g. `/Organization/1`); None: no rule."""
+def rule_for(method: str, path: str, if_none_exist: bool = False) -> Rule | None:
+    """The rule for `method` on `path` (below the base path, e.g. `/Organization/1`); None: no rule.
+    `if_none_exist`: the request has a non-blank `If-None-Exist` header (a conditional create)."""
     method = "GET" if method == "HEAD" else method
     parts = [part for part in path.split("/") if part]
     if not parts:  # the system-level search checks `{Type}.search` for the types it searches, once parsed
         return AUTHENTICATED if method == "GET" else None
     if len(parts) == 1:
-        return _system_rule(method, parts[0])
+        return _system_rule(method, parts[0], if_none_exist)
     if not parts or parts[0].startswith(("$", "_")) or parts[0] == "metadata":
         return None
     res_type = parts[0]
@@ -72,7 +77,7 @@ def rule_for(method: str, path: str) -> Rule | None:
     return Rule(frozenset({f"{res_type}.{action}"})) if action else None
 
 
-def _system_rule(method: str, name: str) -> Rule | None:
+def _system_rule(method: str, name: str, if_none_exist: bool) -> Rule | None:
     if name == "metadata":
         return PUBLIC if method == "GET" else None
     if (method, name) in _REINDEX_ROUTES:
@@ -86,7 +91,10 @@ def _system_rule(method: str, name: str) -> Rule | None:
     if name not in RESOURCE_TYPES:
         return AUTHENTICATED
     action = _TYPE_ACTIONS.get(method)
-    return Rule(frozenset({f"{name}.{action}"})) if action else None
+    if action is None:
+        return None
+    conditional = method in _CONDITIONAL_TYPE_METHODS or (method == "POST" and if_none_exist)
+    return Rule(frozenset({f"{name}.{action}", *((f"{name}.search",) if conditional else ())}))
 
 
 def _rest_action(method: str, rest: list[str]) -> str | None:

@@ -34,7 +34,7 @@ def _target(request: web.Request) -> tuple[str, str]:
     return check_type(request.match_info["type"]), check_id(request.match_info["id"])
 
 
-def _if_match(request: web.Request) -> int | None:
+def if_match(request: web.Request) -> int | None:
     header = request.headers.get("If-Match")
     return None if header is None else parse_version_tag(header)
 
@@ -82,19 +82,19 @@ async def create(request: web.Request) -> web.Response:
     res_type = check_type(request.match_info["type"])
     resource = parse_resource(await request.read())
     check_resource(resource.values, res_type)
-    return _written(request, await request.app[STORE].create(resource))
+    return written(request, await request.app[STORE].create(resource))
 
 
 async def update(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
     resource = parse_resource(await request.read())
     check_update_id(check_resource(resource.values, res_type), fhir_id)
-    return _written(request, await request.app[STORE].update(resource, fhir_id, _if_match(request)))
+    return written(request, await request.app[STORE].update(resource, fhir_id, if_match(request)))
 
 
 async def delete(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
-    result = await request.app[STORE].delete(res_type, fhir_id, _if_match(request))
+    result = await request.app[STORE].delete(res_type, fhir_id, if_match(request))
     if result is None:
         raise not_found(f"Resource {res_type}/{fhir_id} is not known")
     message = (f"Successfully deleted {res_type}/{fhir_id}" if result.changed
@@ -103,14 +103,14 @@ async def delete(request: web.Request) -> web.Response:
                             headers=version_headers(result.version))
 
 
-def _written(request: web.Request, result: WriteResult) -> web.Response:
+def written(request: web.Request, result: WriteResult) -> web.Response:
     """The reply to a create or update, shaped by `Prefer: return=`."""
     version = result.version
     headers = version_headers(version)
     status = 201 if result.created else 200
     if result.created:
         headers["Location"] = f"{base_url(request)}/{version.res_type}/{version.fhir_id}/_history/{version.version}"
-    prefer = _prefer_return(request)
+    prefer = prefer_return(request)
     if prefer == "minimal":
         return fhir_response(request, status, None, headers)
     if prefer == "OperationOutcome":
@@ -120,7 +120,7 @@ def _written(request: web.Request, result: WriteResult) -> web.Response:
     return fhir_response(request, status, version.body, headers)
 
 
-def _prefer_return(request: web.Request) -> str:
+def prefer_return(request: web.Request) -> str:
     for preference in request.headers.getall("Prefer", []):
         for part in preference.split(","):
             name, _, value = part.strip().partition("=")

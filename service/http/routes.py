@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.http import history, metadata, probes, reindex, rest, search
+from service.http import conditional, history, metadata, patch, probes, reindex, rest, search
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -25,12 +25,16 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_get(f"{base}/{{type}}/_history", history.type_history)
     app.router.add_post(f"{base}/{{type}}/_search", search.search_post)
     app.router.add_get(f"{base}/{{type}}", search.search_get)
-    app.router.add_post(f"{base}/{{type}}", rest.create)
-    app.router.add_get(f"{base}/{{type}}/{{id}}", rest.read)
+    app.router.add_post(f"{base}/{{type}}", conditional.create)  # plain create without If-None-Exist
+    app.router.add_put(f"{base}/{{type}}", conditional.update)
+    app.router.add_delete(f"{base}/{{type}}", conditional.delete)
+    app.router.add_patch(f"{base}/{{type}}", patch.patch_conditional)
+    app.router.add_get(f"{base}/{{type}}/{{id}}", conditional.read)
     app.router.add_put(f"{base}/{{type}}/{{id}}", rest.update)
     app.router.add_delete(f"{base}/{{type}}/{{id}}", rest.delete)
+    app.router.add_patch(f"{base}/{{type}}/{{id}}", patch.patch_instance)
     app.router.add_get(f"{base}/{{type}}/{{id}}/_history", history.instance_history)
     app.router.add_post(f"{base}/{{type}}/{{id}}/$reindex", reindex.instance_reindex)
     app.router.add_get(f"{base}/{{type}}/{{id}}/$reindex-dryrun", reindex.instance_dryrun)
     app.router.add_post(f"{base}/{{type}}/{{id}}/$reindex-dryrun", reindex.instance_dryrun)
-    app.router.add_get(f"{base}/{{type}}/{{id}}/_history/{{vid}}", rest.vread)
+    app.router.add_get(f"{base}/{{type}}/{{id}}/_history/{{vid}}", conditional.vread)

@@ -200,7 +200,7 @@ async def fail_job(conn: Connection, job_id: UUID, error: str) -> None:
 
 
 async def _job_row(conn: Connection, query: str, job_id: UUID, *args: object) -> asyncpg.Record:
-    """The row a statement on one job returns: there is one, as jobs are never deleted."""
+    """The row a statement on one job returns: there is one, as only long-ended jobs are deleted."""
     row = await conn.fetchrow(query, job_id, *args)
     if row is None:
         raise LookupError(f"job {job_id} does not exist")

@@ -12,6 +12,8 @@ Usage: `python -m service.search.build_definitions PATH` where PATH is the packa
   list (mime types, languages) cannot be enumerated and are left out, and so is `resource-types`, which
   HAPI's R4 model keeps as a plain `code`. Layout: `{"elements": {path: value set}, "value_sets":
   {value set: {system: [code, ...]}}}`.
+- `r4-repeating-elements.json`: the paths of the elements that repeat (`max` other than 1) in the base
+  resources and data types, which FHIR JSON writes as arrays (FHIRPath Patch needs it to add an element).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ KEPT_KEYS = ("code", "base", "type", "expression", "target", "url", "modifier", 
              "multipleOr", "multipleAnd", "component")
 OUTPUT = Path(__file__).with_name("r4-search-parameters.json")
 CODE_SYSTEMS_OUTPUT = Path(__file__).with_name("r4-code-systems.json")
+REPEATING_OUTPUT = Path(__file__).with_name("r4-repeating-elements.json")
 PLAIN_CODE_VALUE_SETS = frozenset({"http://hl7.org/fhir/ValueSet/resource-types"})  # plain `code` in HAPI
 
 
@@ -162,6 +165,18 @@ def build_code_systems(source: Path, records: list[dict[str, Any]]) -> dict[str,
     return {"elements": elements, "value_sets": dict(sorted(systems.items()))}
 
 
+def repeating_elements(structures: dict[str, dict[str, Any]]) -> list[str]:
+    """Element paths (`Patient.name`, `HumanName.given`; choice elements without `[x]`) whose `max` is not 1."""
+    paths = set()
+    for structure in structures.values():
+        if structure.get("derivation") == "constraint":  # profiles and extensions
+            continue
+        for element in structure.get("snapshot", {}).get("element", ()):
+            if "." in element["path"] and element.get("max") not in ("0", "1"):
+                paths.add(element["path"].removesuffix("[x]"))
+    return sorted(paths)
+
+
 def write_sections(path: Path, table: dict[str, dict[str, Any]]) -> None:
     """JSON with one entry a line: small diffs on regeneration."""
     sections = [f'"{name}": {{\n' + ",\n".join(f"{json.dumps(key)}: {json.dumps(value, separators=(',', ':'))}"
@@ -181,6 +196,9 @@ def main(argv: list[str]) -> int:
     table = build_code_systems(Path(argv[0]), records)
     write_sections(CODE_SYSTEMS_OUTPUT, table)
     print(f"wrote the code systems of {len(table['elements'])} bound code elements to {CODE_SYSTEMS_OUTPUT}")
+    repeating = repeating_elements(by_url(Path(argv[0]), "StructureDefinition"))
+    REPEATING_OUTPUT.write_text("[\n" + ",\n".join(json.dumps(path) for path in repeating) + "\n]\n", encoding="utf-8")
+    print(f"wrote {len(repeating)} repeating element paths to {REPEATING_OUTPUT}")
     return 0
 
 

@@ -1,13 +1,16 @@
 """Element types of the R4 data model, used to compile paths statically.
 
 The tables come from fhirpathpy's R4 model (generated from the R4 StructureDefinitions): element
-path -> type, choice element -> its types, and type -> parent type.
+path -> type, choice element -> its types, and type -> parent type; and which elements repeat, from
+`r4-repeating-elements.json` (written by `build_definitions`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from fhirpathpy.models import models
 
@@ -18,6 +21,8 @@ PARENT_TYPES: dict[str, str] = _R4["type2Parent"]
 PATHS_DEFINED_ELSEWHERE: dict[str, str] = _R4["pathsDefinedElsewhere"]
 # Backbone elements have no entry of their own, only their children do.
 BACKBONE_PATHS = frozenset(path.rsplit(".", 1)[0] for path in (*PATH_TYPES, *CHOICE_TYPES))
+REPEATING: frozenset[str] = frozenset(
+    json.loads(Path(__file__).with_name("r4-repeating-elements.json").read_text(encoding="utf-8")))
 PRIMITIVE_TYPES = frozenset(
     "base64Binary boolean canonical code date dateTime decimal id instant integer markdown oid "
     "positiveInt string time unsignedInt uri url uuid".split()
@@ -73,3 +78,9 @@ def children(context: str, name: str) -> tuple[Element, ...] | None:
         if path in BACKBONE_PATHS:
             return (Element(name, "BackboneElement", path, path),)
     return None
+
+
+def repeats(context: str, name: str) -> bool:
+    """Whether the element `name` of `context` (a type or a backbone path) may repeat (a JSON array)."""
+    owners = ancestors(context) if "." not in context else [context, *ancestors("BackboneElement")]
+    return any(f"{owner}.{name}" in REPEATING for owner in owners)

@@ -1,7 +1,7 @@
 """Search terms -> SQL conditions on the index tables (pure).
 
-Each term becomes `res_id IN (SELECT res_id FROM idx_<type> WHERE ...)` (NOT IN for `:not`), every
-alternative carrying `sp_hash = $h` first so the (sp_hash, value) b-tree indexes serve it. Table and
+Each term becomes `res_id IN (SELECT res_id FROM idx_<type> WHERE ...)` (a correlated NOT EXISTS for
+`:not`), every alternative carrying `sp_hash = $h` first so the (sp_hash, value) b-tree indexes serve it. Table and
 column names come from the fixed tables below; every value is a `$n` parameter.
 """
 
@@ -74,8 +74,12 @@ def term_condition(term: Term, params: Parameters, alias: str = "r") -> str:
     """The condition on the resource row `alias` (which has res_id, res_type and fhir_id)."""
     if term.reverse:
         return has_condition(term, params, alias)
-    operator = "NOT IN" if term.negated else "IN"
-    return f"{alias}.res_id {operator} ({term_subquery(term, params)})"
+    subquery = term_subquery(term, params)
+    if term.negated:
+        # PostgreSQL never plans `NOT IN (subquery)` as an anti-join (a NULL would change its meaning), only
+        # as a per-row or hashed SubPlan; NOT EXISTS says the same here (res_id is never NULL) and is one.
+        return f"NOT EXISTS (SELECT FROM ({subquery}) AS matched WHERE matched.res_id = {alias}.res_id)"
+    return f"{alias}.res_id IN ({subquery})"
 
 
 def hash_test(types: tuple[str, ...], code: str, params: Parameters) -> str:

@@ -18,10 +18,14 @@ from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, re
 from service.store.resources import SEARCH_PARAMETER
 from service.store.search_parameters import record_change
 
+# Rows are locked as the sort emits them, in res_id order, the order in which a reindex batch reads them:
+# two writers of many rows that both go up by res_id wait for each other instead of deadlocking. A writer
+# taking rows in another order still can: the caller retries the batch (it was rolled back whole).
 SELECT_EXISTING_FOR_UPDATE = """
 SELECT r.res_id, r.res_type, r.fhir_id, r.version
 FROM resource r JOIN unnest($1::text[], $2::text[]) AS k (res_type, fhir_id)
   ON r.res_type = k.res_type AND r.fhir_id = k.fhir_id
+ORDER BY r.res_id
 FOR UPDATE OF r"""
 ALLOCATE_RES_IDS = "SELECT nextval(pg_get_serial_sequence('resource', 'res_id')) FROM generate_series(1, $1)"
 UPDATE_EXISTING = """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -73,62 +75,76 @@ class ResourceStore:
     """
 
     def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int, catalogs: Catalogs) -> None:
-        self._pool = pool
+        self.pool = pool
         self._lock_timeout = f"{lock_timeout_ms}ms"
         self._catalogs = catalogs
 
     async def read(self, res_type: str, fhir_id: str) -> Version | None:
-        row = await self._pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
-        return None if row is None else _version(res_type, fhir_id, row)
+        row = await self.pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
+        return None if row is None else version_of(res_type, fhir_id, row)
 
     async def vread(self, res_type: str, fhir_id: str, version: int) -> Version | None:
-        row = await self._pool.fetchrow(SELECT_VERSION, res_type, fhir_id, version)
-        return None if row is None else _version(res_type, fhir_id, row)
+        row = await self.pool.fetchrow(SELECT_VERSION, res_type, fhir_id, version)
+        return None if row is None else version_of(res_type, fhir_id, row)
 
     async def create(self, resource: Submitted) -> WriteResult:
         res_type, fhir_id = resource.values["resourceType"], str(uuid4())
-        async with self._pool.acquire() as conn, conn.transaction():
-            written = await self._insert(conn, res_type, fhir_id, resource, "POST")
+        async with self.pool.acquire() as conn, conn.transaction():
+            written = await self.insert(conn, res_type, fhir_id, resource, "POST")
         assert written is not None, "a fresh UUID cannot collide"
-        return await self._after_write(WriteResult(written, created=True))
+        return await self.after_write(WriteResult(written, created=True))
 
     async def update(self, resource: Submitted, fhir_id: str, if_match: int | None) -> WriteResult:
-        res_type = resource.values["resourceType"]
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(SET_LOCK_TIMEOUT, self._lock_timeout)
-            current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
-            if current is None:
-                _check_version(if_match, None, res_type, fhir_id)
-                written = await self._insert(conn, res_type, fhir_id, resource, "PUT")
-                result = None if written is None else WriteResult(written, created=True)
-                # None: another request created it between our read and insert; update that one instead.
-                current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id) if result is None else None
-            if current is not None:
-                _check_version(if_match, current["version"], res_type, fhir_id)
-                written = await self._new_version(conn, current, res_type, fhir_id, resource, "PUT")
-                result = WriteResult(written, created=bool(current["deleted"]))
-        assert result is not None, "an insert that collided found a row to update"
-        return await self._after_write(result)
+        async with self.write_transaction() as conn:
+            result = await self.update_in(conn, resource, fhir_id, if_match)
+        return await self.after_write(result)
 
     async def delete(self, res_type: str, fhir_id: str, if_match: int | None) -> WriteResult | None:
         """Soft-delete: a new version with no body. None when there is no such resource."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(SET_LOCK_TIMEOUT, self._lock_timeout)
+        async with self.write_transaction() as conn:
             current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
             if current is None:
                 return None
-            _check_version(if_match, current["version"], res_type, fhir_id)
-            if current["deleted"]:
-                return WriteResult(_version(res_type, fhir_id, current), changed=False)
-            written = await self._new_version(conn, current, res_type, fhir_id, None, "DELETE")
-        return await self._after_write(WriteResult(written))
+            result = await self.delete_in(conn, current, res_type, fhir_id, if_match)
+        return await self.after_write(result)
+
+    @asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[Connection]:
+        """A connection in a transaction whose row locks wait at most FHIR_LOCK_TIMEOUT_MS."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(SET_LOCK_TIMEOUT, self._lock_timeout)
+            yield conn
+
+    async def update_in(self, conn: Connection, resource: Submitted, fhir_id: str, if_match: int | None) -> WriteResult:
+        """An update (a create when there is no such resource) in the caller's write transaction."""
+        res_type = resource.values["resourceType"]
+        current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
+        if current is None:
+            check_version(if_match, None, res_type, fhir_id)
+            written = await self.insert(conn, res_type, fhir_id, resource, "PUT")
+            if written is not None:
+                return WriteResult(written, created=True)
+            # Another request created it between our read and insert; update that one instead.
+            current = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, fhir_id)
+            assert current is not None, "an insert that collided found a row to update"
+        check_version(if_match, current["version"], res_type, fhir_id)
+        written = await self.new_version(conn, current, res_type, fhir_id, resource, "PUT")
+        return WriteResult(written, created=bool(current["deleted"]))
+
+    async def delete_in(self, conn: Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
+                        if_match: int | None) -> WriteResult:
+        """Delete the locked row `current` in the caller's write transaction (nothing when it is deleted already)."""
+        check_version(if_match, current["version"], res_type, fhir_id)
+        if current["deleted"]:
+            return WriteResult(version_of(res_type, fhir_id, current), changed=False)
+        return WriteResult(await self.new_version(conn, current, res_type, fhir_id, None, "DELETE"))
 
     async def reindex(self, res_type: str, fhir_id: str, write: bool) -> tuple[IndexRows, IndexRows] | None:
         """The resource's stored and freshly extracted index rows (None: no such live resource); with
         `write`, the stored ones are brought up to date in the same transaction (instance $reindex)."""
         catalog = self._catalogs.current
         codes = {sp_hash(res_type, p.definition.code): p.definition.code for p in catalog.registry.parameters(res_type)}
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE if write else SELECT_CURRENT, res_type, fhir_id)
             if row is None or row["deleted"]:
                 return None
@@ -139,7 +155,7 @@ class ResourceStore:
                 await conn.execute(SET_INDEXED, row["res_id"], catalog.generation, fingerprint(new))
         return old, new
 
-    async def _insert(
+    async def insert(
         self, conn: Connection, res_type: str, fhir_id: str, resource: Submitted, method: Method,
     ) -> Version | None:
         last_updated = now_ms()
@@ -157,7 +173,7 @@ class ResourceStore:
             await record_change(conn, res_id, change)
         return Version(res_type, fhir_id, 1, last_updated, False, body)
 
-    async def _new_version(
+    async def new_version(
         self, conn: Connection, current: asyncpg.Record, res_type: str, fhir_id: str,
         resource: Submitted | None, method: Method,
     ) -> Version:
@@ -183,13 +199,13 @@ class ResourceStore:
         is_search_parameter = stamped["resourceType"] == SEARCH_PARAMETER
         return rows, self._catalogs.search_parameter_change(stamped) if is_search_parameter else None
 
-    async def _after_write(self, result: WriteResult) -> WriteResult:
+    async def after_write(self, result: WriteResult) -> WriteResult:
         if result.version.res_type == SEARCH_PARAMETER:
-            await refresh_catalog(self._pool, self._catalogs)
+            await refresh_catalog(self.pool, self._catalogs)
         return result
 
 
-def _check_version(if_match: int | None, current: int | None, res_type: str, fhir_id: str) -> None:
+def check_version(if_match: int | None, current: int | None, res_type: str, fhir_id: str) -> None:
     if if_match is not None and if_match != current:
         found = "does not exist" if current is None else f"is at version {current}"
         raise FhirError(
@@ -197,5 +213,5 @@ def _check_version(if_match: int | None, current: int | None, res_type: str, fhi
         )
 
 
-def _version(res_type: str, fhir_id: str, row: asyncpg.Record) -> Version:
+def version_of(res_type: str, fhir_id: str, row: asyncpg.Record) -> Version:
     return Version(res_type, fhir_id, row["version"], row["last_updated"], row["deleted"], row["body"])

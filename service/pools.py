@@ -1,0 +1,137 @@
+"""asyncpg pools: opened once the server answers, with an acquire timeout, and the probes' own connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Generator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import asyncpg.pool
+import orjson
+import structlog
+
+from service.settings import PoolSize, Settings
+from service.startup import StartupError
+
+log = structlog.get_logger(__name__)
+
+APPLICATION_NAME = "fhir-reindex-service"
+# What the SQL layers take: a connection of their own, or one acquired from the pool (a proxy of one).
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# Worth waiting for: the server is not there yet (a pod's database starting after it, a failover).
+# Anything else (a refused login, a missing database, a malformed URL) will not heal by waiting.
+TRANSIENT_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
+                            asyncpg.TooManyConnectionsError)
+
+
+class PoolExhausted(TimeoutError):
+    """No pooled connection became free within the pool's acquire timeout (FHIR_POOL_ACQUIRE_TIMEOUT_MS).
+
+    A TimeoutError, so the background loops that retry connection errors (OSError) retry this too."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        super().__init__(f"no database connection became free within {timeout_seconds * 1000:g} ms")
+        self.timeout_seconds = timeout_seconds
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool whose `acquire` waits at most `acquire_timeout` seconds (None: as long as it takes) unless
+    told otherwise, so a request never queues without end behind slow ones: it gets PoolExhausted (a 503)."""
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    # The stubs name asyncpg's own context class as the result; ours wraps it with the same interface.
+    def acquire(self, *, timeout: float | None = None) -> _Acquiring:  # type: ignore[override]
+        timeout = timeout or self._acquire_timeout
+        return _Acquiring(super().acquire(timeout=timeout), timeout)
+
+
+class _Acquiring:
+    """`async with pool.acquire()` or `await pool.acquire()`, naming an acquire timeout as PoolExhausted."""
+
+    __slots__ = ("_context", "_timeout")
+
+    def __init__(self, context: Any, timeout: float | None) -> None:
+        self._context = context
+        self._timeout = timeout
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return self._named(self._context).__await__()
+
+    async def __aenter__(self) -> Connection:
+        return await self._named(self._context.__aenter__())
+
+    async def _named(self, acquiring: Awaitable[Connection]) -> Connection:
+        try:
+            return await acquiring
+        except TimeoutError:
+            raise PoolExhausted(self._timeout or 0) from None
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._context.__aexit__(*exc_info)
+
+
+async def create_pool(dsn: str, settings: Settings, size: PoolSize | None = None,
+                      acquire_timeout: float | None = None, name: str = APPLICATION_NAME) -> Pool:
+    """A pool of `size` (by default an operator command's), once the server answers: connection failures are
+    retried for `database_connect_timeout_seconds`; then, or at once for a permanent failure, a StartupError."""
+    size = size or settings.operator_pool()
+    where = server_address(dsn)
+    deadline = asyncio.get_running_loop().time() + settings.database_connect_timeout_seconds
+    delay = 0.25
+    while True:
+        try:
+            return await _open_pool(dsn, size, acquire_timeout, name)
+        except TRANSIENT_CONNECT_ERRORS as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise StartupError("database_unreachable", f"DATABASE_URL: cannot connect to PostgreSQL at {where} "
+                                   f"({_reason(exc)}) within {settings.database_connect_timeout_seconds:g} s "
+                                   "(FHIR_DATABASE_CONNECT_TIMEOUT_SECONDS)") from None
+            if delay == 0.25:
+                log.warning("database_waiting", server=where, error=_reason(exc))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StartupError("database_refused", f"DATABASE_URL: PostgreSQL at {where} refused the "
+                               f"connection: {_reason(exc)}") from None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def _open_pool(dsn: str, size: PoolSize, acquire_timeout: float | None, name: str) -> Pool:
+    # The keyword arguments asyncpg.create_pool passes by default (it cannot build a subclass itself).
+    pool = Pool(dsn, acquire_timeout=acquire_timeout, min_size=size.min_size, max_size=size.max_size,
+                max_queries=50000, max_inactive_connection_lifetime=300.0, init=_init_connection, loop=None,
+                connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+                server_settings={"application_name": name, "statement_timeout": str(size.statement_timeout_ms)})
+    return await pool
+
+
+def server_address(dsn: str) -> str:
+    """`host:port` of a PostgreSQL URL, for messages: never the user or password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or parse_qs(parts.query).get("host", ["localhost"])[0]
+        return f"{host}:{parts.port or 5432}"
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, schema="pg_catalog", encoder=_encode_json, decoder=orjson.loads, format="text"
+        )
+
+
+def _encode_json(value: Any) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,64 @@
+"""Connections: the job engine has its own pool out of FHIR_POOL_MAX_SIZE, so requests keep theirs; sizes that
+cannot work are refused; every statement of either pool runs under a statement timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.app import create_app
+from service.http.keys import JOB_POOL, POOL
+from service.startup import SettingsError
+
+
+def test_a_pool_too_small_for_the_workers_is_refused_naming_what_to_change(settings):
+    crowded = settings.model_copy(update={"pool_max_size": 8, "reindex_workers": 3})
+    (problem,) = crowded.problems()
+    assert problem.startswith("FHIR_POOL_MAX_SIZE (8) is too small: the job engine takes 9 connections")
+    assert "FHIR_REINDEX_WORKERS (3)" in problem and "at least 11" in problem
+    with pytest.raises(SettingsError, match="FHIR_POOL_MAX_SIZE"):
+        create_app(crowded)
+    assert settings.model_copy(update={"pool_max_size": 11, "reindex_workers": 3}).problems() == []
+
+
+def test_a_lock_timeout_not_below_the_statement_timeout_is_refused(settings):
+    problems = settings.model_copy(update={"lock_timeout_ms": 60_000}).problems()
+    assert problems == ["FHIR_LOCK_TIMEOUT_MS (60000) must be below FHIR_STATEMENT_TIMEOUT_MS (60000), or a write "
+                        "waiting for a row times out instead of answering 409"]
+    too_few = settings.model_copy(update={"pool_min_size": 10}).problems()
+    assert too_few and too_few[0].startswith("FHIR_POOL_MIN_SIZE (10) is above the 9 connections requests get")
+
+
+async def test_the_job_engine_uses_its_own_pool_and_requests_keep_theirs(aiohttp_client, settings):
+    app = create_app(settings.model_copy(update={"reindex_workers": 2, "reindex_poll_seconds": 0.2}))
+    client = await aiohttp_client(app)
+    requests, jobs = app[POOL], app[JOB_POOL]
+    assert (requests.get_max_size(), jobs.get_max_size()) == (12 - 7, 7)  # 2 per worker, 3 for listening, upkeep
+    async with asyncio.timeout(10):  # the two listeners hold job connections for good
+        while jobs.get_size() - jobs.get_idle_size() < 2:
+            await asyncio.sleep(0.02)
+    assert requests.get_size() == requests.get_idle_size(), "no request runs, so no request connection is held"
+    assert await requests.fetchval("SHOW statement_timeout") == "1min"
+    assert await jobs.fetchval("SHOW statement_timeout") == "10min"
+
+    # Every connection the job engine may take is taken: requests are still served, five at once.
+    held = [await jobs.acquire() for _ in range(jobs.get_max_size() - (jobs.get_size() - jobs.get_idle_size()))]
+    try:
+        responses = await asyncio.gather(*(client.get("/fhir/Organization?name=x") for _ in range(5)))
+        assert [response.status for response in responses] == [200] * 5
+    finally:
+        for conn in held:
+            await jobs.release(conn)
+
+
+async def test_a_statement_past_the_timeout_is_503_timeout(aiohttp_client, settings, db):
+    client = await aiohttp_client(create_app(settings.model_copy(update={"statement_timeout_ms": 300,
+                                                                         "lock_timeout_ms": 100})))
+    async with db.transaction():
+        await db.execute("LOCK TABLE resource IN ACCESS EXCLUSIVE MODE")  # every read of it now waits
+        response = await client.get("/fhir/Organization/org-1")
+    assert response.status == 503
+    issue = (await response.json(content_type=None))["issue"][0]
+    assert (issue["severity"], issue["code"]) == ("error", "timeout")
+    assert (await client.get("/fhir/Organization/org-1")).status == 404  # the lock is gone: answered again
