@@ -243,3 +243,20 @@ async def test_plans_join_instead_of_running_a_subquery_per_row(search_database,
     finally:
         await conn.close()
     assert "SubPlan" not in plan, plan  # a correlated subquery run for every outer row
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("/fhir/Patient?_has:Observation:code:status=final", "'code' is a token parameter of Observation, not a reference"),
+    ("/fhir/Patient?_has:Nope:patient:code=1", "'Nope' is not a resource type"),
+    ("/fhir/Patient?_has:Observation:patient=1", "expected _has:Type:reference parameter:search parameter"),
+    ("/fhir/Practitioner?_has:Observation:patient:code=1",
+     "Observation:patient refers to Patient, Group, not Practitioner"),
+    ("/fhir/Patient?_has:Observation:patient:nonsense=1", "Unknown search parameter 'nonsense' for resource type "
+     "'Observation'"),
+    ("/fhir/Patient?_has:Encounter:patient:_has:Observation:encounter:_has:Observation:has-member:_has:Observation:"
+     "derived-from:_has:Observation:part-of:code=1", "chains more than 4 references"),
+    ("/fhir/PractitionerRole?_include:iterate=Nope:organization", "'organization' is not a reference parameter"),
+])
+async def test_refusals(client, url, message):
+    outcome = await get_bundle(client, url, status=400)
+    assert message in outcome["issue"][0]["diagnostics"]
