@@ -61,18 +61,23 @@ WITH claimed AS (
 SELECT claimed.*, j.parameters, j.catalog_generation FROM claimed JOIN job j ON j.id = claimed.job_id"""
 START_JOB = """
 UPDATE job SET state = 'in_progress', started_at = now() WHERE id = $1 AND state = 'queued'"""
-# The batch's checkpoint: counters, failures (kept to 100), lease extended; returns the cancel flag.
+# The batch's checkpoint: counters, failures (kept to 100), lease extended. It refuses (advances nothing)
+# when the chunk is no longer ours, or when the job is no longer running: the key-share lock waits for a
+# transaction that is ending the job (it locks the row FOR UPDATE) and then sees its outcome, so no batch
+# commits after a job's report was summed. Returns whether the job runs, is cancelled, and was advanced.
 CHECKPOINT_CHUNK = """
-WITH advanced AS (
+WITH live AS (
+    SELECT state = 'in_progress' AS running, cancel_requested FROM job WHERE id = $1 FOR KEY SHARE
+), advanced AS (
     UPDATE job_chunk SET checkpoint = $3, processed = processed + $4, changed = changed + $5,
                          unchanged = unchanged + $6, failed = failed + $7,
                          failures = CASE WHEN jsonb_array_length(failures) >= 100 THEN failures
                                          ELSE failures || $8::jsonb END,
                          lease_until = now() + make_interval(secs => $9)
-    WHERE job_id = $1 AND seq = $2 AND owner = $10 AND state = 'running'
+    WHERE job_id = $1 AND seq = $2 AND owner = $10 AND state = 'running' AND (SELECT running FROM live)
     RETURNING job_id
 )
-SELECT j.cancel_requested FROM advanced JOIN job j ON j.id = advanced.job_id"""
+SELECT running, cancel_requested, EXISTS (SELECT FROM advanced) AS advanced FROM live"""
 FINISH_CHUNK = "UPDATE job_chunk SET state = 'done', lease_until = NULL WHERE job_id = $1 AND seq = $2 AND owner = $3"
 RELEASE_CHUNK = """
 UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL

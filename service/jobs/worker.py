@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Coroutine
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 
+from service.jobs.errors import TRANSIENT_ERRORS, describe
 from service.jobs.reindex_batch import BatchOutcome
-from service.jobs.reindex_step import ChunkCancelled, LeaseLost, run_chunk
+from service.jobs.reindex_step import ChunkCancelled, JobEnded, LeaseLost, run_chunk
 from service.jobs.repository import (
     JOBS_CHANNEL,
     RELEASE_CHUNK,
@@ -30,8 +33,7 @@ from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if
 from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
-# Worth retrying: another transaction won, or the connection went away.
-TRANSIENT_ERRORS = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, *CONNECTION_ERRORS)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ class ReindexWorkers:
 
     async def _process(self, chunk: ClaimedChunk, owner: str) -> None:
         if chunk.attempts > self._settings.max_attempts:
-            await self._give_up(chunk, f"chunk {chunk.seq} ({chunk.res_type}) failed {chunk.attempts - 1} times")
+            await self._fail(chunk, f"its workers stopped {chunk.attempts - 1} times without finishing it "
+                                    "(killed, or their lease expired)")
             return
         log.info("chunk_started", res_type=chunk.res_type, attempt=chunk.attempts, checkpoint=chunk.checkpoint)
         try:
@@ -88,25 +91,41 @@ class ReindexWorkers:
             async with self._pool.acquire() as read_conn, self._pool.acquire() as write_conn:
                 await run_chunk(read_conn, write_conn, chunk, self._catalogs, owner, self._settings.lease_seconds,
                                 self._count_batch)
-                ended = await finish_chunk(write_conn, chunk, owner, covers)
+                ended = await shielded(finish_chunk(write_conn, chunk, owner, covers))
             log.info("chunk_finished", res_type=chunk.res_type)
             if ended:
                 log.info("job_ended", state=ended)
-        except ChunkCancelled:
-            async with self._pool.acquire() as conn:
-                await end_cancelled(conn, chunk.job_id, chunk.seq, owner)
-            log.info("chunk_cancelled")
-        except LeaseLost as exc:
-            log.warning("chunk_lease_lost", detail=str(exc))
-        except TRANSIENT_ERRORS as exc:
-            reraise_if_cancelling(exc)
-            log.warning("chunk_interrupted", error=type(exc).__name__, detail=str(exc), attempt=chunk.attempts)
-            await self._release(chunk, owner)  # retried from its checkpoint, by any worker
         except asyncio.CancelledError:
-            await asyncio.shield(self._release(chunk, owner))  # shutting down: another worker resumes it now
+            await shielded(self._release(chunk, owner))  # shutting down: another worker resumes it now
             raise
-        except Exception:  # a bug must not stop this replica's workers: retried, then the job fails
+        except Exception as error:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # an error the cancellation caused
+                await shielded(self._release(chunk, owner))
+                raise asyncio.CancelledError from error
+            await self._stopped(chunk, owner, error)
+
+    async def _stopped(self, chunk: ClaimedChunk, owner: str, error: Exception) -> None:
+        """The chunk stopped before its end: end the job, hand the chunk back for a retry, or leave it."""
+        if isinstance(error, ChunkCancelled):
+            await shielded(self._end_cancelled(chunk, owner))
+            log.info("chunk_cancelled")
+        elif isinstance(error, JobEnded | LeaseLost):
+            log.warning("chunk_abandoned", detail=str(error))
+        elif isinstance(error, TRANSIENT_ERRORS):
+            log.warning("chunk_interrupted", error=describe(error), attempt=chunk.attempts)
+            await self._retry(chunk, owner, error)
+        elif isinstance(error, asyncpg.PostgresError):  # permanent: retrying cannot help
+            await self._fail(chunk, describe(error))
+        else:  # a bug must not stop this replica's workers: retried, then the job fails
             log.exception("chunk_crashed", attempt=chunk.attempts)
+            await self._retry(chunk, owner, error)
+
+    async def _retry(self, chunk: ClaimedChunk, owner: str, error: Exception) -> None:
+        """Hand the chunk back, to be retried from its checkpoint by any worker; the last attempt fails the job."""
+        if chunk.attempts >= self._settings.max_attempts:
+            await self._fail(chunk, f"failed {chunk.attempts} times, last with {describe(error)}")
+        else:
             await self._release(chunk, owner)
 
     def _count_batch(self, outcome: BatchOutcome, seconds: float) -> None:
@@ -124,8 +143,29 @@ class ReindexWorkers:
         except CONNECTION_ERRORS as exc:  # the lease expires instead, and the chunk is claimed again then
             log.warning("chunk_release_failed", error=type(exc).__name__)
 
-    async def _give_up(self, chunk: ClaimedChunk, error: str) -> None:
-        log.error("job_failed", error=error)
+    async def _end_cancelled(self, chunk: ClaimedChunk, owner: str) -> None:
         async with self._pool.acquire() as conn:
-            await fail_job(conn, chunk.job_id, error)
+            await end_cancelled(conn, chunk.job_id, chunk.seq, owner)
 
+    async def _fail(self, chunk: ClaimedChunk, error: str) -> None:
+        """Fail the job at once; the status names the chunk and the cause."""
+        message = f"chunk {chunk.seq} ({chunk.res_type}): {error}"
+        log.error("job_failed", error=message)
+        await shielded(self._write_failed(chunk, message))
+
+    async def _write_failed(self, chunk: ClaimedChunk, message: str) -> None:
+        async with self._pool.acquire() as conn:
+            await fail_job(conn, chunk.job_id, message)
+
+
+async def shielded(write: Coroutine[Any, Any, T]) -> T:
+    """Run a final state write to its end even when the task awaiting it is cancelled meanwhile (the
+    cancellation is raised once the write is over): a job must not stay running for want of one statement."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("final_write_failed", error=describe(error))
+        raise
