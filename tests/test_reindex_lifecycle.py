@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
+from service.app import create_app
 from service.http.keys import CATALOG, POOL
 from service.jobs.reindex_step import JobEnded, run_chunk
 from service.jobs.repository import claim_chunk, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from tests.test_reindex_engine import chunk_totals, wait_ended, wipe_indexes
+
+LEASE = 2.0  # seconds: short, so the tests wait little, and long enough that a loaded machine renews in time
 
 
 @pytest.mark.dataset("plannet")
@@ -35,3 +39,48 @@ async def test_a_worker_mid_chunk_cannot_write_once_the_job_has_ended(client, db
     assert (await chunk_totals(db, started.job_id))["processed"] == 0  # what the report says
     assert await db.fetchval("SELECT count(*) FROM resource WHERE index_hash IS NOT NULL "
                              "AND res_type = 'Organization'") == 0
+
+
+@pytest.mark.dataset("plannet")
+async def test_a_batch_slower_than_the_lease_keeps_its_chunk(aiohttp_client, settings, db, database_url):
+    practitioners = await wipe_indexes(db, "Practitioner")
+    replica = settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": 0.2,
+                                          "reindex_lease_seconds": LEASE})
+    first = await aiohttp_client(create_app(replica))
+    await aiohttp_client(create_app(replica))  # a second replica, idle, ready to take an expired lease over
+    blocker = await asyncpg.connect(database_url)
+    try:
+        # The job's first batch must update this row: it waits on the lock twice as long as the lease.
+        async with blocker.transaction():
+            await blocker.execute("SELECT FROM resource WHERE res_id = (SELECT min(res_id) FROM resource "
+                                  "WHERE res_type = 'Practitioner') FOR UPDATE")
+            started = await start_reindex(first.server.app[POOL], ReindexPlan(types=("Practitioner",)), 0)
+            async with asyncio.timeout(10):
+                while not await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(2 * LEASE)
+            assert await db.fetchval("SELECT sum(attempts) FROM job_chunk WHERE job_id = $1", started.job_id) == 1
+    finally:
+        await blocker.close()
+    job = await wait_ended(db, started.job_id)
+    assert job["state"] == "completed"
+    totals = await chunk_totals(db, started.job_id)
+    assert (totals["processed"], totals["changed"], totals["attempts"]) == (practitioners, practitioners, 1)
+
+
+@pytest.mark.dataset("plannet")
+async def test_a_chunk_handed_back_at_shutdown_is_not_an_attempt(aiohttp_client, settings, db):
+    await wipe_indexes(db, "Practitioner")
+    replica = settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": 0.2})
+    leaving = await aiohttp_client(create_app(replica))
+    started = await start_reindex(leaving.server.app[POOL], ReindexPlan(types=("Practitioner",), batch_size=2), 0)
+    async with asyncio.timeout(30):
+        while not await db.fetchval("SELECT sum(processed) FROM job_chunk WHERE job_id = $1", started.job_id):
+            await asyncio.sleep(0.01)
+    await leaving.close()  # a graceful shutdown (SIGTERM): the worker hands its chunk back
+    chunk = await db.fetchrow("SELECT state, owner, attempts FROM job_chunk WHERE job_id = $1", started.job_id)
+    assert (chunk["state"], chunk["owner"], chunk["attempts"]) == ("pending", None, 0)
+
+    await aiohttp_client(create_app(replica))
+    assert (await wait_ended(db, started.job_id))["state"] == "completed"
+    assert (await chunk_totals(db, started.job_id))["attempts"] == 1

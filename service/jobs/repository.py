@@ -73,7 +73,8 @@ WITH live AS (
                          unchanged = unchanged + $6, failed = failed + $7,
                          failures = CASE WHEN jsonb_array_length(failures) >= 100 THEN failures
                                          ELSE failures || $8::jsonb END,
-                         lease_until = now() + make_interval(secs => $9)
+                         -- from the clock, not now(): the batch's transaction may have begun long ago
+                         lease_until = clock_timestamp() + make_interval(secs => $9)
     WHERE job_id = $1 AND seq = $2 AND owner = $10 AND state = 'running' AND (SELECT running FROM live)
     RETURNING job_id
 )
@@ -81,7 +82,11 @@ SELECT running, cancel_requested, EXISTS (SELECT FROM advanced) AS advanced FROM
 FINISH_CHUNK = "UPDATE job_chunk SET state = 'done', lease_until = NULL WHERE job_id = $1 AND seq = $2 AND owner = $3"
 RELEASE_CHUNK = """
 UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL
-WHERE job_id = $1 AND seq = $2 AND owner = $3"""
+WHERE job_id = $1 AND seq = $2 AND owner = $3 AND state = 'running'"""
+# A worker shutting down hands its chunk back: the claim it undoes does not count as an attempt.
+HAND_BACK_CHUNK = """
+UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL, attempts = attempts - 1
+WHERE job_id = $1 AND seq = $2 AND owner = $3 AND state = 'running'"""
 # Only the transaction that finishes the last chunk moves the job on (the row lock serialises them).
 LOCK_JOB = "SELECT state, cancel_requested FROM job WHERE id = $1 FOR UPDATE"
 COUNT_OPEN_CHUNKS = "SELECT count(*) FROM job_chunk WHERE job_id = $1 AND state <> 'done'"

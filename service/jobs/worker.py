@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 from collections.abc import Coroutine
 from contextlib import suppress
@@ -15,9 +16,11 @@ import asyncpg
 import structlog
 
 from service.jobs.errors import TRANSIENT_ERRORS, describe
+from service.jobs.lease import while_leased
 from service.jobs.reindex_batch import BatchOutcome
 from service.jobs.reindex_step import ChunkCancelled, JobEnded, LeaseLost, run_chunk
 from service.jobs.repository import (
+    HAND_BACK_CHUNK,
     JOBS_CHANNEL,
     RELEASE_CHUNK,
     ClaimedChunk,
@@ -51,7 +54,8 @@ class ReindexWorkers:
         self._catalogs = catalogs
         self._settings = settings
         self._metrics = metrics
-        self._name = f"{socket.gethostname()}-{os.getpid()}"
+        # Unique to this instance: two apps in one process (or two hosts of one name) must not share leases.
+        self._name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
@@ -89,19 +93,20 @@ class ReindexWorkers:
                 # This replica has not followed the change the job was started for yet (a missed NOTIFY).
                 await refresh_catalog(self._pool, self._catalogs)
             async with self._pool.acquire() as read_conn, self._pool.acquire() as write_conn:
-                await run_chunk(read_conn, write_conn, chunk, self._catalogs, owner, self._settings.lease_seconds,
-                                self._count_batch)
+                lease = self._settings.lease_seconds
+                await while_leased(self._pool, chunk, owner, lease, run_chunk(
+                    read_conn, write_conn, chunk, self._catalogs, owner, lease, self._count_batch))
                 ended = await shielded(finish_chunk(write_conn, chunk, owner, covers))
             log.info("chunk_finished", res_type=chunk.res_type)
             if ended:
                 log.info("job_ended", state=ended)
         except asyncio.CancelledError:
-            await shielded(self._release(chunk, owner))  # shutting down: another worker resumes it now
+            await shielded(self._release(chunk, owner, HAND_BACK_CHUNK))  # shutting down: others resume it now
             raise
         except Exception as error:
             current = asyncio.current_task()
             if current is not None and current.cancelling():  # an error the cancellation caused
-                await shielded(self._release(chunk, owner))
+                await shielded(self._release(chunk, owner, HAND_BACK_CHUNK))
                 raise asyncio.CancelledError from error
             await self._stopped(chunk, owner, error)
 
@@ -136,10 +141,10 @@ class ReindexWorkers:
             resources.labels("failed").inc(len(outcome.failures))
             self._metrics.reindex_batch_seconds.observe(seconds)
 
-    async def _release(self, chunk: ClaimedChunk, owner: str) -> None:
+    async def _release(self, chunk: ClaimedChunk, owner: str, statement: str = RELEASE_CHUNK) -> None:
         try:
             async with self._pool.acquire() as conn:
-                await conn.execute(RELEASE_CHUNK, chunk.job_id, chunk.seq, owner)
+                await conn.execute(statement, chunk.job_id, chunk.seq, owner)
         except CONNECTION_ERRORS as exc:  # the lease expires instead, and the chunk is claimed again then
             log.warning("chunk_release_failed", error=type(exc).__name__)
 
