@@ -4,18 +4,27 @@ a graceful hand-back is not an attempt, and a cancelled job ends even when its c
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import asyncpg
 import pytest
 
 from service.app import create_app
+from service.db import create_pool
 from service.http.keys import CATALOG, POOL
 from service.jobs.reindex_step import JobEnded, run_chunk
 from service.jobs.repository import claim_chunk, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
+from tests.test_process import free_port
 from tests.test_reindex_engine import chunk_totals, wait_ended, wipe_indexes
+from tests.test_reindex_faults import wait_progress
 
 LEASE = 2.0  # seconds: short, so the tests wait little, and long enough that a loaded machine renews in time
+POLL = 0.2
 
 
 @pytest.mark.dataset("plannet")
@@ -84,3 +93,40 @@ async def test_a_chunk_handed_back_at_shutdown_is_not_an_attempt(aiohttp_client,
     await aiohttp_client(create_app(replica))
     assert (await wait_ended(db, started.job_id))["state"] == "completed"
     assert (await chunk_totals(db, started.job_id))["attempts"] == 1
+
+
+@pytest.mark.dataset("plannet")
+async def test_a_cancelled_job_ends_when_its_chunk_holder_dies_before_it_sees_the_cancel(
+        aiohttp_client, settings, database_url, db, tmp_path):
+    await wipe_indexes(db, "Practitioner")
+    env = {**os.environ, "DATABASE_URL": database_url, "FHIR_PORT": str(free_port()), "FHIR_AUTH_MODE": "unsigned",
+           "FHIR_REINDEX_WORKERS": "1", "FHIR_REINDEX_LEASE_SECONDS": str(LEASE),
+           "FHIR_REINDEX_POLL_SECONDS": str(POLL)}
+    with (tmp_path / "worker.log").open("wb") as log:
+        holder = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    plan = ReindexPlan(types=("Practitioner",), batch_size=5)
+    try:
+        pool = await create_pool(database_url, settings)
+        try:
+            started = await start_reindex(pool, plan, 0)
+            await wait_progress(db, started.job_id)
+            replica = settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": POLL,
+                                                  "reindex_lease_seconds": LEASE})
+            client = await aiohttp_client(create_app(replica))  # idle: the one chunk is the holder's
+            holder.send_signal(signal.SIGSTOP)  # frozen: it can no longer see the cancel
+            async with pool.acquire() as conn:
+                assert await request_cancel(conn, started.job_id) == "in_progress"
+            cancelled_at = time.monotonic()
+            holder.send_signal(signal.SIGKILL)  # and dies with its lease still live
+        finally:
+            await pool.close()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert (await db.fetchrow("SELECT state FROM job WHERE id = $1", started.job_id))["state"] == "in_progress"
+
+    job = await wait_ended(db, started.job_id, timeout=LEASE + POLL + 1)  # an idle worker of the replica ends it
+    assert job["state"] == "cancelled"
+    assert time.monotonic() - cancelled_at < LEASE + POLL + 1
+    again = await start_reindex(client.server.app[POOL], plan, 0)
+    assert not again.already_running and again.job_id != started.job_id

@@ -107,6 +107,13 @@ SET_REPORT = "UPDATE job SET report = $2 WHERE id = $1"
 REQUEST_CANCEL = """
 UPDATE job SET cancel_requested = true WHERE id = $1 AND state IN ('queued', 'in_progress', 'finalizing')
 RETURNING state"""
+# A cancelled job no live lease works on (its chunk holders died before they saw the cancel): any idle
+# worker ends it. SKIP LOCKED: one worker does, the others move on.
+SELECT_ABANDONED_CANCEL = """
+SELECT j.id FROM job j
+WHERE j.state IN ('queued', 'in_progress') AND j.cancel_requested
+  AND NOT EXISTS (SELECT FROM job_chunk c WHERE c.job_id = j.id AND c.state = 'running' AND c.lease_until > now())
+ORDER BY j.created_at LIMIT 1 FOR UPDATE OF j SKIP LOCKED"""
 SELECT_RUNNING_CHUNKS = "SELECT count(*) FROM job_chunk WHERE job_id = $1 AND state = 'running' AND lease_until > now()"
 
 
@@ -251,6 +258,18 @@ async def request_cancel(conn: Connection, job_id: UUID) -> JobState | None:
             await end_cancelled(conn, job_id, None, None)
         await conn.execute(NOTIFY_JOBS, JOBS_CHANNEL, str(job_id))
     return state
+
+
+async def end_abandoned_cancels(conn: Connection) -> list[UUID]:
+    """End every cancelled job that no live lease works on; returns their ids."""
+    ended: list[UUID] = []
+    while True:
+        async with conn.transaction():
+            job_id: UUID | None = await conn.fetchval(SELECT_ABANDONED_CANCEL)
+            if job_id is None:
+                return ended
+            await end_cancelled(conn, job_id, None, None)
+        ended.append(job_id)
 
 
 async def end_empty_job(conn: Connection, job_id: UUID, covers: Covers) -> EndState:

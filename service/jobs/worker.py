@@ -25,6 +25,7 @@ from service.jobs.repository import (
     RELEASE_CHUNK,
     ClaimedChunk,
     claim_chunk,
+    end_abandoned_cancels,
     end_cancelled,
     fail_job,
     finish_chunk,
@@ -66,13 +67,7 @@ class ReindexWorkers:
 
     async def _work(self, owner: str, wakeup: asyncio.Event) -> None:
         while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    chunk = await claim_chunk(conn, owner, self._settings.lease_seconds)
-            except TRANSIENT_ERRORS as exc:
-                reraise_if_cancelling(exc)
-                log.warning("claim_failed", owner=owner, error=type(exc).__name__)
-                chunk = None
+            chunk = await self._next_chunk(owner)
             if chunk is None:
                 wakeup.clear()
                 with suppress(TimeoutError):
@@ -81,6 +76,20 @@ class ReindexWorkers:
                 continue
             with structlog.contextvars.bound_contextvars(job_id=str(chunk.job_id), chunk=chunk.seq):
                 await self._process(chunk, owner)
+
+    async def _next_chunk(self, owner: str) -> ClaimedChunk | None:
+        """Claim a chunk; when there is none, end the cancelled jobs whose workers died before they saw it."""
+        try:
+            async with self._pool.acquire() as conn:
+                chunk = await claim_chunk(conn, owner, self._settings.lease_seconds)
+                if chunk is None:
+                    for job_id in await end_abandoned_cancels(conn):
+                        log.info("job_ended", job_id=str(job_id), state="cancelled", detail="its workers had stopped")
+                return chunk
+        except CONNECTION_ERRORS as error:  # the next poll tries again
+            reraise_if_cancelling(error)
+            log.warning("claim_failed", owner=owner, error=describe(error))
+            return None
 
     async def _process(self, chunk: ClaimedChunk, owner: str) -> None:
         if chunk.attempts > self._settings.max_attempts:
