@@ -8,7 +8,6 @@ import os
 import secrets
 import socket
 from collections.abc import Coroutine
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,7 +32,7 @@ from service.jobs.repository import (
 from service.jobs.start import covers
 from service.metrics import Metrics
 from service.search.catalog import Catalogs
-from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
+from service.store.notifications import CONNECTION_ERRORS, Wakeups, listening, reraise_if_cancelling
 from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
@@ -60,19 +59,17 @@ class ReindexWorkers:
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
-        async with listening(self._pool, JOBS_CHANNEL, self._settings.poll_seconds) as wakeup:
+        async with listening(self._pool, JOBS_CHANNEL, self._settings.poll_seconds) as wakeups:
             async with asyncio.TaskGroup() as workers:
                 for number in range(self._settings.count):
-                    workers.create_task(self._work(f"{self._name}-{number}", wakeup))
+                    workers.create_task(self._work(f"{self._name}-{number}", wakeups))
 
-    async def _work(self, owner: str, wakeup: asyncio.Event) -> None:
+    async def _work(self, owner: str, wakeups: Wakeups) -> None:
         while True:
+            seen = wakeups.count  # before looking, so a NOTIFY during the look is not lost
             chunk = await self._next_chunk(owner)
             if chunk is None:
-                wakeup.clear()
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(self._settings.poll_seconds):
-                        await wakeup.wait()
+                await wakeups.wait(seen, self._settings.poll_seconds)
                 continue
             with structlog.contextvars.bound_contextvars(job_id=str(chunk.job_id), chunk=chunk.seq):
                 await self._process(chunk, owner)
