@@ -17,10 +17,10 @@ from service.app import create_app
 from service.db import create_pool
 from service.http.keys import CATALOG, POOL
 from service.jobs.reindex_step import JobEnded, run_chunk
-from service.jobs.repository import claim_chunk, request_cancel
+from service.jobs.repository import request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from tests.test_process import free_port
-from tests.test_reindex_engine import chunk_totals, wait_ended, wipe_indexes
+from tests.test_reindex_engine import chunk_totals, claim_planned, wait_ended, wipe_indexes
 from tests.test_reindex_faults import wait_progress
 
 LEASE = 2.0  # seconds: short, so the tests wait little, and long enough that a loaded machine renews in time
@@ -35,7 +35,7 @@ async def test_a_worker_mid_chunk_cannot_write_once_the_job_has_ended(client, db
     async with pool.acquire() as conn:
         # A worker claims the chunk, then stalls past its lease; meanwhile the job is cancelled, and as no
         # live lease holds a chunk, it ends at once with its report.
-        chunk = await claim_chunk(conn, "stalled", lease_seconds=0.1)
+        chunk = await claim_planned(client.server.app, conn, "stalled", lease_seconds=0.1)
         await asyncio.sleep(0.2)
         assert await request_cancel(conn, started.job_id) == "in_progress"
     job = await wait_ended(db, started.job_id, timeout=1)

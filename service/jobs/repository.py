@@ -1,4 +1,4 @@
-"""Job and chunk SQL: creation and planning, claiming under a lease, checkpoints, cancel, finalizing."""
+"""Job and chunk SQL: creation, claiming under a lease, checkpoints, cancel, finalizing (planning: planning.py)."""
 
 from __future__ import annotations
 
@@ -25,24 +25,6 @@ ON CONFLICT (fingerprint) WHERE state IN ('queued', 'in_progress', 'finalizing')
 RETURNING id"""
 SELECT_RUNNING_BY_FINGERPRINT = """
 SELECT id FROM job WHERE fingerprint = $1 AND state IN ('queued', 'in_progress', 'finalizing')"""
-# The types that have resources, by a loose index scan over (res_type, res_id).
-SELECT_RESOURCE_TYPES = """
-WITH RECURSIVE types (res_type) AS (
-    (SELECT res_type FROM resource ORDER BY res_type LIMIT 1)
-    UNION ALL
-    SELECT (SELECT r.res_type FROM resource r WHERE r.res_type > t.res_type ORDER BY r.res_type LIMIT 1)
-    FROM types t WHERE t.res_type IS NOT NULL
-)
-SELECT res_type FROM types WHERE res_type IS NOT NULL"""
-# The res_id that closes a chunk of $3 resources after $2: a bounded index walk from a keyset position.
-SELECT_CHUNK_END = """
-SELECT res_id FROM resource WHERE res_type = $1 AND res_id > $2 ORDER BY res_id OFFSET $3 - 1 LIMIT 1"""
-SELECT_LAST_RES_ID = "SELECT max(res_id) FROM resource WHERE res_type = $1 AND res_id > $2"
-INSERT_CHUNKS = """
-INSERT INTO job_chunk (job_id, seq, res_type, lo, hi, checkpoint)
-SELECT $1, seq, res_type, lo, hi, lo FROM unnest($2::integer[], $3::text[], $4::bigint[], $5::bigint[])
-    AS c (seq, res_type, lo, hi)"""
-SET_ESTIMATE = "UPDATE job SET total_estimate = $2 WHERE id = $1"
 NOTIFY_JOBS = "SELECT pg_notify($1, $2::text)"
 
 # One statement: the oldest claimable chunk (pending, or running under an expired lease) of a live job.
@@ -127,37 +109,6 @@ class ClaimedChunk:
     attempts: int
     parameters: dict[str, Any]
     catalog_generation: int
-
-
-async def resource_types(conn: Connection) -> list[str]:
-    return [row["res_type"] for row in await conn.fetch(SELECT_RESOURCE_TYPES)]
-
-
-async def plan_chunks(conn: Connection, job_id: UUID, res_types: list[str], chunk_size: int) -> int:
-    """Split each type's res_ids into chunks of `chunk_size` by a keyset walk; returns the resource estimate."""
-    seqs: list[int] = []
-    types: list[str] = []
-    lows: list[int] = []
-    highs: list[int] = []
-    for res_type in res_types:
-        low = 0
-        while True:
-            high: int | None = await conn.fetchval(SELECT_CHUNK_END, res_type, low, chunk_size)
-            if high is None:
-                high = await conn.fetchval(SELECT_LAST_RES_ID, res_type, low)
-            if high is None:
-                break
-            seqs.append(len(seqs))
-            types.append(res_type)
-            lows.append(low)
-            highs.append(high)
-            low = high
-    if seqs:
-        await conn.execute(INSERT_CHUNKS, job_id, seqs, types, lows, highs)
-    estimate: int = await conn.fetchval(
-        "SELECT count(*) FROM resource WHERE res_type = ANY($1::text[])", res_types) if res_types else 0
-    await conn.execute(SET_ESTIMATE, job_id, estimate)
-    return estimate
 
 
 async def claim_chunk(conn: Connection, owner: str, lease_seconds: float) -> ClaimedChunk | None:

@@ -1,5 +1,6 @@
-"""Reindex workers: each claims one chunk at a time under a lease and processes it; idle workers wait
-for a NOTIFY (a new job) or the poll interval (a lease that expired on a dead replica)."""
+"""Reindex workers: each plans queued jobs and claims one chunk at a time under a lease and processes it;
+idle workers end cancelled jobs nobody works on any more, and wait for a NOTIFY (a new job) or the poll
+interval (a lease that expired on a dead replica)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import structlog
 
 from service.jobs.errors import TRANSIENT_ERRORS, describe
 from service.jobs.lease import while_leased
+from service.jobs.planning import plan_next_job
 from service.jobs.reindex_batch import BatchOutcome
 from service.jobs.reindex_step import ChunkCancelled, JobEnded, LeaseLost, run_chunk
 from service.jobs.repository import (
@@ -75,8 +77,10 @@ class ReindexWorkers:
                 await self._process(chunk, owner)
 
     async def _next_chunk(self, owner: str) -> ClaimedChunk | None:
-        """Claim a chunk; when there is none, end the cancelled jobs whose workers died before they saw it."""
+        """Plan a queued job if there is one, and claim a chunk; when there is none, end the cancelled jobs
+        whose workers died before they saw the cancel."""
         try:
+            await plan_next_job(self._pool, self._catalogs, covers)
             async with self._pool.acquire() as conn:
                 chunk = await claim_chunk(conn, owner, self._settings.lease_seconds)
                 if chunk is None:
