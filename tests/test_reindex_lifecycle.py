@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -50,31 +52,60 @@ async def test_a_worker_mid_chunk_cannot_write_once_the_job_has_ended(client, db
                              "AND res_type = 'Organization'") == 0
 
 
+@asynccontextmanager
+async def first_resource_locked(database_url: str, res_type: str) -> AsyncIterator[None]:
+    """Hold a row lock on the type's first resource, which a job's first batch must update: the batch waits."""
+    blocker = await asyncpg.connect(database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT FROM resource WHERE res_id = (SELECT min(res_id) FROM resource "
+                                  "WHERE res_type = $1) FOR UPDATE", res_type)
+            yield
+    finally:
+        await blocker.close()
+
+
+async def batch_waiting(db) -> None:
+    async with asyncio.timeout(10):
+        while not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'"):
+            await asyncio.sleep(0.05)
+
+
 @pytest.mark.dataset("plannet")
 async def test_a_batch_slower_than_the_lease_keeps_its_chunk(aiohttp_client, settings, db, database_url):
     practitioners = await wipe_indexes(db, "Practitioner")
-    replica = settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": 0.2,
+    replica = settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": POLL,
                                           "reindex_lease_seconds": LEASE})
     first = await aiohttp_client(create_app(replica))
     await aiohttp_client(create_app(replica))  # a second replica, idle, ready to take an expired lease over
-    blocker = await asyncpg.connect(database_url)
-    try:
-        # The job's first batch must update this row: it waits on the lock twice as long as the lease.
-        async with blocker.transaction():
-            await blocker.execute("SELECT FROM resource WHERE res_id = (SELECT min(res_id) FROM resource "
-                                  "WHERE res_type = 'Practitioner') FOR UPDATE")
-            started = await start_reindex(first.server.app[POOL], ReindexPlan(types=("Practitioner",)), 0)
-            async with asyncio.timeout(10):
-                while not await db.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(2 * LEASE)
-            assert await db.fetchval("SELECT sum(attempts) FROM job_chunk WHERE job_id = $1", started.job_id) == 1
-    finally:
-        await blocker.close()
+    async with first_resource_locked(database_url, "Practitioner"):
+        started = await start_reindex(first.server.app[POOL], ReindexPlan(types=("Practitioner",)), 0)
+        await batch_waiting(db)
+        await asyncio.sleep(2 * LEASE)
+        assert await db.fetchval("SELECT sum(attempts) FROM job_chunk WHERE job_id = $1", started.job_id) == 1
     job = await wait_ended(db, started.job_id)
     assert job["state"] == "completed"
     totals = await chunk_totals(db, started.job_id)
     assert (totals["processed"], totals["changed"], totals["attempts"]) == (practitioners, practitioners, 1)
+
+
+@pytest.mark.dataset("plannet")
+async def test_a_cancel_stops_a_slow_batch_at_the_next_heartbeat(aiohttp_client, settings, db, database_url):
+    await wipe_indexes(db, "Practitioner")
+    replica = settings.model_copy(update={"reindex_workers": 1, "reindex_poll_seconds": POLL,
+                                          "reindex_lease_seconds": LEASE})
+    client = await aiohttp_client(create_app(replica))
+    async with first_resource_locked(database_url, "Practitioner"):
+        started = await start_reindex(client.server.app[POOL], ReindexPlan(types=("Practitioner",)), 0)
+        await batch_waiting(db)
+        async with client.server.app[POOL].acquire() as conn:
+            assert await request_cancel(conn, started.job_id) == "in_progress"
+        # Ended while the batch would still wait: a heartbeat (every third of the lease) saw the cancel.
+        assert (await wait_ended(db, started.job_id, timeout=LEASE))["state"] == "cancelled"
+    assert (await chunk_totals(db, started.job_id))["processed"] == 0
+    assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Practitioner' "
+                             "AND index_hash IS NOT NULL") == 0
 
 
 @pytest.mark.dataset("plannet")
