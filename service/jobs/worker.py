@@ -118,7 +118,11 @@ class ReindexWorkers:
             if current is not None and current.cancelling():  # an error the cancellation caused
                 await shielded(self._release(chunk, owner, HAND_BACK_CHUNK))
                 raise asyncio.CancelledError from error
-            await self._stopped(chunk, owner, error)
+            try:
+                await self._stopped(chunk, owner, error)
+            except CONNECTION_ERRORS as failure:  # the lease expires, and another worker ends what this one could not
+                reraise_if_cancelling(failure)
+                log.warning("chunk_stop_failed", error=describe(failure))
 
     async def _stopped(self, chunk: ClaimedChunk, owner: str, error: Exception) -> None:
         """The chunk stopped before its end: end the job, hand the chunk back for a retry, or leave it."""
