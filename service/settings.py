@@ -19,7 +19,7 @@ RoleMap = Annotated[dict[str, list[str]], NoDecode]
 # Algorithms a JWKS (public key) may verify; symmetric ones and `none` never come from a key server.
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 _MIN_SECRET_LENGTH = 32
-CONNECTIONS_PER_WORKER = 2
+CONNECTIONS_PER_WORKER = 3
 ENGINE_CONNECTIONS = 3
 # One slow search must not hold up every other request of the replica.
 MIN_REQUEST_CONNECTIONS = 2
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     catalog_poll_seconds: float = Field(default=30.0, gt=0)
     # The replica's connections: the job engine's own pool (`job_pool_size`) and the rest for requests.
     pool_min_size: int = Field(default=2, ge=1)
-    pool_max_size: int = Field(default=12, ge=1)
+    pool_max_size: int = Field(default=14, ge=1)
     # A request that finds every pooled connection busy for this long gets a 503 instead of queueing on.
     pool_acquire_timeout_ms: int = Field(default=3000, ge=1)
     # Server-side statement_timeout of each pool: requests, and the job engine's statements (batches, planning).
@@ -205,7 +205,7 @@ class Settings(BaseSettings):
     @property
     def job_pool_size(self) -> int:
         """Connections of the job engine's pool, out of `pool_max_size`: a reindex worker reads a chunk on one
-        connection while it writes on another; the two LISTEN connections (jobs, search parameters) stay open;
+        connection while it writes on another, and its lease heartbeat borrows a third; the two LISTEN connections (jobs, search parameters) stay open;
         one more serves catalog refreshes and upkeep without waiting for a worker."""
         return CONNECTIONS_PER_WORKER * self.reindex_workers + ENGINE_CONNECTIONS
 

@@ -13,28 +13,28 @@ from service.startup import SettingsError
 
 
 def test_a_pool_too_small_for_the_workers_is_refused_naming_what_to_change(settings):
-    crowded = settings.model_copy(update={"pool_max_size": 8, "reindex_workers": 3})
+    crowded = settings.model_copy(update={"pool_max_size": 13, "reindex_workers": 3})
     (problem,) = crowded.problems()
-    assert problem.startswith("FHIR_POOL_MAX_SIZE (8) is too small: the job engine takes 9 connections")
-    assert "FHIR_REINDEX_WORKERS (3)" in problem and "at least 11" in problem
+    assert problem.startswith("FHIR_POOL_MAX_SIZE (13) is too small: the job engine takes 12 connections")
+    assert "FHIR_REINDEX_WORKERS (3)" in problem and "at least 14" in problem
     with pytest.raises(SettingsError, match="FHIR_POOL_MAX_SIZE"):
         create_app(crowded)
-    assert settings.model_copy(update={"pool_max_size": 11, "reindex_workers": 3}).problems() == []
+    assert settings.model_copy(update={"pool_max_size": 14, "reindex_workers": 3}).problems() == []
 
 
 def test_a_lock_timeout_not_below_the_statement_timeout_is_refused(settings):
     problems = settings.model_copy(update={"lock_timeout_ms": 60_000}).problems()
     assert problems == ["FHIR_LOCK_TIMEOUT_MS (60000) must be below FHIR_STATEMENT_TIMEOUT_MS (60000), or a write "
                         "waiting for a row times out instead of answering 409"]
-    too_few = settings.model_copy(update={"pool_min_size": 10}).problems()
-    assert too_few and too_few[0].startswith("FHIR_POOL_MIN_SIZE (10) is above the 9 connections requests get")
+    too_few = settings.model_copy(update={"pool_min_size": 10, "pool_max_size": 8}).problems()
+    assert too_few and too_few[0].startswith("FHIR_POOL_MIN_SIZE (10) is above the 5 connections requests get")
 
 
 async def test_the_job_engine_uses_its_own_pool_and_requests_keep_theirs(aiohttp_client, settings):
     app = create_app(settings.model_copy(update={"reindex_workers": 2, "reindex_poll_seconds": 0.2}))
     client = await aiohttp_client(app)
     requests, jobs = app[POOL], app[JOB_POOL]
-    assert (requests.get_max_size(), jobs.get_max_size()) == (12 - 7, 7)  # 2 per worker, 3 for listening, upkeep
+    assert (requests.get_max_size(), jobs.get_max_size()) == (14 - 9, 9)  # 3 per worker, 3 for listening, upkeep
     async with asyncio.timeout(10):  # the two listeners hold job connections for good
         while jobs.get_size() - jobs.get_idle_size() < 2:
             await asyncio.sleep(0.02)

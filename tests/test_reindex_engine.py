@@ -11,10 +11,11 @@ import pytest
 
 from service.app import create_app
 from service.http.keys import CATALOG, POOL
+from service.jobs.planning import plan_next_job
 from service.jobs.reindex_batch import prepare_batch, write_prepared
 from service.jobs.reindex_step import READ_CHUNK, run_chunk
-from service.jobs.repository import claim_chunk, request_cancel
-from service.jobs.start import ReindexPlan, start_reindex
+from service.jobs.repository import ClaimedChunk, claim_chunk, request_cancel
+from service.jobs.start import ReindexPlan, covers, start_reindex
 from service.search.registry import Registry
 from tests.indexes import expected_index_rows, stored_index_rows
 
@@ -43,6 +44,14 @@ async def wait_ended(db, job_id, timeout: float = 60) -> asyncpg.Record:
             if job["state"] in ("completed", "failed", "cancelled"):
                 return job
             await asyncio.sleep(0.05)
+
+
+async def claim_planned(app, conn, owner: str, lease_seconds: float) -> ClaimedChunk:
+    """What a worker does: plan the queued job, then claim its first chunk."""
+    await plan_next_job(app[POOL], app[CATALOG], covers)
+    chunk = await claim_chunk(conn, owner, lease_seconds)
+    assert chunk is not None
+    return chunk
 
 
 async def chunk_totals(db, job_id) -> asyncpg.Record:
@@ -89,7 +98,7 @@ async def test_a_dead_workers_chunk_is_resumed_from_its_checkpoint(aiohttp_clien
                                   chunk_size=organizations)
     # A worker claims the single chunk, writes its first half, and dies without a word: its lease runs out.
     async with pool.acquire() as conn:
-        chunk = await claim_chunk(conn, "dead-worker", lease_seconds=0.5)
+        chunk = await claim_planned(idle.server.app, conn, "dead-worker", lease_seconds=0.5)
     half = await db.fetchval("SELECT res_id FROM resource WHERE res_type = 'Organization' ORDER BY res_id "
                              "OFFSET $1 LIMIT 1", organizations // 2)
     async with pool.acquire() as read_conn, pool.acquire() as write_conn:
@@ -147,7 +156,7 @@ async def test_a_resource_updated_during_the_batch_keeps_its_own_indexes(client,
     pool = client.server.app[POOL]
     started = await start_reindex(pool, ReindexPlan(types=("Organization",), force=True), 0)
     async with pool.acquire() as conn:
-        chunk = await claim_chunk(conn, "w", 60)
+        chunk = await claim_planned(client.server.app, conn, "w", 60)
         stale = await conn.fetch(READ_CHUNK, "Organization", chunk.checkpoint, chunk.hi)
     updated = await client.put("/fhir/Organization/o1", json={**org, "name": "New name"}, headers=FHIR_JSON)
     assert updated.status == 200
@@ -168,7 +177,7 @@ async def test_rows_rewritten_since_the_read_are_left_alone(client, db):
     pool = client.server.app[POOL]
     await start_reindex(pool, ReindexPlan(types=("Organization",)), 0)
     async with pool.acquire() as conn:
-        chunk = await claim_chunk(conn, "w", 60)
+        chunk = await claim_planned(client.server.app, conn, "w", 60)
         read = await conn.fetch(READ_CHUNK, "Organization", chunk.checkpoint, chunk.hi)
     plan = ReindexPlan.from_parameters(chunk.parameters)
     batch = await prepare_batch("Organization", read, client.server.app[CATALOG].current, plan)

@@ -11,6 +11,7 @@ import pytest
 from service.app import create_app
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.http.keys import CATALOG, POOL
+from service.jobs.planning import plan_chunks
 from service.jobs.retention import JOBS_PER_STATEMENT, delete_expired_jobs
 from service.jobs.start import ReindexPlan, start_reindex
 from service.pools import create_pool
@@ -69,6 +70,7 @@ async def test_replicas_deleting_at_once_delete_every_expired_job_once(database_
         expired = []
         for size in range(1, 3 * JOBS_PER_STATEMENT + 6):  # no worker here: each is ended by hand, long ago
             job_id = (await start_reindex(pool, ReindexPlan(batch_size=size), 0, chunk_size=10)).job_id
+            await plan_chunks(db, job_id, ["Endpoint"], 10)  # what a worker does first
             await db.execute("UPDATE job SET state = 'completed', ended_at = now() - interval '31 days' "
                              "WHERE id = $1", job_id)
             expired.append(job_id)

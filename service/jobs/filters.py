@@ -30,6 +30,12 @@ def chunk_read(registry: Registry, base: str, resource_type: str, queries: Seque
     return chunk_statement([_parse(registry, base, resource_type, query) for query in queries], after, upto)
 
 
+def count_read(registry: Registry, base: str, resource_type: str, queries: Sequence[str], upto: int) -> Statement:
+    """How many resources of the type up to res_id `upto` match any of the queries (a job's estimate)."""
+    read = chunk_read(registry, base, resource_type, queries, 0, upto)
+    return Statement(f"SELECT count(*) FROM ({read.text}) matched", read.params)
+
+
 def _parse(registry: Registry, base: str, resource_type: str, query: str) -> SearchQuery:
     context = SearchContext(registry, base, datetime.now(timezone.utc), lenient=False, default_count=1, max_count=1)
     return parse_search(resource_type, parse_qsl(query, keep_blank_values=True), context)

@@ -73,6 +73,18 @@ class PreparedBatch:
     rewrites: list[BodyRewrite]
     failures: dict[int, str]  # res_id -> reason
 
+    def halves(self) -> tuple[PreparedBatch, PreparedBatch]:
+        """The batch cut in two by its rows (of two rows at least), each with its own extractions."""
+        middle = len(self.rows) // 2
+        return self._part(self.rows[:middle]), self._part(self.rows[middle:])
+
+    def _part(self, rows: list[asyncpg.Record]) -> PreparedBatch:
+        ids = {row["res_id"] for row in rows}
+        return PreparedBatch(rows, self.started, self.generation,
+                             [item for item in self.extracted if item.res_id in ids],
+                             [item for item in self.rewrites if item.res_id in ids],
+                             {res_id: reason for res_id, reason in self.failures.items() if res_id in ids})
+
 
 async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Catalog,
                         plan: ReindexPlan) -> PreparedBatch:
@@ -130,7 +142,7 @@ async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,
         rewritten, unreadable = await rewrite_history(conn, current, plan.force)
         changed |= rewritten
         failures.update(unreadable)
-    return _outcome(res_type, batch.rows, changed, failures)
+    return batch_outcome(res_type, batch.rows, changed, failures)
 
 
 async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extracted], generation: int,
@@ -158,7 +170,8 @@ async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extrac
     return {res_id for items in by_codes.values() for res_id, _ in items}
 
 
-def _outcome(res_type: str, rows: list[asyncpg.Record], changed: set[int], failures: dict[int, str]) -> BatchOutcome:
+def batch_outcome(res_type: str, rows: list[asyncpg.Record], changed: set[int],
+                  failures: dict[int, str]) -> BatchOutcome:
     """The batch's counts: a resource changed or deleted since the read counts as unchanged (its own write
     indexed it), as does one whose rows and body were current already."""
     reported = [{"id": f"{res_type}/{row['fhir_id']}", "reason": failures[row["res_id"]][:MAX_FAILURE_REASON]}

@@ -12,7 +12,8 @@ import structlog
 
 from service.db import Connection
 from service.jobs.filters import chunk_read
-from service.jobs.reindex_batch import BatchOutcome, PreparedBatch, prepare_batch, write_prepared
+from service.jobs.isolation import write_isolating
+from service.jobs.reindex_batch import BatchOutcome, PreparedBatch, prepare_batch
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.jobs.start import ReindexPlan
 from service.search.catalog import Catalogs
@@ -33,6 +34,11 @@ class ChunkCancelled(Exception):
 
 class LeaseLost(Exception):
     """Another worker took the chunk over (our lease expired): stop without writing."""
+
+
+class JobEnded(Exception):
+    """The job ended (cancelled, or failed on another chunk) while this chunk ran: stop without writing, so
+    its report counts every batch that was written."""
 
 
 async def run_chunk(read_conn: Connection, write_conn: Connection, chunk: ClaimedChunk,
@@ -67,12 +73,16 @@ async def _commit(conn: Connection, chunk: ClaimedChunk, batch: PreparedBatch, p
     """Write the batch and advance the checkpoint in one transaction (a crash loses at most this batch);
     returns what it did, whether the job was cancelled, and the batch's seconds from extraction to commit."""
     async with conn.transaction():
-        outcome = await write_prepared(conn, chunk.res_type, batch, plan)
-        cancelled: bool | None = await conn.fetchval(
+        outcome = await write_isolating(conn, chunk.res_type, batch, plan)
+        checkpoint = await conn.fetchrow(
             CHECKPOINT_CHUNK, chunk.job_id, chunk.seq, outcome.last_res_id, outcome.processed, outcome.changed,
             outcome.unchanged, len(outcome.failures), outcome.failures, lease_seconds, owner)
-        if cancelled is None:  # rolls the batch back: the chunk is someone else's now
+        # Raising rolls the batch back.
+        if checkpoint is None or not checkpoint["running"]:
+            raise JobEnded(f"job {chunk.job_id} ended while chunk {chunk.seq} ran")
+        if not checkpoint["advanced"]:
             raise LeaseLost(f"chunk {chunk.seq} of job {chunk.job_id} was taken over by another worker")
+        cancelled: bool = checkpoint["cancel_requested"]
     return outcome, cancelled, time.perf_counter() - batch.started
 
 

@@ -1,4 +1,4 @@
-"""Job and chunk SQL: creation and planning, claiming under a lease, checkpoints, cancel, finalizing."""
+"""Job and chunk SQL: creation, claiming under a lease, checkpoints, cancel, finalizing (planning: planning.py)."""
 
 from __future__ import annotations
 
@@ -25,24 +25,6 @@ ON CONFLICT (fingerprint) WHERE state IN ('queued', 'in_progress', 'finalizing')
 RETURNING id"""
 SELECT_RUNNING_BY_FINGERPRINT = """
 SELECT id FROM job WHERE fingerprint = $1 AND state IN ('queued', 'in_progress', 'finalizing')"""
-# The types that have resources, by a loose index scan over (res_type, res_id).
-SELECT_RESOURCE_TYPES = """
-WITH RECURSIVE types (res_type) AS (
-    (SELECT res_type FROM resource ORDER BY res_type LIMIT 1)
-    UNION ALL
-    SELECT (SELECT r.res_type FROM resource r WHERE r.res_type > t.res_type ORDER BY r.res_type LIMIT 1)
-    FROM types t WHERE t.res_type IS NOT NULL
-)
-SELECT res_type FROM types WHERE res_type IS NOT NULL"""
-# The res_id that closes a chunk of $3 resources after $2: a bounded index walk from a keyset position.
-SELECT_CHUNK_END = """
-SELECT res_id FROM resource WHERE res_type = $1 AND res_id > $2 ORDER BY res_id OFFSET $3 - 1 LIMIT 1"""
-SELECT_LAST_RES_ID = "SELECT max(res_id) FROM resource WHERE res_type = $1 AND res_id > $2"
-INSERT_CHUNKS = """
-INSERT INTO job_chunk (job_id, seq, res_type, lo, hi, checkpoint)
-SELECT $1, seq, res_type, lo, hi, lo FROM unnest($2::integer[], $3::text[], $4::bigint[], $5::bigint[])
-    AS c (seq, res_type, lo, hi)"""
-SET_ESTIMATE = "UPDATE job SET total_estimate = $2 WHERE id = $1"
 NOTIFY_JOBS = "SELECT pg_notify($1, $2::text)"
 
 # One statement: the oldest claimable chunk (pending, or running under an expired lease) of a live job.
@@ -61,22 +43,32 @@ WITH claimed AS (
 SELECT claimed.*, j.parameters, j.catalog_generation FROM claimed JOIN job j ON j.id = claimed.job_id"""
 START_JOB = """
 UPDATE job SET state = 'in_progress', started_at = now() WHERE id = $1 AND state = 'queued'"""
-# The batch's checkpoint: counters, failures (kept to 100), lease extended; returns the cancel flag.
+# The batch's checkpoint: counters, failures (kept to 100), lease extended. It refuses (advances nothing)
+# when the chunk is no longer ours, or when the job is no longer running: the key-share lock waits for a
+# transaction that is ending the job (it locks the row FOR UPDATE) and then sees its outcome, so no batch
+# commits after a job's report was summed. Returns whether the job runs, is cancelled, and was advanced.
 CHECKPOINT_CHUNK = """
-WITH advanced AS (
+WITH live AS (
+    SELECT state = 'in_progress' AS running, cancel_requested FROM job WHERE id = $1 FOR KEY SHARE
+), advanced AS (
     UPDATE job_chunk SET checkpoint = $3, processed = processed + $4, changed = changed + $5,
                          unchanged = unchanged + $6, failed = failed + $7,
                          failures = CASE WHEN jsonb_array_length(failures) >= 100 THEN failures
                                          ELSE failures || $8::jsonb END,
-                         lease_until = now() + make_interval(secs => $9)
-    WHERE job_id = $1 AND seq = $2 AND owner = $10 AND state = 'running'
+                         -- from the clock, not now(): the batch's transaction may have begun long ago
+                         lease_until = clock_timestamp() + make_interval(secs => $9)
+    WHERE job_id = $1 AND seq = $2 AND owner = $10 AND state = 'running' AND (SELECT running FROM live)
     RETURNING job_id
 )
-SELECT j.cancel_requested FROM advanced JOIN job j ON j.id = advanced.job_id"""
+SELECT running, cancel_requested, EXISTS (SELECT FROM advanced) AS advanced FROM live"""
 FINISH_CHUNK = "UPDATE job_chunk SET state = 'done', lease_until = NULL WHERE job_id = $1 AND seq = $2 AND owner = $3"
 RELEASE_CHUNK = """
 UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL
-WHERE job_id = $1 AND seq = $2 AND owner = $3"""
+WHERE job_id = $1 AND seq = $2 AND owner = $3 AND state = 'running'"""
+# A worker shutting down hands its chunk back: the claim it undoes does not count as an attempt.
+HAND_BACK_CHUNK = """
+UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL, attempts = attempts - 1
+WHERE job_id = $1 AND seq = $2 AND owner = $3 AND state = 'running'"""
 # Only the transaction that finishes the last chunk moves the job on (the row lock serialises them).
 LOCK_JOB = "SELECT state, cancel_requested FROM job WHERE id = $1 FOR UPDATE"
 COUNT_OPEN_CHUNKS = "SELECT count(*) FROM job_chunk WHERE job_id = $1 AND state <> 'done'"
@@ -97,6 +89,13 @@ SET_REPORT = "UPDATE job SET report = $2 WHERE id = $1"
 REQUEST_CANCEL = """
 UPDATE job SET cancel_requested = true WHERE id = $1 AND state IN ('queued', 'in_progress', 'finalizing')
 RETURNING state"""
+# A cancelled job no live lease works on (its chunk holders died before they saw the cancel): any idle
+# worker ends it. SKIP LOCKED: one worker does, the others move on.
+SELECT_ABANDONED_CANCEL = """
+SELECT j.id FROM job j
+WHERE j.state IN ('queued', 'in_progress') AND j.cancel_requested
+  AND NOT EXISTS (SELECT FROM job_chunk c WHERE c.job_id = j.id AND c.state = 'running' AND c.lease_until > now())
+ORDER BY j.created_at LIMIT 1 FOR UPDATE OF j SKIP LOCKED"""
 SELECT_RUNNING_CHUNKS = "SELECT count(*) FROM job_chunk WHERE job_id = $1 AND state = 'running' AND lease_until > now()"
 
 
@@ -110,37 +109,6 @@ class ClaimedChunk:
     attempts: int
     parameters: dict[str, Any]
     catalog_generation: int
-
-
-async def resource_types(conn: Connection) -> list[str]:
-    return [row["res_type"] for row in await conn.fetch(SELECT_RESOURCE_TYPES)]
-
-
-async def plan_chunks(conn: Connection, job_id: UUID, res_types: list[str], chunk_size: int) -> int:
-    """Split each type's res_ids into chunks of `chunk_size` by a keyset walk; returns the resource estimate."""
-    seqs: list[int] = []
-    types: list[str] = []
-    lows: list[int] = []
-    highs: list[int] = []
-    for res_type in res_types:
-        low = 0
-        while True:
-            high: int | None = await conn.fetchval(SELECT_CHUNK_END, res_type, low, chunk_size)
-            if high is None:
-                high = await conn.fetchval(SELECT_LAST_RES_ID, res_type, low)
-            if high is None:
-                break
-            seqs.append(len(seqs))
-            types.append(res_type)
-            lows.append(low)
-            highs.append(high)
-            low = high
-    if seqs:
-        await conn.execute(INSERT_CHUNKS, job_id, seqs, types, lows, highs)
-    estimate: int = await conn.fetchval(
-        "SELECT count(*) FROM resource WHERE res_type = ANY($1::text[])", res_types) if res_types else 0
-    await conn.execute(SET_ESTIMATE, job_id, estimate)
-    return estimate
 
 
 async def claim_chunk(conn: Connection, owner: str, lease_seconds: float) -> ClaimedChunk | None:
@@ -241,6 +209,18 @@ async def request_cancel(conn: Connection, job_id: UUID) -> JobState | None:
             await end_cancelled(conn, job_id, None, None)
         await conn.execute(NOTIFY_JOBS, JOBS_CHANNEL, str(job_id))
     return state
+
+
+async def end_abandoned_cancels(conn: Connection) -> list[UUID]:
+    """End every cancelled job that no live lease works on; returns their ids."""
+    ended: list[UUID] = []
+    while True:
+        async with conn.transaction():
+            job_id: UUID | None = await conn.fetchval(SELECT_ABANDONED_CANCEL)
+            if job_id is None:
+                return ended
+            await end_cancelled(conn, job_id, None, None)
+        ended.append(job_id)
 
 
 async def end_empty_job(conn: Connection, job_id: UUID, covers: Covers) -> EndState:

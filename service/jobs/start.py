@@ -1,4 +1,5 @@
-"""Starting a reindex job: one transaction creates the job and plans its chunks, then workers are woken."""
+"""Starting a reindex job: one short transaction records it (planned later by a worker: jobs/planning.py),
+so `POST $reindex` answers in constant time however many resources there are."""
 
 from __future__ import annotations
 
@@ -14,19 +15,14 @@ import structlog
 
 from service.fhir.parameters import ReindexRequest
 from service.jobs.filters import is_filtered
-from service.jobs.repository import (
-    INSERT_JOB,
-    JOBS_CHANNEL,
-    NOTIFY_JOBS,
-    SELECT_RUNNING_BY_FINGERPRINT,
-    end_empty_job,
-    plan_chunks,
-    resource_types,
-)
+from service.jobs.planning import DEFAULT_CHUNK_SIZE
+from service.jobs.repository import INSERT_JOB, JOBS_CHANNEL, NOTIFY_JOBS, SELECT_RUNNING_BY_FINGERPRINT, end_empty_job
 from service.search.registry import concrete_types
 
 log = structlog.get_logger(__name__)
-DEFAULT_CHUNK_SIZE = 5000
+# Whether there is anything to plan: one index probe per type, whatever the table size.
+HAS_RESOURCES = "SELECT EXISTS (SELECT FROM resource)"
+HAS_RESOURCES_OF = "SELECT EXISTS (SELECT FROM resource WHERE res_type = ANY($1::text[]))"
 StorageMode = Literal["NONE", "CURRENT_VERSION", "ALL_VERSIONS"]
 
 
@@ -91,19 +87,23 @@ def covers(bases: list[str], parameters: dict[str, Any]) -> bool:
 
 async def start_reindex(pool: asyncpg.Pool, plan: ReindexPlan, generation: int, user_id: str | None = None,
                         user_type: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> StartedJob:
-    parameters = plan.parameters()
+    """Record the job (an identical running one is shared) and wake the workers; a job over types that
+    have no resource at all completes at once."""
+    parameters = {**plan.parameters(), "chunkSize": chunk_size}
     fingerprint = hashlib.sha256(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)).hexdigest()
     async with pool.acquire() as conn, conn.transaction():
         job_id = await conn.fetchval(INSERT_JOB, uuid4(), parameters, fingerprint, generation, plan.full_coverage,
                                      user_id, user_type)
         if job_id is None:
             return StartedJob(await conn.fetchval(SELECT_RUNNING_BY_FINGERPRINT, fingerprint), already_running=True)
-        types = list(plan.types) or await resource_types(conn)
-        estimate = await plan_chunks(conn, job_id, types, chunk_size)
-        if estimate:
+        if plan.types:
+            has_resources = await conn.fetchval(HAS_RESOURCES_OF, list(plan.types))
+        else:
+            has_resources = await conn.fetchval(HAS_RESOURCES)
+        if has_resources:
             await conn.execute(NOTIFY_JOBS, JOBS_CHANNEL, str(job_id))
         else:
             await end_empty_job(conn, job_id, covers)
-    log.info("job_started", job_id=str(job_id), types=types, resources=estimate, filtered=not plan.full_coverage,
+    log.info("job_started", job_id=str(job_id), types=list(plan.types) or "all", filtered=not plan.full_coverage,
              user_id=user_id)
     return StartedJob(job_id, already_running=False)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import suppress
-
 import asyncpg
 import structlog
 
@@ -75,15 +72,13 @@ async def refresh_catalog(pool: asyncpg.Pool, catalogs: Catalogs) -> bool:
 async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: float) -> None:
     """Keep `catalogs` current: refresh on every NOTIFY, and every `poll_seconds` in case a notification
     was missed. Runs until cancelled."""
-    async with listening(pool, CHANNEL, poll_seconds) as changed:
+    async with listening(pool, CHANNEL, poll_seconds) as changes:
         while True:
-            changed.clear()  # before the read, so a change during it is not lost
+            seen = changes.count  # before the read, so a change during it is not lost
             try:
                 if await refresh_catalog(pool, catalogs):
                     log.info("search_parameters_changed", generation=catalogs.current.generation)
             except CONNECTION_ERRORS as exc:
                 reraise_if_cancelling(exc)
                 log.warning("search_parameter_refresh_failed", error=type(exc).__name__, detail=str(exc))
-            with suppress(TimeoutError):
-                async with asyncio.timeout(poll_seconds):
-                    await changed.wait()
+            await changes.wait(seen, poll_seconds)
