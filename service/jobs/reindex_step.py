@@ -12,9 +12,10 @@ import structlog
 
 from service.db import Connection
 from service.jobs.filters import chunk_read
-from service.jobs.reindex_batch import BatchOutcome, PreparedBatch, prepare_batch, write_prepared
+from service.jobs.reindex_batch import BatchOutcome, PreparedBatch, write_prepared
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.jobs.start import ReindexPlan
+from service.jobs.stored_rows import prepare_compared
 from service.search.catalog import Catalogs
 from service.search.sql import CHUNK_SELECT, Statement
 
@@ -50,7 +51,7 @@ async def run_chunk(read_conn: Connection, write_conn: Connection, chunk: Claime
             statement = _chunk_read(chunk, catalogs)
             cursor = await read_conn.cursor(statement.text, *statement.params)
             while rows := await cursor.fetch(plan.batch_size):
-                batch = await prepare_batch(chunk.res_type, rows, catalogs.current, plan)
+                batch = await prepare_compared(read_conn, chunk.res_type, rows, catalogs.current, plan)
                 if writing is not None:
                     await _committed(writing, chunk, on_batch)
                 writing = asyncio.create_task(_commit(write_conn, chunk, batch, plan, owner, lease_seconds))

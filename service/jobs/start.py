@@ -39,8 +39,9 @@ class ReindexPlan:
     batch_size: int = 500
     reindex_search_parameters: bool = True  # reindexSearchParameters=ALL: bring index rows up to date
     optimize_storage: StorageMode = "NONE"  # strip insignificant whitespace from stored bodies
-    # Check what is current already: every resource in scope is re-extracted with all its parameters (rows
-    # that differ from their fingerprint are rewritten), and every body is rewritten; counts are unaffected.
+    # Check what is current already: every resource in scope is re-extracted with all its parameters and
+    # compared with the rows stored (not their fingerprint), rows that differ are rewritten; with storage,
+    # every body is rewritten too. Counts are unaffected.
     force: bool = False
     optimistic_lock: bool = True  # skip resources changed since the chunk read them
     filters: Mapping[str, list[str]] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from service.fhir.resource import Submitted
 from service.search.catalog import Catalog, Catalogs, SearchParameterChange
 from service.search.rows import fingerprint
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
-from service.store.resources import SEARCH_PARAMETER
+from service.store.resources import EXTRACTOR, SEARCH_PARAMETER
 from service.store.search_parameters import catalog_for_write, record_change
 
 # Rows are locked as the sort emits them, in res_id order, the order in which a reindex batch reads them:
@@ -30,15 +30,15 @@ FOR UPDATE OF r"""
 ALLOCATE_RES_IDS = "SELECT nextval(pg_get_serial_sequence('resource', 'res_id')) FROM generate_series(1, $1)"
 UPDATE_EXISTING = """
 UPDATE resource r SET version = u.version, last_updated = $5, deleted = false, body = u.body, index_gen = $6,
-    index_hash = u.index_hash
+    index_hash = u.index_hash, index_extractor = $7
 FROM unnest($1::bigint[], $2::integer[], $3::bytea[], $4::bigint[]) AS u (res_id, version, body, index_hash)
 WHERE r.res_id = u.res_id"""
 RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "body", "index_gen",
-                         "index_hash")
+                         "index_hash", "index_extractor")
 ANALYZE_TABLES = ("resource", *TABLE_COLUMNS)
 VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "method", "body")
 # COPY records, in the order of the columns above.
-ResourceRecord = tuple[int, str, str, int, datetime, bool, bytes, int, int]
+ResourceRecord = tuple[int, str, str, int, datetime, bool, bytes, int, int, int]
 VersionRecord = tuple[int, str, str, int, datetime, bool, str, bytes]
 
 
@@ -106,7 +106,7 @@ def _prepare(batch: _Batch, resource: Submitted, key: tuple[str, str], current: 
     batch.records = index_records(res_id, res_type, rows, batch.records)
     if current is None:
         batch.inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, catalog.generation,
-                              fingerprint(rows)))
+                              fingerprint(rows), EXTRACTOR))
     else:
         batch.updates.append((res_id, version, body, fingerprint(rows)))
     batch.versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
@@ -118,7 +118,7 @@ async def _write(conn: Connection, batch: _Batch, last_updated: datetime, genera
     if batch.updates:
         res_ids, numbers, bodies, hashes = zip(*batch.updates)
         await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), list(hashes), last_updated,
-                           generation)
+                           generation, EXTRACTOR)
     if batch.versions:
         await conn.copy_records_to_table("resource_version", records=batch.versions, columns=VERSION_COPY_COLUMNS)
     # Only updated resources can have old index rows; new ones start empty.

@@ -15,6 +15,7 @@ from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import Submitted
 from service.search.catalog import Catalog, Catalogs, SearchParameterChange
+from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows, fingerprint
 from service.store.indexes import index_records, insert_indexes, read_index_rows, update_indexes
@@ -28,14 +29,15 @@ SELECT_CURRENT = """
 SELECT res_id, version, last_updated, deleted, body FROM resource WHERE res_type = $1 AND fhir_id = $2"""
 SELECT_CURRENT_FOR_UPDATE = SELECT_CURRENT + " FOR UPDATE"
 INSERT_RESOURCE = """
-INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen, index_hash)
-VALUES ($1, $2, 1, $3, false, $4, $5, $6)
+INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen, index_hash, index_extractor)
+VALUES ($1, $2, 1, $3, false, $4, $5, $6, $7)
 ON CONFLICT (res_type, fhir_id) DO NOTHING
 RETURNING res_id"""
 UPDATE_RESOURCE = """
-UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6, index_hash = $7
+UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6, index_hash = $7,
+    index_extractor = $8
 WHERE res_id = $1"""
-SET_INDEXED = "UPDATE resource SET index_gen = $2, index_hash = $3 WHERE res_id = $1"
+SET_INDEXED = "UPDATE resource SET index_gen = $2, index_hash = $3, index_extractor = $4 WHERE res_id = $1"
 INSERT_VERSION = """
 INSERT INTO resource_version (res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
@@ -44,6 +46,7 @@ SELECT v.version, v.last_updated, v.deleted, v.body
 FROM resource r JOIN resource_version v ON v.res_id = r.res_id
 WHERE r.res_type = $1 AND r.fhir_id = $2 AND v.version = $3"""
 SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
+EXTRACTOR = current_extractor().number  # recorded with the rows of every write
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +142,7 @@ class ResourceStore:
             new = catalog.index_rows(orjson.loads(row["body"]))
             if write:
                 await update_indexes(conn, row["res_id"], index_records(row["res_id"], res_type, new))
-                await conn.execute(SET_INDEXED, row["res_id"], catalog.generation, fingerprint(new))
+                await conn.execute(SET_INDEXED, row["res_id"], catalog.generation, fingerprint(new), EXTRACTOR)
         return old, new
 
     async def _insert(
@@ -151,7 +154,7 @@ class ResourceStore:
         catalog = await catalog_for_write(conn, self._catalogs, res_type == SEARCH_PARAMETER)
         rows, change = _indexing(catalog, stamped)
         res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, catalog.generation,
-                                     fingerprint(rows))
+                                     fingerprint(rows), EXTRACTOR)
         if res_id is None:
             return None
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
@@ -172,7 +175,7 @@ class ResourceStore:
         rows, change = (IndexRows(), None) if stamped is None else _indexing(catalog, stamped)
         index_hash = None if deleted else fingerprint(rows)  # a deleted resource has no rows at all
         await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, catalog.generation,
-                           index_hash)
+                           index_hash, EXTRACTOR)
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
         records = index_records(res_id, res_type, rows)
         if deleted:  # a deleted resource matches no search, not even `:missing`
