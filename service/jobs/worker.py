@@ -24,6 +24,7 @@ from service.jobs.repository import (
     finish_chunk,
 )
 from service.jobs.start import covers
+from service.jobs.sweep import Sweeper
 from service.metrics import Metrics
 from service.search.catalog import Catalogs
 from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
@@ -50,6 +51,7 @@ class ReindexWorkers:
         self._settings = settings
         self._metrics = metrics
         self._name = f"{socket.gethostname()}-{os.getpid()}"
+        self._sweep = Sweeper(catalogs)
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
@@ -88,7 +90,7 @@ class ReindexWorkers:
             async with self._pool.acquire() as read_conn, self._pool.acquire() as write_conn:
                 await run_chunk(read_conn, write_conn, chunk, self._catalogs, owner, self._settings.lease_seconds,
                                 self._count_batch)
-                ended = await finish_chunk(write_conn, chunk, owner, covers)
+                ended = await finish_chunk(write_conn, chunk, owner, covers, self._sweep)
             log.info("chunk_finished", res_type=chunk.res_type)
             if ended:
                 log.info("job_ended", state=ended)
