@@ -9,3 +9,14 @@ ALTER TABLE resource ADD COLUMN index_extractor bigint;
 -- values (most updates) stay HOT.
 CREATE INDEX resource_index_state ON resource (index_extractor, res_type, index_gen) WHERE NOT deleted;
 
+-- What a `$reindex verify=true` job found (service/jobs/verify.py): per resource type and parameter code,
+-- how many resources' stored index rows differ from a fresh extraction, with up to 100 examples
+-- ({"id": "Type/id", "missing": n, "stray": n}); code '' counts the type's resources that differ at all.
+CREATE TABLE job_difference (
+    job_id    uuid   NOT NULL REFERENCES job (id) ON DELETE CASCADE,
+    res_type  text   NOT NULL,
+    code      text   NOT NULL,
+    resources bigint NOT NULL,
+    examples  jsonb  NOT NULL DEFAULT '[]',
+    PRIMARY KEY (job_id, res_type, code)
+);

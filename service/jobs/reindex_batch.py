@@ -101,7 +101,7 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
         stale = stale_by_gen.get(index_gen)
         if stale is None:
             stale = stale_by_gen[index_gen] = catalog.stale_codes(res_type, index_gen)
-        exact = plan.force or is_stale(stored_extractor, extractor)
+        exact = plan.force or plan.verify or is_stale(stored_extractor, extractor)
         every_code = exact or row["index_hash"] is None
         ahead = index_gen > catalog.generation or (stored_extractor is not None
                                                     and is_newer(stored_extractor, extractor))
@@ -137,7 +137,10 @@ def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozen
 
 async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,
                          plan: ReindexPlan) -> BatchOutcome:
-    """Write a prepared batch inside the caller's transaction (which also holds the checkpoint)."""
+    """Write a prepared batch inside the caller's transaction (which also holds the checkpoint); a
+    verification writes nothing."""
+    if plan.verify:
+        return _outcome(res_type, batch.rows, set(), dict(batch.failures))
     changed = await _write_indexes(conn, res_type, batch.extracted, batch.generation, plan.optimistic_lock)
     changed |= await rewrite_current(conn, batch.rewrites)
     failures = dict(batch.failures)

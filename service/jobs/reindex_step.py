@@ -16,6 +16,7 @@ from service.jobs.reindex_batch import BatchOutcome, PreparedBatch, write_prepar
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.jobs.start import ReindexPlan
 from service.jobs.stored_rows import prepare_compared
+from service.jobs.verify import record_differences
 from service.search.catalog import Catalogs
 from service.search.sql import CHUNK_SELECT, Statement
 
@@ -69,6 +70,7 @@ async def _commit(conn: Connection, chunk: ClaimedChunk, batch: PreparedBatch, p
     returns what it did, whether the job was cancelled, and the batch's seconds from extraction to commit."""
     async with conn.transaction():
         outcome = await write_prepared(conn, chunk.res_type, batch, plan)
+        await record_differences(conn, chunk.job_id, chunk.res_type, batch.differences)
         cancelled: bool | None = await conn.fetchval(
             CHECKPOINT_CHUNK, chunk.job_id, chunk.seq, outcome.last_res_id, outcome.processed, outcome.changed,
             outcome.unchanged, len(outcome.failures), outcome.failures, lease_seconds, owner)

@@ -49,7 +49,7 @@ def render_report(
     notes: Sequence[str] = (),
 ) -> str:
     """The report text, newline-terminated. `failures` may be capped by the caller; `counts` has the totals.
-    `notes` (ours, not HAPI's: what a sweep found) end it, one line each."""
+    `notes` (ours, not HAPI's: what a sweep or a verification found) end it, one line each."""
     lines = [
         "Reindex (v3) Report",
         RULE,

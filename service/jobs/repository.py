@@ -12,6 +12,7 @@ import asyncpg
 from service.db import Connection
 from service.jobs.report import ReindexCounts, ReindexFailure, TypeCounts, render_report
 from service.jobs.status import EndState, JobState
+from service.jobs.verify import verification_notes
 from service.store.search_parameters import CHANNEL as SEARCH_PARAMETERS_CHANNEL
 
 JOBS_CHANNEL = "jobs"
@@ -220,6 +221,8 @@ async def _end_job(conn: Connection, job_id: UUID, forced_state: EndState | None
     notes: list[str] = []
     if state == "completed" and job["full_coverage"]:
         notes += await _mark_indexed(conn, job["catalog_generation"], job["parameters"], covers, sweep)
+    if job["parameters"].get("verify"):
+        notes += await verification_notes(conn, job_id)
     error = f"{counts.failed} resources could not be reindexed" if state == "failed" else None
     times = await _job_row(conn, END_JOB, job_id, state, None, error)
     started = times["started_at"] or times["ended_at"]
