@@ -90,27 +90,18 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
     batch = PreparedBatch(rows, time.perf_counter(), catalog.generation, [], [], {})
     slices = LoopSlices()
     stale_by_gen: dict[int, frozenset[str]] = {}
-    extractor = current_extractor()
     for row in rows:
         await slices.pause()
-        index_gen, stored_extractor = row["index_gen"], row["index_extractor"]
-        # Only the rows of codes whose definitions changed since the resource was indexed can be stale; a
-        # resource with none costs only this read. Unknown rows (no fingerprint), rows of an older extractor
-        # and a forced job check all, except rows indexed with definitions newer than this worker's or by a
-        # newer extractor: their own write did the job.
+        index_gen = row["index_gen"]
         stale = stale_by_gen.get(index_gen)
         if stale is None:
             stale = stale_by_gen[index_gen] = catalog.stale_codes(res_type, index_gen)
-        exact = plan.force or plan.verify or is_stale(stored_extractor, extractor)
-        every_code = exact or row["index_hash"] is None
-        ahead = index_gen > catalog.generation or (stored_extractor is not None
-                                                    and is_newer(stored_extractor, extractor))
-        reindex = plan.reindex_search_parameters and not ahead and (every_code or bool(stale))
-        if not reindex and plan.optimize_storage == "NONE":
+        check = _what_to_check(row, stale, catalog, plan)
+        if check is None and plan.optimize_storage == "NONE":
             continue
         try:
-            if reindex:
-                batch.extracted.append(_extract(row, res_type, catalog, None if every_code else stale, exact))
+            if check is not None:
+                batch.extracted.append(_extract(row, res_type, catalog, *check))
             if plan.optimize_storage != "NONE":
                 body = compact_body(row["body"])
                 if plan.force or body != row["body"]:
@@ -118,6 +109,25 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
         except ValueError as exc:  # not JSON, or not the shape of its type
             batch.failures[row["res_id"]] = str(exc)
     return batch
+
+
+def _what_to_check(row: asyncpg.Record, stale: frozenset[str], catalog: Catalog,
+                   plan: ReindexPlan) -> tuple[frozenset[str] | None, bool] | None:
+    """The codes whose rows to extract and check (None: all) and whether against the rows stored rather than
+    the fingerprint; None when the resource's rows are left alone.
+
+    Only the rows of codes whose definitions changed since the resource was indexed (`stale`) can be stale;
+    a resource with none costs only its read. Unknown rows (no fingerprint), rows of an older extractor, a
+    forced job and a verification check all, except rows indexed with definitions newer than this worker's
+    or by a newer extractor: their own write did the job."""
+    stored, mine = row["index_extractor"], current_extractor()
+    if not plan.reindex_search_parameters or row["index_gen"] > catalog.generation or (
+            stored is not None and is_newer(stored, mine)):
+        return None
+    exact = plan.force or plan.verify or is_stale(stored, mine)
+    if exact or row["index_hash"] is None:
+        return None, exact
+    return (stale, False) if stale else None
 
 
 def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozenset[str] | None,
