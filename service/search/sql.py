@@ -128,7 +128,8 @@ def equal_condition(item: OrderItem, value: object, params: Parameters) -> str:
 
 
 # What a reindex chunk reads of each resource (jobs/reindex_step.py reads whole chunks with it too).
-CHUNK_SELECT = "SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.body FROM resource r"
+CHUNK_SELECT = ("SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.index_extractor, r.body "
+                "FROM resource r")
 
 
 def chunk_statement(queries: Sequence[SearchQuery], after: int, upto: int) -> Statement:
