@@ -23,9 +23,9 @@ from service.db import Connection
 
 # The bucket's size in seconds of the rate, and the longest wait between two takes.
 BURST_SECONDS = 0.5
-# Left: what the bucket holds now, at most BURST_SECONDS of the rate ($3). Taken: as much as the worker
-# asks for ($2), or what there is. Only a running job's bucket moves: a paused or cancelled one's worker
-# stops instead.
+# Available: what the bucket holds now, at most BURST_SECONDS of the rate ($3). Taken: as much as the
+# worker asks for ($2), or what there is. Only a running job's bucket moves: a paused or cancelled one's
+# worker stops instead.
 TAKE_TOKENS = """
 WITH bucket AS (
     SELECT state = 'in_progress' AS running, cancel_requested, paused_at IS NOT NULL AS paused, throttle_rate,
