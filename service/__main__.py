@@ -93,10 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     reindex.add_argument("--verify", action="store_true",
                          help="compare every resource's index rows with a fresh extraction and report the "
                               "differences; writes nothing (with --wait, exit 1 when some differ)")
+    reindex.add_argument("--rate", type=int, metavar="N",
+                         help="throttle the job to N resources per second over all workers (0: unthrottled)")
     reindex.add_argument("--wait", action="store_true", help="work on the job here and wait until it ends")
     reindex.add_argument("--cancel-on-interrupt", action="store_true",
                          help="with --wait: Ctrl-C cancels the job (by default it goes on without this process)")
-    reindex.add_argument("--cancel", metavar="JOB_ID", help="cancel a job (as DELETE on its status URL would)")
+    controls = reindex.add_mutually_exclusive_group()
+    controls.add_argument("--cancel", metavar="JOB_ID", help="cancel a job (as DELETE on its status URL would)")
+    controls.add_argument("--pause", metavar="JOB_ID", help="pause a job; it keeps its progress")
+    controls.add_argument("--resume", metavar="JOB_ID", help="resume a paused job")
+    controls.add_argument("--throttle", nargs=2, metavar=("JOB_ID", "RATE"),
+                          help="limit a job to RATE resources per second over all workers (0: unthrottled)")
     _add_verbose(reindex)
     return parser
 
@@ -110,9 +117,10 @@ def _check_reindex(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.cancel_on_interrupt and not args.wait:
         parser.error("--cancel-on-interrupt needs --wait")
     starts_a_job = (args.url, args.batch_size, args.optimize_storage, args.no_search_parameters, args.force,
-                    args.verify, args.wait)
-    if args.cancel and any(starts_a_job):
-        parser.error("--cancel JOB_ID takes no option of a new job")
+                    args.verify, args.wait, args.rate is not None)
+    control = next((flag for flag in ("cancel", "pause", "resume", "throttle") if getattr(args, flag)), None)
+    if control and any(starts_a_job):
+        parser.error(f"--{control} JOB_ID takes no option of a new job")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,13 +167,17 @@ def _operator_coroutine(args: argparse.Namespace, settings: Settings, status: St
         from service.load import load_files
 
         return load_files(settings, args.files, args.batch_size, status)
-    from service.reindex_cli import Waiting, cancel_job, run_reindex
+    from service.reindex_cli import Waiting, cancel_job, control_job, run_reindex
 
     if args.cancel:
         return cancel_job(settings, args.cancel)
+    if args.pause or args.resume:
+        return control_job(settings, args.pause or args.resume, "pause" if args.pause else "resume")
+    if args.throttle:
+        return control_job(settings, args.throttle[0], "throttle", args.throttle[1])
     options = {"batchSize": args.batch_size, "optimizeStorage": args.optimize_storage,
                "reindexSearchParameters": "NONE" if args.no_search_parameters else None,
-               "force": args.force or None, "verify": args.verify or None}
+               "force": args.force or None, "verify": args.verify or None, "throttle": args.rate}
     waiting = Waiting(status, args.cancel_on_interrupt) if args.wait else None
     return run_reindex(settings, args.url, options, waiting)
 

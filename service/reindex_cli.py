@@ -1,5 +1,6 @@
 """`python -m service reindex [--url ...] [--wait]`: start a $reindex job from a shell, optionally
-running workers in this process and showing progress until the job ends; `--cancel JOB_ID` cancels one."""
+running workers in this process and showing progress until the job ends; `--cancel JOB_ID` cancels one, and
+`--pause`, `--resume` and `--throttle` control one."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from service.console import INTERRUPTED_EXIT, StatusLine, format_duration, forma
 from service.db import open_database
 from service.fhir.errors import FhirError
 from service.fhir.parameters import ReindexRequest, parse_reindex_request
+from service.jobs.control import ControlledJob, JobAction, JobControl, parse_rate
+from service.jobs.control import control_job as apply_control
 from service.jobs.filters import parse_filters
 from service.jobs.repository import JobProgress, job_progress, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
@@ -77,10 +80,8 @@ async def run_reindex(settings: Settings, urls: list[str], options: dict[str, ob
 async def cancel_job(settings: Settings, raw_job_id: str) -> int:
     """`--cancel JOB_ID`: what `DELETE $hapi.fhir.reindex-status?_jobId=` does. Exit code 0 when the
     cancel was requested, 1 when the job had already ended, 2 for an unknown job."""
-    try:
-        job_id = UUID(raw_job_id)
-    except ValueError:
-        print(f"error: not a job id: {raw_job_id}", file=sys.stderr)
+    job_id = _job_id(raw_job_id)
+    if job_id is None:
         return 2
     async with open_database(settings) as database:
         pool = database.pool
@@ -89,12 +90,55 @@ async def cancel_job(settings: Settings, raw_job_id: str) -> int:
     return code
 
 
+async def control_job(settings: Settings, raw_job_id: str, action: JobAction, raw_rate: str = "") -> int:
+    """`--pause`, `--resume`, `--throttle JOB_ID RATE`: what a POST on the status URL with that `_action`
+    does. Exit code 0 when done, 1 when the job had already ended, 2 for an unknown job or a bad rate."""
+    job_id = _job_id(raw_job_id)
+    if job_id is None:
+        return 2
+    try:
+        control = JobControl(action, parse_rate(raw_rate) if action == "throttle" else None)
+    except FhirError as exc:
+        print(f"error: {exc.diagnostics}", file=sys.stderr)
+        return 2
+    async with open_database(settings) as database, database.pool.acquire() as conn:
+        before = await apply_control(conn, job_id, control)
+    if before is None:
+        print(f"error: unknown job {job_id}", file=sys.stderr)
+        return 2
+    print(control_message(job_id, control, before))
+    return 1 if before.ended else 0
+
+
+def control_message(job_id: UUID, control: JobControl, before: ControlledJob) -> str:
+    if before.ended:
+        done = {"pause": "paused", "resume": "resumed", "throttle": "throttled"}[control.action]
+        return f"Job {job_id} had already ended as {before.state}; it was not {done}."
+    if control.action == "pause":
+        return (f"Job {job_id} was paused already." if before.paused else
+                f"Job {job_id} is paused: the workers holding its chunks hand them back after their current batch.")
+    if control.action == "resume":
+        return f"Job {job_id} is resumed." if before.paused else f"Job {job_id} was not paused."
+    if control.rate is None:
+        return f"Job {job_id} is not throttled."
+    return f"Job {job_id} is throttled to {control.rate} resources per second over all workers."
+
+
+def _job_id(raw: str) -> UUID | None:
+    try:
+        return UUID(raw)
+    except ValueError:
+        print(f"error: not a job id: {raw}", file=sys.stderr)
+        return None
+
+
 def progress_line(status: JobStatus) -> str:
     """State, percentage, processed of total, rate and time left: the figures of the `X-Progress` header."""
-    parts = [f"{status.state.replace('_', ' '):<11}", f"{status.percent:>3}%",
+    paused = status.paused and status.state in RUNNING_STATES
+    parts = [f"{'paused' if paused else status.state.replace('_', ' '):<11}", f"{status.percent:>3}%",
              f"{status.processed:,} of {status.total or 0:,}"]
     # An ended job's rate would count the time since it ended; its report gives the true one.
-    if status.state in RUNNING_STATES and status.rate is not None and status.seconds_left is not None:
+    if status.state in RUNNING_STATES and not paused and status.rate is not None and status.seconds_left is not None:
         parts += [format_rate(status.rate), f"ETA {format_duration(status.seconds_left)}"]
     return "  " + "  ".join(parts)
 
@@ -112,7 +156,8 @@ async def _start(pool: asyncpg.Pool, catalogs: Catalogs, settings: Settings, rei
     base = settings.public_base_url or ""
     filters = parse_filters(catalogs.registry, base, reindex.searches)
     plan = ReindexPlan.for_request(reindex, filters, base)
-    started = await start_reindex(pool, plan, catalogs.current.generation, "command-line", "SYSTEM")
+    started = await start_reindex(pool, plan, catalogs.current.generation, "command-line", "SYSTEM",
+                                  throttle=reindex.throttle or None)
     shared = " (an identical job was already running)" if started.already_running else ""
     print(f"job {started.job_id}{shared}", flush=True)  # flushed: a script may read the id while we wait
     return started.job_id

@@ -37,6 +37,7 @@ RULES = [
     ("POST", "/$reindex", REINDEX_RULE),
     ("GET", "/$hapi.fhir.reindex-status", REINDEX_RULE),
     ("DELETE", "/$hapi.fhir.reindex-status", REINDEX_RULE),
+    ("POST", "/$hapi.fhir.reindex-status", REINDEX_RULE),  # pause, resume, throttle
     ("POST", "/Organization/1/$reindex", reindex_instance("Organization")),
     ("GET", "/Organization/1/$reindex-dryrun", reindex_instance("Organization")),
     ("POST", "/Patient/p-2/$reindex-dryrun", reindex_instance("Patient")),
@@ -128,7 +129,7 @@ def test_seed_token_claims_may_reindex_but_not_read() -> None:
     assert principal.user_type == "SYSTEM"
     assert principal.roles == {"$test-only-create", "$reindex"}
     for method, path in [("POST", "/$reindex"), ("GET", "/$hapi.fhir.reindex-status"),
-                         ("DELETE", "/$hapi.fhir.reindex-status")]:
+                         ("DELETE", "/$hapi.fhir.reindex-status"), ("POST", "/$hapi.fhir.reindex-status")]:
         assert refusal(rule_for(method, path), principal.privileges, principal.user_type) is None
     for method, path in [("GET", "/Organization/x"), ("POST", "/Organization/x/$reindex"),
                          ("GET", "/Organization/x/$reindex-dryrun")]:

@@ -131,7 +131,46 @@ async def test_cancel_of_an_ended_or_unknown_job_cancels_nothing(database_url, d
     assert await db.fetchval("SELECT state FROM job") == "completed"
 
 
+async def test_pause_resume_and_throttle_from_the_shell(database_url, db):
+    created = run_load(database_url, str(DATA_DIR / "plannet" / "Endpoint.ndjson.gz"))
+    assert created.returncode == 0, created.stderr
+    started = run_reindex(database_url, "--url", "Endpoint?", "--rate", "300")  # no worker runs: it stays queued
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.split()[1]
+    assert await db.fetchval("SELECT throttle_rate FROM job") == 300
+    steps = [
+        (("--pause", job_id), 0,
+         f"Job {job_id} is paused: the workers holding its chunks hand them back after their current batch."),
+        (("--resume", job_id), 0, f"Job {job_id} is resumed."),
+        (("--resume", job_id), 0, f"Job {job_id} was not paused."),
+        (("--throttle", job_id, "50"), 0, f"Job {job_id} is throttled to 50 resources per second over all workers."),
+        (("--throttle", job_id, "0"), 0, f"Job {job_id} is not throttled."),
+        (("--cancel", job_id), 0, f"Job {job_id} is cancelled."),
+        (("--pause", job_id), 1, f"Job {job_id} had already ended as cancelled; it was not paused."),
+    ]
+    for arguments, code, stdout in steps:
+        result = run_reindex(database_url, *arguments)
+        assert (result.returncode, result.stdout) == (code, stdout + "\n"), result.stderr
+    job = await db.fetchrow("SELECT state, paused_at, throttle_rate FROM job")
+    assert (job["state"], job["paused_at"], job["throttle_rate"]) == ("cancelled", None, None)
+
+
+async def test_controls_of_an_unknown_job_or_with_a_bad_rate_change_nothing(database_url, db):
+    unknown_id = uuid4()
+    unknown = run_reindex(database_url, "--pause", str(unknown_id))
+    assert (unknown.returncode, unknown.stderr) == (2, f"error: unknown job {unknown_id}\n")
+    fast = run_reindex(database_url, "--throttle", str(unknown_id), "fast")
+    assert fast.returncode == 2 and "error: The rate must be a whole number" in fast.stderr
+    negative = run_reindex(database_url, "--url", "Organization?", "--rate", "-5")
+    assert negative.returncode == 2 and "'throttle' of $reindex: Input should be greater than" in negative.stderr
+    assert await db.fetchval("SELECT count(*) FROM job") == 0
+
+
 def test_options_that_do_not_fit_together_are_refused(database_url):
     assert "--cancel-on-interrupt needs --wait" in run_reindex(database_url, "--cancel-on-interrupt").stderr
     refused = run_reindex(database_url, "--cancel", str(uuid4()), "--wait")
     assert refused.returncode == 2 and "--cancel JOB_ID takes no option of a new job" in refused.stderr
+    refused = run_reindex(database_url, "--throttle", str(uuid4()), "10", "--rate", "5")
+    assert refused.returncode == 2 and "--throttle JOB_ID takes no option of a new job" in refused.stderr
+    refused = run_reindex(database_url, "--pause", str(uuid4()), "--resume", str(uuid4()))
+    assert refused.returncode == 2 and "argument --resume: not allowed with argument --pause" in refused.stderr

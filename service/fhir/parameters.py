@@ -18,6 +18,7 @@ from service.fhir.errors import FhirError, invalid
 from service.fhir.resource_types import RESOURCE_TYPES
 
 MAX_BATCH_SIZE = 10_000  # HAPI clamps to 500; larger chunks are fine for our COPY-based writer
+MAX_THROTTLE = 1_000_000  # resources per second: far above any real rate, and within the column's integer
 
 
 class SearchUrl(NamedTuple):
@@ -34,10 +35,13 @@ class _ParameterSpec(NamedTuple):
 
 
 _CODE = frozenset({"valueCode", "valueString"})
+_INTEGER = frozenset({"valueInteger", "valuePositiveInt", "valueUnsignedInt", "valueDecimal", "valueString"})
 _REINDEX_PARAMETERS: dict[str, _ParameterSpec] = {
     "url": _ParameterSpec("urls", frozenset({"valueString", "valueUri"}), True),
     "batchSize": _ParameterSpec(
         "batch_size", frozenset({"valueInteger", "valuePositiveInt", "valueDecimal", "valueString"}), False),
+    # Ours: resources per second over all workers, 0 for none; changeable while the job runs (see the README).
+    "throttle": _ParameterSpec("throttle", _INTEGER, False),
     "reindexSearchParameters": _ParameterSpec("reindex_search_parameters", _CODE, False),
     "optimizeStorage": _ParameterSpec("optimize_storage", _CODE, False),
     "optimisticLock": _ParameterSpec("optimistic_lock", frozenset({"valueBoolean", "valueString"}), False),
@@ -68,6 +72,7 @@ class ReindexRequest(BaseModel):
     partition_ids: tuple[str, ...] = ()
     force: bool = False
     verify: bool = False
+    throttle: int = Field(0, ge=0, le=MAX_THROTTLE)
 
     @field_validator("reindex_search_parameters", "optimize_storage", "correct_current_version", mode="before")
     @classmethod
@@ -179,7 +184,7 @@ def _single_value(name: str, entry: dict[str, Any], accepted: frozenset[str]) ->
 def _coerce(name: str, field: str, typed_value: tuple[str, Any]) -> Any:
     """The plain Python value of one entry, by the field it fills (pydantic then checks ranges and codes)."""
     key, value = typed_value
-    if field == "batch_size":
+    if field in ("batch_size", "throttle"):
         return _integer(name, key, value)
     if field in ("optimistic_lock", "force", "verify"):
         return _boolean(name, key, value)

@@ -3,7 +3,8 @@
 No aiohttp here, so the rules are tested (and read) on their own. The rules:
 
 - `GET|HEAD /metadata`: public, no token.
-- `POST /$reindex`, `GET|DELETE /$hapi.fhir.reindex-status`: `$reindex`, and the user type must be SYSTEM.
+- `POST /$reindex`, `GET|DELETE|POST /$hapi.fhir.reindex-status`: `$reindex`, and the user type must be SYSTEM
+  (a POST pauses, resumes or throttles the job, as a DELETE cancels it).
 - `POST /{Type}/{id}/$reindex`, `GET|POST /{Type}/{id}/$reindex-dryrun`: the same and `Type.read`, since their
   Parameters answer shows the resource's index values (names, identifiers...).
 - `GET /{Type}/{id}`, `.../_history`, `.../_history/{vid}`, `GET /{Type}/_history`: `Type.read`.
@@ -34,6 +35,7 @@ SYSTEM = "SYSTEM"
 WRITE_IMPLIES = ("create", "update", "delete")
 _REINDEX_ROUTES = {
     ("POST", "$reindex"), ("GET", "$hapi.fhir.reindex-status"), ("DELETE", "$hapi.fhir.reindex-status"),
+    ("POST", "$hapi.fhir.reindex-status"),
 }
 _INSTANCE_OPERATIONS = {("POST", "$reindex"), ("GET", "$reindex-dryrun"), ("POST", "$reindex-dryrun")}
 _TYPE_ACTIONS = {"GET": "search", "POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}

@@ -1,5 +1,5 @@
 """`POST [base]/$reindex`, and `GET`/`DELETE [base]/$hapi.fhir.reindex-status?_jobId=` (HAPI 8.6.5 wire
-contract; see the design brief, section 2)."""
+contract; see the design brief, section 2); `POST` on the status URL pauses, resumes or throttles (ours)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from service.fhir.resource import check_id, check_type, parse_body
 from service.http.keys import CATALOG, POOL, PRINCIPAL, STORE
 from service.http.responses import fhir_response
 from service.http.urls import base_url
+from service.jobs.control import control_job, parse_control
 from service.jobs.filters import parse_filters
 from service.jobs.instance_report import instance_reindex_parameters
 from service.jobs.repository import JobProgress, job_progress, request_cancel
@@ -24,6 +25,7 @@ from service.jobs.status import (
     already_running_response,
     cancel_ended_response,
     cancel_requested_response,
+    control_response,
     job_status,
     status_response,
 )
@@ -39,7 +41,7 @@ async def start(request: web.Request) -> web.Response:
     plan = ReindexPlan.for_request(reindex, filters, base)
     principal = request[PRINCIPAL]
     started = await start_reindex(request.app[POOL], plan, catalogs.current.generation, principal.user_id,
-                                  principal.user_type)
+                                  principal.user_type, throttle=reindex.throttle or None)
     respond = already_running_response if started.already_running else accepted_response
     status, body, headers = respond(_poll_url(request, started.job_id), _prefers_async(request))
     return fhir_response(request, status, body, headers)
@@ -63,6 +65,20 @@ async def cancel(request: web.Request) -> web.Response:
         async with request.app[POOL].acquire() as conn:
             await request_cancel(conn, job_id)
         code, body, headers = cancel_requested_response(_poll_url(request, job_id))
+    return fhir_response(request, code, body, headers)
+
+
+async def control(request: web.Request) -> web.Response:
+    """`POST` on the status URL: `_action=pause|resume|throttle` (with `rate`), all in the URL as `_jobId` is."""
+    job_id = _job_id(request)
+    job_control = parse_control(request.query.items())
+    if await request.read():
+        raise invalid("This operation takes its parameters in the URL (_action, rate), not in a body")
+    async with request.app[POOL].acquire() as conn:
+        before = await control_job(conn, job_id, job_control)
+    if before is None:
+        raise not_found(f"Invalid/unknown job ID: {job_id}")
+    code, body, headers = control_response(job_control, before, _poll_url(request, job_id))
     return fhir_response(request, code, body, headers)
 
 

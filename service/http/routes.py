@@ -21,6 +21,7 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_post(f"{base}/$reindex", reindex.start)
     app.router.add_get(f"{base}/{reindex.STATUS_OPERATION}", reindex.status)
     app.router.add_delete(f"{base}/{reindex.STATUS_OPERATION}", reindex.cancel)
+    app.router.add_post(f"{base}/{reindex.STATUS_OPERATION}", reindex.control)
     # `_history` and `_search` are registered before `{id}`: ids cannot start with '_', so they never overlap.
     app.router.add_get(f"{base}/{{type}}/_history", history.type_history)
     app.router.add_post(f"{base}/{{type}}/_search", search.search_post)

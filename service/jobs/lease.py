@@ -1,7 +1,7 @@
 """A chunk's lease, renewed by a heartbeat for as long as its worker works on it, so a batch slower than
 the lease (a large batchSize, ALL_VERSIONS, a wait for a row lock) does not hand the chunk to a second
 worker. The heartbeat also stops the work early when the chunk was taken over, or its job ended or was
-cancelled, instead of waiting for the next checkpoint to find out."""
+cancelled or paused, instead of waiting for the next checkpoint to find out."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 
 from service.jobs.errors import describe
-from service.jobs.reindex_step import ChunkCancelled, JobEnded, LeaseLost
+from service.jobs.reindex_step import ChunkCancelled, ChunkPaused, JobEnded, LeaseLost
 from service.jobs.repository import ClaimedChunk
 from service.store.notifications import CONNECTION_ERRORS, reraise_if_cancelling
 
@@ -27,13 +27,14 @@ WITH renewed AS (
     WHERE job_id = $1 AND seq = $2 AND owner = $3 AND state = 'running'
     RETURNING job_id
 )
-SELECT state, cancel_requested, EXISTS (SELECT FROM renewed) AS renewed FROM job WHERE id = $1"""
+SELECT state, cancel_requested, paused_at IS NOT NULL AS paused, EXISTS (SELECT FROM renewed) AS renewed
+FROM job WHERE id = $1"""
 
 
 async def while_leased(pool: asyncpg.Pool, chunk: ClaimedChunk, owner: str, lease_seconds: float,
                        work: Coroutine[Any, Any, T]) -> T:
     """Run `work` with a heartbeat that renews the chunk's lease. When a renewal finds the chunk is no longer
-    worth working on, the work is cancelled and this raises LeaseLost, JobEnded or ChunkCancelled."""
+    worth working on, the work is cancelled and this raises LeaseLost, JobEnded, ChunkCancelled or ChunkPaused."""
     working = asyncio.ensure_future(work)
     stopped: list[Exception] = []
     heartbeat = asyncio.create_task(_beat(pool, chunk, owner, lease_seconds, working, stopped))
@@ -73,4 +74,6 @@ def _stop_reason(row: asyncpg.Record | None, chunk: ClaimedChunk) -> Exception |
         return LeaseLost(f"chunk {chunk.seq} of job {chunk.job_id} was taken over by another worker")
     if row["cancel_requested"]:
         return ChunkCancelled(f"job {chunk.job_id} was cancelled")
+    if row["paused"]:
+        return ChunkPaused(f"job {chunk.job_id} was paused")
     return None

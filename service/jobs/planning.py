@@ -27,10 +27,11 @@ MAX_RES_ID = 2**63 - 1
 # Planners of different replicas, keyed (this class, the job id's hash) in the two-int advisory key space.
 PLANNING_LOCK_CLASS = 0x7265_696E  # "rein"
 
-# Queued jobs without chunks are not planned yet.
+# Queued jobs without chunks are not planned yet; a paused one waits until it is resumed.
 SELECT_UNPLANNED = """
 SELECT j.id FROM job j
-WHERE j.state = 'queued' AND NOT j.cancel_requested AND NOT EXISTS (SELECT FROM job_chunk c WHERE c.job_id = j.id)
+WHERE j.state = 'queued' AND NOT j.cancel_requested AND j.paused_at IS NULL
+  AND NOT EXISTS (SELECT FROM job_chunk c WHERE c.job_id = j.id)
 ORDER BY j.created_at LIMIT 10"""
 LOCK_FOR_PLANNING = "SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))"
 # Checked again under the lock: another planner may have committed in between.

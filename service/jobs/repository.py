@@ -24,37 +24,42 @@ Sweep = Callable[[Connection, dict[str, Any], list[asyncpg.Record]],
                  Awaitable[tuple[list[asyncpg.Record], list[str]]]]
 
 INSERT_JOB = """
-INSERT INTO job (id, kind, parameters, fingerprint, catalog_generation, full_coverage, created_by, created_by_type)
-VALUES ($1, 'reindex', $2, $3, $4, $5, $6, $7)
+INSERT INTO job (id, kind, parameters, fingerprint, catalog_generation, full_coverage, created_by, created_by_type,
+                 throttle_rate)
+VALUES ($1, 'reindex', $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (fingerprint) WHERE state IN ('queued', 'in_progress', 'finalizing') DO NOTHING
 RETURNING id"""
 SELECT_RUNNING_BY_FINGERPRINT = """
 SELECT id FROM job WHERE fingerprint = $1 AND state IN ('queued', 'in_progress', 'finalizing')"""
 NOTIFY_JOBS = "SELECT pg_notify($1, $2::text)"
 
-# One statement: the oldest claimable chunk (pending, or running under an expired lease) of a live job.
+# One statement: the oldest claimable chunk (pending, or running under an expired lease) of a live job
+# that is neither cancelled nor paused.
 CLAIM_CHUNK = """
 WITH claimed AS (
     UPDATE job_chunk c SET state = 'running', owner = $1, lease_until = now() + make_interval(secs => $2),
                            attempts = c.attempts + 1
     WHERE (c.job_id, c.seq) = (
         SELECT k.job_id, k.seq FROM job_chunk k JOIN job j ON j.id = k.job_id
-        WHERE j.state IN ('queued', 'in_progress') AND NOT j.cancel_requested
+        WHERE j.state IN ('queued', 'in_progress') AND NOT j.cancel_requested AND j.paused_at IS NULL
           AND (k.state = 'pending' OR (k.state = 'running' AND k.lease_until < now()))
         ORDER BY j.created_at, k.seq
         FOR UPDATE OF k SKIP LOCKED LIMIT 1)
     RETURNING c.job_id, c.seq, c.res_type, c.hi, c.checkpoint, c.attempts
 )
-SELECT claimed.*, j.parameters, j.catalog_generation FROM claimed JOIN job j ON j.id = claimed.job_id"""
+SELECT claimed.*, j.parameters, j.catalog_generation, j.throttle_rate
+FROM claimed JOIN job j ON j.id = claimed.job_id"""
 START_JOB = """
 UPDATE job SET state = 'in_progress', started_at = now() WHERE id = $1 AND state = 'queued'"""
 # The batch's checkpoint: counters, failures (kept to 100), lease extended. It refuses (advances nothing)
 # when the chunk is no longer ours, or when the job is no longer running: the key-share lock waits for a
 # transaction that is ending the job (it locks the row FOR UPDATE) and then sees its outcome, so no batch
-# commits after a job's report was summed. Returns whether the job runs, is cancelled, and was advanced.
+# commits after a job's report was summed. Returns whether the job runs, is cancelled or paused, its
+# throttle, and whether the chunk was advanced.
 CHECKPOINT_CHUNK = """
 WITH live AS (
-    SELECT state = 'in_progress' AS running, cancel_requested FROM job WHERE id = $1 FOR KEY SHARE
+    SELECT state = 'in_progress' AS running, cancel_requested, paused_at IS NOT NULL AS paused, throttle_rate
+    FROM job WHERE id = $1 FOR KEY SHARE
 ), advanced AS (
     UPDATE job_chunk SET checkpoint = $3, processed = processed + $4, changed = changed + $5,
                          unchanged = unchanged + $6, failed = failed + $7,
@@ -65,12 +70,13 @@ WITH live AS (
     WHERE job_id = $1 AND seq = $2 AND owner = $10 AND state = 'running' AND (SELECT running FROM live)
     RETURNING job_id
 )
-SELECT running, cancel_requested, EXISTS (SELECT FROM advanced) AS advanced FROM live"""
+SELECT running, cancel_requested, paused, throttle_rate, EXISTS (SELECT FROM advanced) AS advanced FROM live"""
 FINISH_CHUNK = "UPDATE job_chunk SET state = 'done', lease_until = NULL WHERE job_id = $1 AND seq = $2 AND owner = $3"
 RELEASE_CHUNK = """
 UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL
 WHERE job_id = $1 AND seq = $2 AND owner = $3 AND state = 'running'"""
-# A worker shutting down hands its chunk back: the claim it undoes does not count as an attempt.
+# A worker shutting down, or leaving a paused job, hands its chunk back: the claim it undoes does not count
+# as an attempt.
 HAND_BACK_CHUNK = """
 UPDATE job_chunk SET state = 'pending', owner = NULL, lease_until = NULL, attempts = attempts - 1
 WHERE job_id = $1 AND seq = $2 AND owner = $3 AND state = 'running'"""
@@ -86,9 +92,11 @@ SELECT f FROM job_chunk, jsonb_array_elements(failures) AS f WHERE job_id = $1 O
 END_JOB = """
 UPDATE job SET state = $2, ended_at = now(), report = $3, error = $4 WHERE id = $1 RETURNING started_at, ended_at"""
 SELECT_JOB = "SELECT * FROM job WHERE id = $1"
-SELECT_JOB_PROGRESS = """
+# The seconds a job has worked: since it started, less the time it spent paused.
+ACTIVE_SECONDS = "extract(epoch FROM coalesce(j.paused_at, now()) - j.started_at) - j.paused_seconds"
+SELECT_JOB_PROGRESS = f"""
 SELECT j.state, j.total_estimate, j.error, j.report, coalesce(sum(c.processed), 0) AS processed,
-       extract(epoch FROM now() - j.started_at) AS elapsed
+       {ACTIVE_SECONDS} AS elapsed, j.paused_at IS NOT NULL AS paused, j.throttle_rate
 FROM job j LEFT JOIN job_chunk c ON c.job_id = j.id WHERE j.id = $1 GROUP BY j.id"""
 SET_REPORT = "UPDATE job SET report = $2 WHERE id = $1"
 REQUEST_CANCEL = """
@@ -114,6 +122,7 @@ class ClaimedChunk:
     attempts: int
     parameters: dict[str, Any]
     catalog_generation: int
+    throttle_rate: int | None = None  # resources per second over all workers, when the chunk was claimed
 
 
 async def claim_chunk(conn: Connection, owner: str, lease_seconds: float) -> ClaimedChunk | None:
@@ -123,7 +132,7 @@ async def claim_chunk(conn: Connection, owner: str, lease_seconds: float) -> Cla
             return None
         await conn.execute(START_JOB, row["job_id"])
     return ClaimedChunk(row["job_id"], row["seq"], row["res_type"], row["hi"], row["checkpoint"], row["attempts"],
-                        row["parameters"], row["catalog_generation"])
+                        row["parameters"], row["catalog_generation"], row["throttle_rate"])
 
 
 SELECT_PENDING_CHANGES = "SELECT generation, base FROM search_parameter_change WHERE NOT indexed AND generation <= $1"
@@ -251,6 +260,8 @@ class JobProgress:
     elapsed_seconds: float | None
     error: str | None
     report: str | None
+    paused: bool = False
+    throttle_rate: int | None = None
 
 
 async def job_progress(conn: Connection | asyncpg.Pool, job_id: UUID) -> JobProgress | None:
@@ -259,12 +270,12 @@ async def job_progress(conn: Connection | asyncpg.Pool, job_id: UUID) -> JobProg
         return None
     elapsed = None if row["elapsed"] is None else float(row["elapsed"])
     return JobProgress(row["state"], int(row["processed"]), int(row["total_estimate"]), elapsed, row["error"],
-                       row["report"])
+                       row["report"], row["paused"], row["throttle_rate"])
 
 
-SELECT_LIVE_JOBS = """
-SELECT j.id::text AS id, j.state, j.total_estimate, coalesce(sum(c.processed), 0) AS processed,
-       extract(epoch FROM now() - j.started_at) AS elapsed
+SELECT_LIVE_JOBS = f"""
+SELECT j.id::text AS id, CASE WHEN j.paused_at IS NULL THEN j.state ELSE 'paused' END AS state, j.total_estimate,
+       coalesce(sum(c.processed), 0) AS processed, {ACTIVE_SECONDS} AS elapsed
 FROM job j LEFT JOIN job_chunk c ON c.job_id = j.id
 WHERE j.state IN ('queued', 'in_progress', 'finalizing') GROUP BY j.id"""
 

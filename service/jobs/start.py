@@ -90,14 +90,16 @@ def covers(bases: list[str], parameters: dict[str, Any]) -> bool:
 
 
 async def start_reindex(pool: asyncpg.Pool, plan: ReindexPlan, generation: int, user_id: str | None = None,
-                        user_type: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> StartedJob:
+                        user_type: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                        throttle: int | None = None) -> StartedJob:
     """Record the job (an identical running one is shared) and wake the workers; a job over types that
-    have no resource at all completes at once."""
+    have no resource at all completes at once. `throttle`: resources per second over all workers (None:
+    unthrottled); it is not part of what makes two jobs identical, and a shared job keeps its own."""
     parameters = {**plan.parameters(), "chunkSize": chunk_size}
     fingerprint = hashlib.sha256(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS)).hexdigest()
     async with pool.acquire() as conn, conn.transaction():
         job_id = await conn.fetchval(INSERT_JOB, uuid4(), parameters, fingerprint, generation, plan.full_coverage,
-                                     user_id, user_type)
+                                     user_id, user_type, throttle)
         if job_id is None:
             return StartedJob(await conn.fetchval(SELECT_RUNNING_BY_FINGERPRINT, fingerprint), already_running=True)
         if plan.types:
@@ -109,5 +111,5 @@ async def start_reindex(pool: asyncpg.Pool, plan: ReindexPlan, generation: int, 
         else:
             await end_empty_job(conn, job_id, covers)
     log.info("job_started", job_id=str(job_id), types=list(plan.types) or "all", filtered=not plan.full_coverage,
-             user_id=user_id)
+             throttle=throttle, user_id=user_id)
     return StartedJob(job_id, already_running=False)

@@ -1,6 +1,6 @@
 """Reindex workers: each plans queued jobs and claims one chunk at a time under a lease and processes it;
-idle workers end cancelled jobs nobody works on any more, and wait for a NOTIFY (a new job) or the poll
-interval (a lease that expired on a dead replica)."""
+a worker whose job is paused hands its chunk back; idle workers end cancelled jobs nobody works on any more,
+and wait for a NOTIFY (a new or resumed job) or the poll interval (a lease that expired on a dead replica)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from service.jobs.errors import TRANSIENT_ERRORS, describe
 from service.jobs.lease import while_leased
 from service.jobs.planning import plan_next_job
 from service.jobs.reindex_batch import BatchOutcome
-from service.jobs.reindex_step import ChunkCancelled, JobEnded, LeaseLost, run_chunk
+from service.jobs.reindex_step import ChunkCancelled, ChunkPaused, JobEnded, LeaseLost, run_chunk
 from service.jobs.repository import (
     HAND_BACK_CHUNK,
     JOBS_CHANNEL,
@@ -127,10 +127,14 @@ class ReindexWorkers:
                 log.warning("chunk_stop_failed", error=describe(failure))
 
     async def _stopped(self, chunk: ClaimedChunk, owner: str, error: Exception) -> None:
-        """The chunk stopped before its end: end the job, hand the chunk back for a retry, or leave it."""
+        """The chunk stopped before its end: end the job, hand the chunk back (paused, or for a retry), or
+        leave it."""
         if isinstance(error, ChunkCancelled):
             await shielded(self._end_cancelled(chunk, owner))
             log.info("chunk_cancelled")
+        elif isinstance(error, ChunkPaused):  # resumed from its checkpoint, by any worker, once the job is resumed
+            await shielded(self._release(chunk, owner, HAND_BACK_CHUNK))
+            log.info("chunk_paused")
         elif isinstance(error, JobEnded | LeaseLost):
             log.warning("chunk_abandoned", detail=str(error))
         elif isinstance(error, TRANSIENT_ERRORS):

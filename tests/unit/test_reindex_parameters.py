@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from service.fhir.errors import FhirError
 from service.fhir.parameters import (
     MAX_BATCH_SIZE,
+    MAX_THROTTLE,
     ReindexRequest,
     SearchUrl,
     parse_dryrun_codes,
@@ -40,7 +41,7 @@ def test_the_seed_body() -> None:
 def test_defaults(body: dict[str, Any]) -> None:
     assert parse_reindex_request(body) == ReindexRequest(
         urls=(), batch_size=500, reindex_search_parameters="ALL", optimize_storage="NONE", optimistic_lock=True,
-        correct_current_version="NONE", partition_ids=(), force=False,
+        correct_current_version="NONE", partition_ids=(), force=False, throttle=0,
     )
     assert parse_reindex_request(body).searches == ()
 
@@ -58,6 +59,7 @@ def test_every_parameter_at_once() -> None:
         {"name": "partitionId", "valueString": "p1"},
         {"name": "partitionId", "valueInteger": 2},
         {"name": "force", "valueBoolean": True},
+        {"name": "throttle", "valueUnsignedInt": 300},
     ))
     assert request.searches == (SearchUrl("Organization", "active=true&name=a%20b"),
                                 SearchUrl("Organization", "name=Region Hovedstaden"), SearchUrl("Patient", ""))
@@ -68,6 +70,7 @@ def test_every_parameter_at_once() -> None:
     assert request.correct_current_version == "ALL"
     assert request.partition_ids == ("p1", "2")
     assert request.force is True
+    assert request.throttle == 300
 
 
 @pytest.mark.parametrize(("entry", "expected"), [
@@ -94,6 +97,25 @@ def test_verify_is_a_boolean() -> None:
     assert parse_reindex_request(params()).verify is False
     with pytest.raises(FhirError, match="'verify' must be a boolean"):
         parse_reindex_request(params({"name": "verify", "valueString": "1"}))
+@pytest.mark.parametrize(("entry", "expected"), [
+    ({"valueInteger": 0}, 0), ({"valuePositiveInt": 200}, 200), ({"valueString": "50"}, 50),
+    ({"valueDecimal": 1000000}, MAX_THROTTLE),
+])
+def test_throttle_forms(entry: dict[str, Any], expected: int) -> None:
+    assert parse_reindex_request(params({"name": "throttle", **entry})).throttle == expected
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"valueInteger": -1}, "Invalid value for parameter 'throttle' of $reindex: Input should be greater than or "
+                           "equal to 0"),
+    ({"valueInteger": MAX_THROTTLE + 1}, "less than or equal to 1000000"),
+    ({"valueString": "fast"}, "Parameter 'throttle' must be an integer, got 'fast'"),
+    ({"valueBoolean": True}, "Parameter 'throttle' does not accept valueBoolean"),
+])
+def test_throttle_refusals(entry: dict[str, Any], message: str) -> None:
+    with pytest.raises(FhirError) as refused:
+        parse_reindex_request(params({"name": "throttle", **entry}))
+    assert message in refused.value.diagnostics
 
 
 def test_force_is_a_boolean() -> None:

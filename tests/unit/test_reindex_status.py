@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from service.jobs.control import ControlledJob, JobControl
+from service.jobs.repository import JobProgress
 from service.jobs.status import (
     PREFER_ASYNC_WARNING,
     JobStatus,
@@ -16,6 +18,8 @@ from service.jobs.status import (
     already_running_response,
     cancel_ended_response,
     cancel_requested_response,
+    control_response,
+    job_status,
     progress_text,
     retry_after_seconds,
     status_response,
@@ -81,6 +85,9 @@ def test_already_running(prefer_async: bool) -> None:
      "$reindex job has started and is in progress Overall progress: 0%. Processed 10 of 0 resources."),
     (JobStatus("in_progress", processed=7000, total=5000, rate=0.0),
      "$reindex job has started and is in progress Overall progress: 100%. Processed 7000 of 5000 resources, 0/sec."),
+    (JobStatus("in_progress", processed=1000, total=5000, rate=198.7, seconds_left=9, throttle=200),
+     "$reindex job has started and is in progress Overall progress: 20%."
+     " Processed 1000 of 5000 resources, 198/sec, throttled to 200/sec, about 9 s left."),
     (JobStatus("finalizing", processed=5000, total=5000),
      "$reindex job has completed main processing and is being finalized."),
 ])
@@ -101,6 +108,8 @@ def test_running_states_answer_202(status: JobStatus, progress: str) -> None:
     (JobStatus("in_progress", seconds_left=9.5), 1),
     (JobStatus("in_progress", seconds_left=31), 4),
     (JobStatus("in_progress", seconds_left=3600), 10),
+    (JobStatus("in_progress", seconds_left=9.5, paused=True), 10),
+    (JobStatus("queued", paused=True), 10),
 ])
 def test_retry_after(status: JobStatus, seconds: int) -> None:
     assert retry_after_seconds(status) == seconds
@@ -172,3 +181,56 @@ def test_an_unknown_state_is_a_programming_error() -> None:
 def test_cancel_ended_refuses_a_running_state(state: Any) -> None:
     with pytest.raises(ValueError, match="has not ended"):
         cancel_ended_response(state)
+
+
+@pytest.mark.parametrize(("status", "progress"), [
+    (JobStatus("in_progress", processed=1234, total=5000, rate=800.9, seconds_left=4.2, paused=True),
+     "$reindex job has been paused Overall progress: 24%. Processed 1234 of 5000 resources, 800/sec."),
+    (JobStatus("queued", paused=True, throttle=50),
+     "$reindex job has been paused Overall progress: 0%. Processed 0 resources, throttled to 50/sec."),
+])
+def test_a_paused_job_is_polled_as_a_running_one_with_a_text_of_its_own(status: JobStatus, progress: str) -> None:
+    http_status, body, headers = status_response(status, POLL)
+    assert http_status == 202
+    assert headers == {"X-Progress": progress, "Retry-After": "10"}
+    assert issues(body) == [("information", "informational", progress)]
+
+
+def test_an_ended_job_that_was_paused_shows_how_it_ended() -> None:
+    assert progress_text(JobStatus("cancelled", paused=True)) == "$reindex job has been cancelled"
+
+
+@pytest.mark.parametrize(("throttle", "seconds_left"), [(None, 8.0), (400, 8.0), (100, 20.0)])
+def test_the_time_left_of_a_throttled_job_is_at_its_throttle_when_that_is_slower(
+        throttle: int | None, seconds_left: float) -> None:
+    progress = JobProgress("in_progress", 1000, 3000, 4.0, None, None, False, throttle)  # 250/sec so far
+    assert job_status(progress).seconds_left == seconds_left
+
+
+@pytest.mark.parametrize(("control", "before", "text"), [
+    (JobControl("pause"), ControlledJob("in_progress", False, None),
+     "$reindex job has been paused: it keeps its progress, and its workers hand their chunks back after their "
+     "current batch."),
+    (JobControl("pause"), ControlledJob("queued", True, None), "$reindex job was paused already."),
+    (JobControl("resume"), ControlledJob("in_progress", True, None), "$reindex job has been resumed."),
+    (JobControl("resume"), ControlledJob("in_progress", False, None), "$reindex job was not paused."),
+    (JobControl("throttle", 250), ControlledJob("in_progress", False, None),
+     "$reindex job is throttled to 250 resources per second over all workers."),
+    (JobControl("throttle"), ControlledJob("in_progress", True, 250), "$reindex job is not throttled."),
+])
+def test_a_control_of_a_running_job(control: JobControl, before: ControlledJob, text: str) -> None:
+    status, body, headers = control_response(control, before, POLL)
+    assert (status, headers) == (202, {"Content-Location": POLL})
+    assert issues(body) == [
+        ("information", "informational", f"{text} Poll for status at the following URL: {POLL}")]
+
+
+@pytest.mark.parametrize(("action", "state", "text"), [
+    ("pause", "completed", "$reindex job has already ended as completed successfully; it was not paused."),
+    ("resume", "failed", "$reindex job has already ended as failed; it was not resumed."),
+    ("throttle", "cancelled", "$reindex job has already ended as cancelled; it was not throttled."),
+])
+def test_a_control_of_an_ended_job(action: Any, state: Any, text: str) -> None:
+    status, body, headers = control_response(JobControl(action, 10), ControlledJob(state, True, None), POLL)
+    assert (status, headers) == (200, {})
+    assert issues(body) == [("information", "informational", text)]
