@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(default=5000, ge=1)
     # `DELETE [type]?search` matching several resources deletes them all; otherwise it is a 412.
     conditional_delete_multiple: bool = False
+    # Entries of a batch or transaction Bundle (413 beyond): the size the loader writes per transaction.
+    max_bundle_entries: int = Field(default=5000, ge=1)
     # Search limits (see "Search limits" in the README): parameters and comma-separated values per request,
     # and how long a search's statements may run before PostgreSQL cancels them.
     max_search_terms: int = Field(default=30, ge=1)
@@ -205,8 +207,9 @@ class Settings(BaseSettings):
     @property
     def job_pool_size(self) -> int:
         """Connections of the job engine's pool, out of `pool_max_size`: a reindex worker reads a chunk on one
-        connection while it writes on another, and its lease heartbeat borrows a third; the two LISTEN connections (jobs, search parameters) stay open;
-        one more serves catalog refreshes and upkeep without waiting for a worker."""
+        connection while it writes on another, and its lease heartbeat borrows a third; the two LISTEN
+        connections (jobs, search parameters) stay open; one more serves catalog refreshes and upkeep without
+        waiting for a worker."""
         return CONNECTIONS_PER_WORKER * self.reindex_workers + ENGINE_CONNECTIONS
 
     def request_pool(self) -> PoolSize:

@@ -13,7 +13,7 @@ from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import Submitted
 from service.search.catalog import Catalogs, SearchParameterChange
-from service.search.rows import fingerprint
+from service.search.rows import IndexRows, fingerprint
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
 from service.store.resources import SEARCH_PARAMETER
 from service.store.search_parameters import record_change
@@ -50,6 +50,19 @@ class BatchResult:
     search_parameters: int  # SearchParameters written: the catalog needs a refresh
 
 
+@dataclass(frozen=True, slots=True)
+class NewResource:
+    """A resource to insert at version 1 under a fresh id, stamped and indexed before anything is written."""
+
+    res_type: str
+    fhir_id: str
+    body: bytes
+    rows: IndexRows
+    generation: int  # of the catalog the rows were extracted with
+    change: SearchParameterChange | None
+    method: str
+
+
 @dataclass
 class _Batch:
     """A batch's rows, prepared in memory before any write."""
@@ -83,6 +96,34 @@ async def write_batch(conn: Connection, resources: list[Submitted], catalogs: Ca
         await _write(conn, batch, last_updated, generation)
     return BatchResult(created=len(batch.inserts), updated=len(batch.updates), rejected=batch.rejected,
                        search_parameters=len(batch.search_parameters))
+
+
+def prepare_new(resource: Submitted, fhir_id: str, last_updated: datetime, catalogs: Catalogs,
+                method: str) -> NewResource:
+    """Stamp and index a resource to insert; FhirError when it cannot be indexed or used."""
+    generation = catalogs.current.generation
+    stamped, body = resource.stamped(fhir_id, 1, last_updated)
+    rows = catalogs.index_rows(stamped)
+    res_type = stamped["resourceType"]
+    change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
+    return NewResource(res_type, fhir_id, body, rows, generation, change, method)
+
+
+async def insert_new(conn: Connection, resources: list[NewResource], last_updated: datetime) -> None:
+    """Insert prepared resources, their first versions and their index rows with one COPY per table, in the
+    caller's transaction. Their ids are fresh (UUIDs), so none can exist already."""
+    if not resources:
+        return
+    res_ids = [row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, len(resources))]
+    batch = _Batch()
+    for res_id, new in zip(res_ids, resources):
+        batch.inserts.append((res_id, new.res_type, new.fhir_id, 1, last_updated, False, new.body, new.generation,
+                              fingerprint(new.rows)))
+        batch.versions.append((res_id, new.res_type, new.fhir_id, 1, last_updated, False, new.method, new.body))
+        batch.records = index_records(res_id, new.res_type, new.rows, batch.records)
+        if new.change is not None:
+            batch.search_parameters.append((res_id, new.change))
+    await _write(conn, batch, last_updated, 0)  # the generation is only used for updates
 
 
 def _prepare(batch: _Batch, resource: Submitted, key: tuple[str, str], current: asyncpg.Record | None,
