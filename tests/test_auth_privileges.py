@@ -72,7 +72,10 @@ RULES = [
     ("DELETE", "/_history", None),
     ("GET", "/$everything", None),
     ("GET", "", None),
-    ("POST", "/", None),
+    ("PUT", "/", None),
+    # A batch or transaction: a valid token here, each entry is checked by the handler as its own request.
+    ("POST", "/", AUTHENTICATED),
+    ("POST", "", AUTHENTICATED),
 ]
 
 

@@ -13,6 +13,7 @@ from service.search.registry import CompiledParameter, Registry
 
 _INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                  "search-type")
+_SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
 
 def capability_statement(base: str, started: datetime, registry: Registry,
@@ -47,7 +48,8 @@ def capability_statement(base: str, started: datetime, registry: Registry,
         "implementation": {"description": "FHIR R4 server with HAPI-compatible $reindex", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "rest": [{"mode": "server", "resource": resources, "interaction": [{"code": "history-system"}]}],
+        "rest": [{"mode": "server", "resource": resources,
+                  "interaction": [{"code": code} for code in _SYSTEM_INTERACTIONS]}],
     }
 
 

@@ -36,7 +36,7 @@ def if_match(request: web.Request) -> int | None:
     return None if header is None else parse_version_tag(header)
 
 
-def _current_or_error(version: Version | None, res_type: str, fhir_id: str) -> Version:
+def current_or_error(version: Version | None, res_type: str, fhir_id: str) -> Version:
     if version is None:
         raise not_found(f"Resource {res_type}/{fhir_id} is not known")
     if version.deleted:
@@ -47,7 +47,7 @@ def _current_or_error(version: Version | None, res_type: str, fhir_id: str) -> V
 
 async def read(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
-    version = _current_or_error(await request.app[STORE].read(res_type, fhir_id), res_type, fhir_id)
+    version = current_or_error(await request.app[STORE].read(res_type, fhir_id), res_type, fhir_id)
     return fhir_response(request, 200, version.body, version_headers(version))
 
 
@@ -60,7 +60,7 @@ async def vread(request: web.Request) -> web.Response:
     found = await request.app[STORE].vread(res_type, fhir_id, version)
     if found is None:
         raise not_found(f"Version {vid} of resource {res_type}/{fhir_id} is not known")
-    return fhir_response(request, 200, _current_or_error(found, res_type, fhir_id).body, version_headers(found))
+    return fhir_response(request, 200, current_or_error(found, res_type, fhir_id).body, version_headers(found))
 
 
 async def create(request: web.Request) -> web.Response:
@@ -105,10 +105,10 @@ def written(request: web.Request, result: WriteResult) -> web.Response:
     return fhir_response(request, status, version.body, headers)
 
 
-def prefer_return(request: web.Request) -> str:
+def prefer_return(request: web.Request, default: str = "representation") -> str:
     for preference in request.headers.getall("Prefer", []):
         for part in preference.split(","):
             name, _, value = part.strip().partition("=")
             if name.strip().lower() == "return":
                 return value.strip().strip('"')
-    return "representation"
+    return default

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.http import conditional, history, metadata, patch, probes, reindex, rest, search
+from service.http import bundle, conditional, history, metadata, patch, probes, reindex, rest, search
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -13,6 +13,7 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_get("/healthz", probes.readyz)
     app.router.add_get("/metrics", probes.metrics)
 
+    app.router.add_post(base or "/", bundle.post_bundle)  # batch and transaction
     app.router.add_get(f"{base}/metadata", metadata.metadata)
     app.router.add_get(f"{base}/_history", history.system_history)
     # Operations before `{type}`: a `$name` segment is never a resource type.

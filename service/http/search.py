@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -15,12 +14,12 @@ from service.fhir.bundle import bundle, outcome_entry, search_entry
 from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_type
+from service.http.conditional import search_context
 from service.http.keys import CATALOG, POOL, PRINCIPAL, SETTINGS
 from service.http.responses import fhir_response
 from service.http.search_access import authorize_search
-from service.http.urls import base_url
 from service.search.cursor import BACKWARD, FORWARD, encode_cursor
-from service.search.query import SearchContext, SearchQuery, parse_search
+from service.search.query import SearchQuery, parse_search
 from service.store.search import Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
@@ -51,17 +50,20 @@ async def _form_items(request: web.Request) -> list[tuple[str, str]]:
         raise invalid("The _search body is not UTF-8 (its percent-encoded bytes included)") from None
 
 
-def _lenient(request: web.Request) -> bool:
+def lenient(request: web.Request) -> bool:
     return any(part.strip().replace(" ", "") == "handling=lenient"
                for header in request.headers.getall("Prefer", []) for part in header.split(";"))
 
 
 async def _search(request: web.Request, res_type: str, items: list[tuple[str, str]]) -> web.Response:
+    return fhir_response(request, 200, await searchset(request, res_type, items))
+
+
+async def searchset(request: web.Request, res_type: str, items: list[tuple[str, str]]) -> dict[str, Any]:
+    """The searchset Bundle of a search of `res_type` by this request's token (also a Bundle entry's GET)."""
     settings, catalog = request.app[SETTINGS], request.app[CATALOG].current  # one snapshot for the whole request
-    base = base_url(request)
-    context = SearchContext(catalog.registry, base, datetime.now(timezone.utc), _lenient(request),
-                            settings.default_page_size, settings.max_page_size, settings.max_search_terms,
-                            settings.max_search_values)
+    context = search_context(request, lenient(request), catalog)
+    base = context.base
     access = authorize_search(parse_search(res_type, items, context), request[PRINCIPAL].privileges)
     query = access.query
     count_total = query.total == "accurate"
@@ -76,7 +78,7 @@ async def _search(request: web.Request, res_type: str, items: list[tuple[str, st
     entries += [_entry(base, found, "include", query.elements) for found in result.included]
     links = _links(base, query, result)
     total = None if query.total == "none" and not query.summary_count else result.total
-    return fhir_response(request, 200, bundle("searchset", entries, links, total))
+    return bundle("searchset", entries, links, total)
 
 
 def _issues(query: SearchQuery, result: SearchResult, pending_codes: Callable[[str], frozenset[str]]) -> list[Issue]:
