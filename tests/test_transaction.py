@@ -3,6 +3,7 @@ references rewritten, all or nothing, the processing order, conditional entries 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.bundles import SYSTEM, bundle, entry, locations, org, post, row_counts, send, statuses, stored
@@ -208,6 +209,27 @@ async def test_refusals_before_anything_is_written(client, db):
         response = await client.post("/fhir", json=body)
         assert response.status == 400, body
     assert await db.fetchval("SELECT count(*) FROM resource") == 0
+
+
+async def test_put_entries_take_the_url_id_and_refuse_another(client, db):
+    response = await send(client, bundle("transaction", [entry("PUT", "Organization/from-url", org("No id"))]))
+    assert statuses(response) == ["201 Created"] and locations(response) == ["Organization/from-url"]
+    assert (await stored(db, "Organization/from-url"))["id"] == "from-url"
+    other = await client.post("/fhir", json=bundle("transaction", [
+        entry("PUT", "Organization/from-url", {**org("Other id"), "id": "other"})]))
+    assert other.status == 400
+    assert "does not match the id 'from-url'" in (await other.json())["issue"][0]["diagnostics"]
+
+
+async def test_racing_transactions_with_one_conditional_create_make_one_resource(client, db):
+    location = {"resourceType": "Location", "managingOrganization": {"reference": "urn:uuid:r"}}
+    racing = bundle("transaction", [post(org("Raced", "race"), "urn:uuid:r", ifNoneExist=f"identifier={SYSTEM}|race"),
+                                    post(location)])
+    responses = await asyncio.gather(*(send(client, racing) for _ in range(6)))
+    assert sorted(statuses(response)[0] for response in responses) == ["200 OK"] * 5 + ["201 Created"]
+    assert len({locations(response)[0] for response in responses}) == 1
+    assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Organization'") == 1
+    assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Location'") == 6
 
 
 async def test_numbers_are_kept_as_written(client, db):

@@ -82,10 +82,11 @@ class Planner:
                      self._references(resource.values) if resource is not None else {})
 
     def _check_body(self, entry: Entry, values: dict[str, Any]) -> None:
-        """The checks of `POST [type]`, `PUT [type]/[id]` and `PUT [type]?criteria` on the entry's resource."""
+        """The checks of `POST [type]`, `PUT [type]/[id]` and `PUT [type]?criteria` on the entry's resource (a PUT
+        entry's resource may leave out its id)."""
         check_resource(values, entry.res_type)
-        if entry.method == "PUT" and entry.fhir_id is not None:
-            check_update_id(values, entry.fhir_id)
+        if entry.method == "PUT" and entry.fhir_id is not None and values.get("id") is not None:
+            check_update_id(values, entry.fhir_id)  # without one, the URL's id is used, as HAPI does
         elif entry.method == "PUT" and (body_id := values.get("id")) is not None:
             if not isinstance(body_id, str):
                 raise invalid("The element 'id' must be a string")

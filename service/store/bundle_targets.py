@@ -78,7 +78,8 @@ def entry_errors(write: Write) -> Iterator[None]:
         yield
     except FhirError as exc:
         raise located(write.index, write.full_url, exc) from None
-    except asyncpg.LockNotAvailableError:
+    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
+        # A Bundle locks many rows: another one locking some of them in another order may deadlock with it.
         raise located(write.index, write.full_url, FhirError(
             409, "The resource is being changed by another request; retry the request", code="conflict")) from None
 
