@@ -128,8 +128,9 @@ async def test_if_none_exist_matches_once_and_duplicates_resolve_to_one_resource
         post({"resourceType": "Endpoint", "status": "active", "address": "https://e.test",
               "connectionType": {"code": "hl7-fhir-rest"}, "payloadType": [{"text": "any"}],
               "managingOrganization": {"reference": "urn:uuid:f2"}}),
+        post(org("Child", partOf={"reference": f"Organization?identifier={SYSTEM}|f"})),  # created just above
     ]))
-    assert statuses(response) == ["200 OK", "201 Created", "200 OK", "201 Created", "201 Created"]
+    assert statuses(response) == ["200 OK", "201 Created", "200 OK", "201 Created", "201 Created", "201 Created"]
     names = locations(response)
     assert names[0] == existing and names[1] == names[2]
     assert "nothing was created" in response["entry"][0]["response"]["outcome"]["issue"][0]["diagnostics"]
@@ -137,7 +138,8 @@ async def test_if_none_exist_matches_once_and_duplicates_resolve_to_one_resource
     assert location["managingOrganization"] == {"reference": existing}
     assert location["partOf"] == {"reference": names[3]}  # its own fullUrl
     assert endpoint["managingOrganization"] == {"reference": names[1]}
-    assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Organization'") == 2
+    assert (await stored(db, names[5]))["partOf"] == {"reference": names[1]}
+    assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Organization'") == 3
     assert (await stored(db, existing))["name"] == "Known"
 
 
@@ -205,6 +207,10 @@ async def test_refusals_before_anything_is_written(client, db):
         post({"resourceType": "Location", "managingOrganization": {"reference": "urn:uuid:nowhere"}})]))
     assert dangling.status == 400
     assert "names no entry of this Bundle" in (await dangling.json())["issue"][0]["diagnostics"]
+    twice = [post(org("A"), "urn:uuid:a"), post(org("B"), "urn:uuid:a")]
+    shared = await client.post("/fhir", json=bundle("transaction", twice))
+    assert shared.status == 400
+    assert "Bundle.entry[0] (urn:uuid:a) has the same fullUrl" in (await shared.json())["issue"][0]["diagnostics"]
     for body in ({"resourceType": "Organization"}, bundle("collection", []), bundle("transaction", [{"fullUrl": "x"}])):
         response = await client.post("/fhir", json=body)
         assert response.status == 400, body

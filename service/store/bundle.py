@@ -7,8 +7,9 @@ in two passes, because a resource may refer to one created later in the Bundle (
    resource are refused (400).
 2. Write: in each resource, every reference to an entry's `fullUrl` (a `urn:uuid:`/`urn:oid:` placeholder, or
    a URL) is replaced by the `Type/id` it names, and each conditional reference (`Organization?identifier=x|1`)
-   by its one match (none: 404, several: 412, as HAPI); then the resources are stored: creates together with
-   one COPY per table, updates and patches one by one, through the same steps as single requests.
+   by its one match (none: 404, several: 412, as HAPI), or by the resource of a conditional create or update
+   of the Bundle with the same criteria; then the resources are stored: creates together with one COPY per
+   table, updates and patches one by one, through the same steps as single requests.
 
 Criteria run as the conditional interactions' do (service/store/conditional.py: advisory lock, row locks,
 FHIR_SEARCH_TIMEOUT_MS). Criteria that hold an entry's placeholder are searched with the `Type/id` it resolved
@@ -50,6 +51,7 @@ Resolve = Callable[[str], str | None]
 async def write_entries(store: ResourceStore, writes: Sequence[Write], timeout_ms: int, delete_multiple: bool,
                         reparse: Reparse) -> list[EntryResult]:
     """Every write in one transaction; the results in the order of `writes`."""
+    _refuse_shared_full_urls(writes)
     placeholders = frozenset(write.full_url for write in writes if write.full_url and is_placeholder(write.full_url))
     async with store.write_transaction() as conn:
         transaction = _Transaction(store, conn, timeout_ms, delete_multiple, reparse, placeholders)
@@ -72,6 +74,14 @@ async def write_entries(store: ResourceStore, writes: Sequence[Write], timeout_m
 def _result(step: Step) -> EntryResult:
     assert step.result is not None, "every entry has a result once the writes are done"
     return step.result
+
+
+def _refuse_shared_full_urls(writes: Sequence[Write]) -> None:
+    seen: dict[str, Write] = {}
+    for write in writes:
+        if write.full_url and (first := seen.setdefault(write.full_url, write)) is not write:
+            raise located(write.index, write.full_url, invalid(
+                f"{entry_label(first.index, first.full_url)} has the same fullUrl: each entry needs its own"))
 
 
 def _refuse_overlaps(steps: Sequence[Step]) -> None:
@@ -99,6 +109,8 @@ class _Transaction(Targets):
 
     async def _reference(self, text: str, criteria: Criteria) -> str:
         res_type = criteria.query.resource_type
+        if (target := self.resolved.get((res_type, criteria.lock_key))) is not None:
+            return f"{res_type}/{target}"
         rows = await matches(self.conn, criteria, self.timeout_ms, 2)
         if not rows:
             raise not_found(f"Invalid conditional reference '{text[:200]}': no {res_type} matches it")

@@ -103,6 +103,9 @@ class Targets:
         self.delete_multiple, self.reparse, self.placeholders = delete_multiple, reparse, placeholders
         self.names: dict[str, str] = {}  # fullUrl (and its `Type/id`) -> the `Type/id` of the resource
         self.creates: dict[tuple[str, int], Step] = {}  # conditional creates by criteria
+        # The criteria of conditional creates and updates -> the id they resolved to: a conditional reference
+        # with the same criteria names that resource, even one this transaction creates (as in HAPI).
+        self.resolved: dict[tuple[str, int], str] = {}
 
     async def resolve(self, write: Write) -> Step:
         step = Step(write)
@@ -120,6 +123,8 @@ class Targets:
                 step.target = write.fhir_id if criteria is None else step.current["fhir_id"]
         if step.target is not None:
             self._name(write, step.target)
+            if criteria is not None and write.method in ("POST", "PUT"):
+                self.resolved[(write.res_type, criteria.lock_key)] = step.target
             if write.method != "POST" or step.create:
                 step.identities.append(f"{write.res_type}/{step.target}")
         return step
