@@ -59,7 +59,7 @@ def bundle_entries(bundle: Submitted, max_entries: int) -> tuple[str, list[tuple
     if values.get("resourceType") != "Bundle":
         raise invalid(f"POST to the base URL takes a Bundle of type batch or transaction, not a "
                       f"{str(values.get('resourceType'))[:64]!r} resource")
-    bundle_type = values.get("type")
+    bundle_type = values.get("type") or "transaction"  # HAPI takes a Bundle without a type as a transaction
     if bundle_type not in BUNDLE_TYPES:
         raise invalid(f"Unable to process a Bundle of type {str(bundle_type)[:64]!r}: POST to the base URL takes "
                       "type batch or transaction")

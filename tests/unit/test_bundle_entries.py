@@ -73,6 +73,7 @@ def test_bundle_entries_checks_the_bundle() -> None:
     with pytest.raises(FhirError) as raised:
         bundle_entries(bundle, 1)
     assert raised.value.status == 413
+    assert bundle_entries(Submitted.of({"resourceType": "Bundle"}), 1) == ("transaction", [])  # as HAPI
     for other in ({"resourceType": "Patient"}, {"resourceType": "Bundle", "type": "searchset"},
                   {"resourceType": "Bundle", "type": "batch", "entry": {}}):
         with pytest.raises(FhirError):
