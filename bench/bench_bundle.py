@@ -7,6 +7,8 @@
   whole transaction-response. The target is under 1 s for 1,000 entries.
 - batch: the same resources as a batch (each entry its own transaction); the target is within 2x of the
   transaction.
+- PUT: a transaction of N PUTs with ids the client chose, which creates them; then the same Bundle again,
+  which updates every one of them (a new version, its index rows replaced).
 - load: `python -m service load` of the same N resources (with ids) from an NDJSON file, the time the
   command reports (it includes opening its pool and the ANALYZE at the end); and `write_batch`, the store
   function the loader writes with, called in this process: the floor for writing N resources with indexes.
@@ -53,7 +55,14 @@ def bundle(bundle_type: str, orgs: list[dict]) -> bytes:
     return orjson.dumps({"resourceType": "Bundle", "type": bundle_type, "entry": entries})
 
 
-async def post_bundle(base: str, body: bytes, count: int) -> float:
+def put_bundle(orgs: list[dict]) -> bytes:
+    ids = [str(uuid.uuid4()) for _ in orgs]
+    entries = [{"resource": {**org, "resourceType": "Organization", "id": fhir_id},
+                "request": {"method": "PUT", "url": f"Organization/{fhir_id}"}} for org, fhir_id in zip(orgs, ids)]
+    return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+
+
+async def post_bundle(base: str, body: bytes, count: int, status: str = "201 Created") -> float:
     token = unsigned_token(["Organization.write"])
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
     async with aiohttp.ClientSession(headers=headers) as session:
@@ -62,8 +71,8 @@ async def post_bundle(base: str, body: bytes, count: int) -> float:
             answer = await response.json(content_type=None)
         elapsed = time.perf_counter() - started
     assert response.status == 200, answer
-    created = sum(1 for entry in answer["entry"] if entry["response"]["status"] == "201 Created")
-    assert created == count, f"{created} of {count} created"
+    done = sum(1 for entry in answer["entry"] if entry["response"]["status"] == status)
+    assert done == count, f"{done} of {count}: {status}"
     return elapsed
 
 
@@ -74,6 +83,17 @@ async def http_rounds(bundle_type: str, orgs: list[dict], rounds: int) -> list[f
             await post_bundle(base, bundle(bundle_type, orgs[:20]), 20)  # warm the process and its pool
             times.append(await post_bundle(base, bundle(bundle_type, orgs), len(orgs)))
     return times
+
+
+async def put_rounds(orgs: list[dict], rounds: int) -> tuple[list[float], list[float]]:
+    creates, updates = [], []
+    for _ in range(rounds):
+        async with scratch_database() as database_url, service_process(database_url) as base:
+            await post_bundle(base, put_bundle(orgs[:20]), 20)
+            body = put_bundle(orgs)
+            creates.append(await post_bundle(base, body, len(orgs)))
+            updates.append(await post_bundle(base, body, len(orgs), "200 OK"))
+    return creates, updates
 
 
 def load_rounds(orgs: list[dict], rounds: int) -> list[float]:
@@ -127,12 +147,14 @@ async def main() -> None:
 
     transaction = statistics.median(await http_rounds("transaction", orgs, args.rounds))
     batch = statistics.median(await http_rounds("batch", orgs, args.rounds))
+    put_creates, put_updates = (statistics.median(times) for times in await put_rounds(orgs, args.rounds))
     loaded = statistics.median(await asyncio.to_thread(load_rounds, orgs, args.rounds))
     floor = statistics.median(await store_rounds(orgs, args.rounds))
 
     print(f"{args.entries:,} new Organizations, median of {args.rounds} rounds")
     print(f"  transaction   {transaction * 1000:7.0f} ms   (target < 1000 ms)")
     print(f"  batch         {batch * 1000:7.0f} ms   batch / transaction {batch / transaction:.2f} (target <= 2)")
+    print(f"  PUT, new ids  {put_creates * 1000:7.0f} ms   PUT of the same again (updates) {put_updates * 1000:.0f} ms")
     print(f"  load          {loaded * 1000:7.0f} ms   transaction / load {transaction / loaded:.2f}")
     print(f"  write_batch   {floor * 1000:7.0f} ms   transaction / write_batch {transaction / floor:.2f}")
 

@@ -217,7 +217,7 @@ async def test_refusals_before_anything_is_written(client, db):
     assert await db.fetchval("SELECT count(*) FROM resource") == 0
 
 
-async def test_put_entries_take_the_url_id_and_refuse_another(client, db):
+async def test_put_entries_create_update_and_revive_with_the_url_id(client, db):
     response = await send(client, bundle("transaction", [entry("PUT", "Organization/from-url", org("No id"))]))
     assert statuses(response) == ["201 Created"] and locations(response) == ["Organization/from-url"]
     assert (await stored(db, "Organization/from-url"))["id"] == "from-url"
@@ -225,6 +225,22 @@ async def test_put_entries_take_the_url_id_and_refuse_another(client, db):
         entry("PUT", "Organization/from-url", {**org("Other id"), "id": "other"})]))
     assert other.status == 400
     assert "does not match the id 'from-url'" in (await other.json())["issue"][0]["diagnostics"]
+    await send(client, bundle("transaction", [entry("DELETE", "Organization/from-url")]))
+    response = await send(client, bundle("transaction", [
+        entry("PUT", "Organization/from-url", org("Revived", "r")),  # a deleted resource comes back: 201
+        entry("PUT", "Organization/again", org("Second", "s")),
+    ]))
+    assert statuses(response) == ["201 Created", "201 Created"]
+    assert response["entry"][0]["response"]["etag"] == "3"
+    updated = await send(client, bundle("transaction", [entry("PUT", "Organization/again", org("Renamed", "t"))]))
+    assert statuses(updated) == ["200 OK"] and updated["entry"][0]["response"]["etag"] == "2"
+
+    async def named(value):
+        found = await client.get(f"/fhir/Organization?identifier={SYSTEM}|{value}")
+        return [item["resource"]["name"] for item in (await found.json()).get("entry", [])]
+    assert (await named("r"), await named("s"), await named("t")) == (["Revived"], [], ["Renamed"])
+    versions = await db.fetch("SELECT version, method FROM resource_version WHERE fhir_id = 'again' ORDER BY version")
+    assert [tuple(row) for row in versions] == [(1, "PUT"), (2, "PUT")]
 
 
 async def test_racing_transactions_with_one_conditional_create_make_one_resource(client, db):

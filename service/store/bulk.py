@@ -51,16 +51,19 @@ class BatchResult:
 
 
 @dataclass(frozen=True, slots=True)
-class NewResource:
-    """A resource to insert at version 1 under a fresh id, stamped and indexed before anything is written."""
+class Prepared:
+    """A version to write with others, stamped and indexed before anything is written: a new resource
+    (`res_id` None: inserted under a fresh id) or a new version of the row `res_id`."""
 
     res_type: str
     fhir_id: str
+    version: int
     body: bytes
     rows: IndexRows
     generation: int  # of the catalog the rows were extracted with
     change: SearchParameterChange | None
     method: str
+    res_id: int | None
 
 
 @dataclass
@@ -98,32 +101,37 @@ async def write_batch(conn: Connection, resources: list[Submitted], catalogs: Ca
                        search_parameters=len(batch.search_parameters))
 
 
-def prepare_new(resource: Submitted, fhir_id: str, last_updated: datetime, catalogs: Catalogs,
-                method: str) -> NewResource:
-    """Stamp and index a resource to insert; FhirError when it cannot be indexed or used."""
+def prepare(resource: Submitted, fhir_id: str, version: int, last_updated: datetime, catalogs: Catalogs,
+            method: str, res_id: int | None = None) -> Prepared:
+    """Stamp and index a version to write; FhirError when it cannot be indexed or used."""
     generation = catalogs.current.generation
-    stamped, body = resource.stamped(fhir_id, 1, last_updated)
+    stamped, body = resource.stamped(fhir_id, version, last_updated)
     rows = catalogs.index_rows(stamped)
     res_type = stamped["resourceType"]
     change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
-    return NewResource(res_type, fhir_id, body, rows, generation, change, method)
+    return Prepared(res_type, fhir_id, version, body, rows, generation, change, method, res_id)
 
 
-async def insert_new(conn: Connection, resources: list[NewResource], last_updated: datetime) -> None:
-    """Insert prepared resources, their first versions and their index rows with one COPY per table, in the
-    caller's transaction. Their ids are fresh (UUIDs), so none can exist already."""
-    if not resources:
-        return
-    res_ids = [row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, len(resources))]
+async def write_prepared(conn: Connection, prepared: list[Prepared], last_updated: datetime) -> None:
+    """Write prepared versions with one statement or COPY per table, in the caller's transaction. New resources
+    have fresh ids, so none can exist already; the caller holds the locks of the rows it updates."""
+    new_count = sum(1 for item in prepared if item.res_id is None)
+    fresh_ids = iter([row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, new_count)] if new_count else [])
     batch = _Batch()
-    for res_id, new in zip(res_ids, resources):
-        batch.inserts.append((res_id, new.res_type, new.fhir_id, 1, last_updated, False, new.body, new.generation,
-                              fingerprint(new.rows)))
-        batch.versions.append((res_id, new.res_type, new.fhir_id, 1, last_updated, False, new.method, new.body))
-        batch.records = index_records(res_id, new.res_type, new.rows, batch.records)
-        if new.change is not None:
-            batch.search_parameters.append((res_id, new.change))
-    await _write(conn, batch, last_updated, 0)  # the generation is only used for updates
+    for item in prepared:
+        res_id = next(fresh_ids) if item.res_id is None else item.res_id
+        if item.res_id is None:
+            batch.inserts.append((res_id, item.res_type, item.fhir_id, item.version, last_updated, False, item.body,
+                                  item.generation, fingerprint(item.rows)))
+        else:
+            batch.updates.append((res_id, item.version, item.body, fingerprint(item.rows)))
+        batch.versions.append((res_id, item.res_type, item.fhir_id, item.version, last_updated, False, item.method,
+                               item.body))
+        batch.records = index_records(res_id, item.res_type, item.rows, batch.records)
+        if item.change is not None:
+            batch.search_parameters.append((res_id, item.change))
+    # One generation for every updated row: the oldest catalog's, so a reindex re-extracts rather than trusts.
+    await _write(conn, batch, last_updated, min((item.generation for item in prepared), default=0))
 
 
 def _prepare(batch: _Batch, resource: Submitted, key: tuple[str, str], current: asyncpg.Record | None,

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+import asyncpg
+
 from service.fhir.bundle_entries import entry_label, located
 from service.fhir.errors import FhirError, invalid, not_found
 from service.fhir.instant import now_ms
@@ -29,7 +31,7 @@ from service.fhir.outcome import Issue
 from service.fhir.references import is_placeholder, rewrite_references
 from service.fhir.resource import Submitted
 from service.search.conditional import Criteria
-from service.store.bulk import insert_new, prepare_new
+from service.store.bulk import prepare, write_prepared
 from service.store.bundle_targets import (
     EntryResult,
     Reparse,
@@ -55,6 +57,7 @@ async def write_entries(store: ResourceStore, writes: Sequence[Write], timeout_m
     placeholders = frozenset(write.full_url for write in writes if write.full_url and is_placeholder(write.full_url))
     async with store.write_transaction() as conn:
         transaction = _Transaction(store, conn, timeout_ms, delete_multiple, reparse, placeholders)
+        await transaction.lock_instances(writes)
         ordered = sorted(writes, key=lambda write: (ORDER[write.method], names_entry(write.criteria, placeholders),
                                                     write.index))
         steps = [await transaction.resolve(write) for write in ordered]
@@ -131,10 +134,11 @@ class _Transaction(Targets):
 
     async def write(self, steps: Sequence[Step], references: Mapping[str, str]) -> None:
         resolve = self._resolver(references)
-        await self._write_creates([step for step in steps if step.write.method == "POST" and step.create], resolve)
+        together = [step for step in steps if step.create or (step.write.method == "PUT" and step.current)]
+        await self._write_together(together, resolve)
         for step in steps:
             with entry_errors(step.write):
-                if step.write.method == "PUT":
+                if step.write.method == "PUT" and step.result is None:
                     step.result = await self._write_update(step, resolve)
                 elif step.write.method == "PATCH":
                     step.result = await self._write_patch(step, resolve)
@@ -142,32 +146,35 @@ class _Transaction(Targets):
             if step.same_as is not None:
                 step.result = _same_as(step, step.same_as)
 
-    async def _write_creates(self, steps: Sequence[Step], resolve: Resolve) -> None:
+    async def _write_together(self, steps: Sequence[Step], resolve: Resolve) -> None:
+        """Creates, and updates of rows already locked, written with one statement or COPY per table."""
         last_updated, prepared = now_ms(), []
         for step in steps:
-            assert step.write.resource is not None and step.target is not None, "a create has a resource and an id"
-            with entry_errors(step.write):
-                rewrite_references(step.write.resource, resolve)
-                prepared.append(prepare_new(step.write.resource, step.target, last_updated, self.store.catalogs,
-                                            "POST"))
-        await insert_new(self.conn, prepared, last_updated)
-        for step, new in zip(steps, prepared):
-            version = Version(new.res_type, new.fhir_id, 1, last_updated, False, new.body)
-            step.result = EntryResult(201, version, _note(f"Created {new.res_type}/{new.fhir_id} at version 1"))
+            write, current = step.write, step.current
+            assert write.resource is not None and step.target is not None, "a create or update has a resource and an id"
+            with entry_errors(write):
+                rewrite_references(write.resource, resolve)
+                version = 1 if current is None else current["version"] + 1
+                prepared.append(prepare(write.resource, step.target, version, last_updated, self.store.catalogs,
+                                        write.method, None if current is None else current["res_id"]))
+        try:
+            await write_prepared(self.conn, prepared, last_updated)
+        except asyncpg.UniqueViolationError:  # an id a PUT chose, created by another request since it was looked up
+            raise FhirError(409, "A resource this Bundle creates was created by another request meanwhile; retry the "
+                            "request", code="conflict") from None
+        for step, item in zip(steps, prepared):
+            created = step.current is None or step.current["deleted"]  # reviving a deleted resource creates it
+            version = Version(item.res_type, item.fhir_id, item.version, last_updated, False, item.body)
+            verb = "Created" if created else "Updated"
+            step.result = EntryResult(201 if created else 200, version,
+                                      _note(f"{verb} {item.res_type}/{item.fhir_id} at version {item.version}"))
 
     async def _write_update(self, step: Step, resolve: Resolve) -> EntryResult:
-        write, store, conn = step.write, self.store, self.conn
+        """A conditional update that matched nothing, with the id of its body: a PUT of that id."""
+        write = step.write
         assert write.resource is not None and step.target is not None, "an update has a resource and an id"
         rewrite_references(write.resource, resolve)
-        if step.create:
-            written = await store.insert(conn, write.res_type, step.target, write.resource, "PUT")
-            assert written is not None, "a fresh UUID cannot collide"
-            result = WriteResult(written, created=True)
-        elif step.current is not None:
-            result = WriteResult(await store.new_version(conn, step.current, write.res_type, step.target,
-                                                         write.resource, "PUT"))
-        else:
-            result = await store.update_in(conn, write.resource, step.target, write.if_match)
+        result = await self.store.update_in(self.conn, write.resource, step.target, write.if_match)
         version = result.version
         verb = "Created" if result.created else "Updated"
         return EntryResult(201 if result.created else 200, version,

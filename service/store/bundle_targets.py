@@ -33,6 +33,14 @@ from service.store.resources import (
     version_of,
 )
 
+# The current rows of the instances PUT entries name, locked in res_id order (as the loader and reindex take
+# them, so Bundles updating the same resources wait for each other instead of deadlocking).
+LOCK_INSTANCES = """
+SELECT r.res_id, r.res_type, r.fhir_id, r.version, r.last_updated, r.deleted, r.body
+FROM resource r JOIN unnest($1::text[], $2::text[]) AS k (res_type, fhir_id)
+  ON r.res_type = k.res_type AND r.fhir_id = k.fhir_id
+ORDER BY r.res_id
+FOR UPDATE OF r"""
 PLACEHOLDER = re.compile(r"urn:(?:uuid|oid):[^,|\s]+")  # in a search value
 Reparse = Callable[[str, Sequence[tuple[str, str]]], Criteria]  # criteria again, once placeholders are replaced
 
@@ -106,6 +114,14 @@ class Targets:
         # The criteria of conditional creates and updates -> the id they resolved to: a conditional reference
         # with the same criteria names that resource, even one this transaction creates (as in HAPI).
         self.resolved: dict[tuple[str, int], str] = {}
+        self.instances: dict[tuple[str, str], asyncpg.Record] = {}  # the rows of `lock_instances`
+
+    async def lock_instances(self, writes: Sequence[Write]) -> None:
+        """Lock, in one statement, the existing resources that PUT entries name by id."""
+        keys = [(write.res_type, write.fhir_id) for write in writes if write.method == "PUT" and write.fhir_id]
+        if keys:
+            rows = await self.conn.fetch(LOCK_INSTANCES, [key[0] for key in keys], [key[1] for key in keys])
+            self.instances = {(row["res_type"], row["fhir_id"]): row for row in rows}
 
     async def resolve(self, write: Write) -> Step:
         step = Step(write)
@@ -192,7 +208,11 @@ class Targets:
         assert write.resource is not None, "a PUT entry has a resource"
         body_id = write.resource.values.get("id")
         if criteria is None:
-            step.target = write.fhir_id
+            assert write.fhir_id is not None, "a PUT names its resource or criteria"
+            step.target, step.current = write.fhir_id, self.instances.get((write.res_type, write.fhir_id))
+            check_version(write.if_match, step.current["version"] if step.current else None, write.res_type,
+                          write.fhir_id)
+            step.create = step.current is None  # a new id the client chose: created with the Bundle's creates
             return
         found = await single_match(self.conn, criteria, self.timeout_ms, "update")
         if found is not None:
