@@ -190,8 +190,10 @@ async def test_patch_delete_and_if_match_in_a_transaction(client, db):
     assert conflict.status == 412
     assert "Bundle.entry[1]" in (await conflict.json())["issue"][0]["diagnostics"]
     response = await send(client, bundle("transaction", [
-        entry("PATCH", first, json_patch, ifMatch='W/"1"'), entry("DELETE", second, ifMatch='W/"1"')]))
-    assert statuses(response) == ["200 OK", "204 No Content"]
+        entry("PATCH", first, json_patch, ifMatch='W/"1"'), entry("DELETE", second, ifMatch='W/"1"'),
+        entry("DELETE", "Organization/never")]))
+    assert statuses(response) == ["200 OK", "204 No Content", "204 No Content"]  # deleting nothing: done, as HAPI
+    assert response["entry"][2]["response"]["outcome"]["issue"][0]["code"] == "not-found"
     assert response["entry"][1]["response"]["location"] == f"{second}/_history/2"
     assert (await stored(db, first))["name"] == "JSON"
     assert await db.fetchval("SELECT deleted FROM resource WHERE fhir_id = $1", second.split("/")[1])

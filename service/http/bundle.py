@@ -5,9 +5,9 @@
   transaction (service/store/bundle.py), all or nothing; the GET entries run after the commit, so they see
   its result (as in HAPI), and a read that fails (404, 410) answers in its entry.
 - batch: each entry is its own transaction; one that fails gets its status and OperationOutcome in its
-  response entry, and the others still commit. Plain creates (no `ifNoneExist`, no conditional reference) are
-  written together, as a transaction's are; if that fails, each is written alone, so a failure stays with
-  its entry. GET entries run after the writes, as in HAPI.
+  response entry, and the others still commit. Plain creates and updates (POST without `ifNoneExist`, PUT of
+  an id; no conditional reference) are written together, as a transaction's are; if that fails, each is
+  written alone, so a failure stays with its entry. GET entries run after the writes, as in HAPI.
 
 Each response entry has `response.status` (`201 Created`), and for a write `location` (`Type/id/_history/n`),
 `etag` (the version, as HAPI writes it) and `lastModified`; with `Prefer: return=representation` the
@@ -72,7 +72,8 @@ async def _batch(request: web.Request, planner: Planner, entries: list[tuple[Any
             responses[index] = error_entry(exc)
     writes = [item for item in planned if isinstance(item, Write)]
     prefer = prefer_return(request, NO_PREFERENCE)
-    together = [write for write in writes if write.method == "POST" and not write.criteria and not write.references]
+    together = [write for write in writes if not write.criteria and not write.references
+                and (write.method == "POST" or (write.method == "PUT" and write.fhir_id))]
     if len(together) > 1 and (results := await _together(request, planner, together)):
         responses.update((write.index, written_entry(result, prefer)) for write, result in zip(together, results))
     for write in writes:
@@ -85,7 +86,8 @@ async def _batch(request: web.Request, planner: Planner, entries: list[tuple[Any
 
 
 async def _together(request: web.Request, planner: Planner, writes: Sequence[Write]) -> list[EntryResult]:
-    """The plain creates of a batch in one transaction; empty when that fails (each is then written alone)."""
+    """Plain creates and updates of a batch in one transaction; empty when that fails (each is then written
+    alone)."""
     try:
         return await _write(request, planner, writes)
     except (FhirError, asyncpg.PostgresError) as exc:

@@ -18,7 +18,7 @@ import asyncpg
 
 from service.db import Connection
 from service.fhir.bundle_entries import located
-from service.fhir.errors import FhirError, invalid, not_found
+from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
 from service.fhir.references import is_placeholder
 from service.fhir.resource import Submitted
@@ -175,9 +175,9 @@ class Targets:
         write = step.write
         if criteria is None:
             current = await self.conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, write.res_type, write.fhir_id)
-            if current is None:
-                raise not_found(f"Resource {write.res_type}/{write.fhir_id} is not known")
-            rows = [(str(write.fhir_id), current)]
+            if current is None:  # nothing to delete: done, as HAPI answers (no 404 to fail a transaction)
+                check_version(write.if_match, None, write.res_type, str(write.fhir_id))
+            rows = [(str(write.fhir_id), current)] if current is not None else []
         else:
             found = await matches(self.conn, criteria, self.timeout_ms, None if self.delete_multiple else 2)
             if len(found) > 1 and not self.delete_multiple:
@@ -230,13 +230,14 @@ class Targets:
 
 def _deleted(write: Write, criteria: Criteria | None, results: list[WriteResult]) -> EntryResult:
     version = results[0].version if len(results) == 1 else None
+    if not results:
+        missing = f"{write.res_type}/{write.fhir_id} is not known" if criteria is None else (
+            f"No {write.res_type} matches '{criteria.text}'")
+        return EntryResult(204, None, Issue("warning", "not-found", f"{missing}: nothing was deleted"))
     if criteria is None:
         message = (f"Deleted {write.res_type}/{write.fhir_id}" if results[0].changed
                    else f"{write.res_type}/{write.fhir_id} was already deleted")
         return EntryResult(204, version, Issue("information", "informational", message))
-    if not results:
-        return EntryResult(204, None, Issue("warning", "not-found",
-                                            f"No {write.res_type} matches '{criteria.text}': nothing was deleted"))
     names = ", ".join(f"{write.res_type}/{result.version.fhir_id}" for result in results[:10])
     more = f" and {len(results) - 10} more" if len(results) > 10 else ""
     return EntryResult(204, version, Issue("information", "informational", f"Deleted {len(results)} resource(s) "
