@@ -94,3 +94,5 @@ async def test_entry_limit_and_bundle_checks(aiohttp_client, settings, db):
     assert unauthenticated.status == 401
     empty = await send(client, bundle("batch", []))
     assert empty["type"] == "batch-response" and "entry" not in empty
+    slash = await client.post("/fhir/", json=bundle("transaction", []))
+    assert slash.status == 200 and (await slash.json())["type"] == "transaction-response"
