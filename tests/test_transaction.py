@@ -143,6 +143,19 @@ async def test_if_none_exist_matches_once_and_duplicates_resolve_to_one_resource
     assert (await stored(db, existing))["name"] == "Known"
 
 
+async def test_a_created_entry_with_a_url_as_full_url_is_referred_to_by_that_url(client, db):
+    response = await send(client, bundle("transaction", [
+        post(org("Temp"), "http://example.org/fhir/Organization/temp"),
+        post({"resourceType": "Location", "managingOrganization": {"reference": "Organization/temp"},
+              "partOf": {"reference": "urn:uuid:self"}}, "urn:uuid:self"),
+        post({"resourceType": "Location", "managingOrganization": {"reference": "http://example.org/fhir/Organization/temp"}}),
+    ]))
+    organization, *places = locations(response)
+    assert organization != "Organization/temp"  # a POST gets an id of the server's
+    for place in places:
+        assert (await stored(db, place))["managingOrganization"] == {"reference": organization}
+
+
 async def test_a_plain_create_beside_a_conditional_one_is_a_duplicate(client, db):
     response = await client.post("/fhir", json=bundle("transaction", [
         post(org("One", "same")), post(org("Two", "same"), ifNoneExist=f"identifier={SYSTEM}|same")]))
