@@ -7,8 +7,9 @@
    - "new param": a custom SearchParameter is stored for the type (Organization.alias, Observation.issued),
      then a plain $reindex: every resource is re-extracted with all R4 parameters plus the new one, its
      fingerprint compared, and the new code's rows written (the day-to-day job);
-   - "forced": force=true over current rows: every resource re-extracted with all parameters and its
-     fingerprint compared; nothing differs, so nothing is written (HAPI's full reindex of unchanged data);
+   - "forced": force=true over current rows: every resource re-extracted with all parameters and compared
+     with the rows stored (read back per batch); nothing differs, so nothing is written (HAPI's full
+     reindex of unchanged data);
    - "rewrite": the fingerprints cleared first, so every resource's rows are deleted and COPYed again (the
      worst case: a repair, or the first job after migration 0005).
    rows = the type's index rows after the job (rows extracted per resource, all types of index); written =

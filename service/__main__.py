@@ -88,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     reindex.add_argument("--no-search-parameters", action="store_true",
                          help="leave index rows alone (reindexSearchParameters=NONE), e.g. a storage-only job")
     reindex.add_argument("--force", action="store_true",
-                         help="re-extract every resource, and rewrite bodies even where already compact")
+                         help="compare every resource's index rows with a fresh extraction and rewrite those "
+                              "that differ, and rewrite bodies even where already compact")
+    reindex.add_argument("--verify", action="store_true",
+                         help="compare every resource's index rows with a fresh extraction and report the "
+                              "differences; writes nothing (with --wait, exit 1 when some differ)")
     reindex.add_argument("--wait", action="store_true", help="work on the job here and wait until it ends")
     reindex.add_argument("--cancel-on-interrupt", action="store_true",
                          help="with --wait: Ctrl-C cancels the job (by default it goes on without this process)")
@@ -105,7 +109,8 @@ def _add_verbose(command: argparse.ArgumentParser) -> None:
 def _check_reindex(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.cancel_on_interrupt and not args.wait:
         parser.error("--cancel-on-interrupt needs --wait")
-    starts_a_job = (args.url, args.batch_size, args.optimize_storage, args.no_search_parameters, args.force, args.wait)
+    starts_a_job = (args.url, args.batch_size, args.optimize_storage, args.no_search_parameters, args.force,
+                    args.verify, args.wait)
     if args.cancel and any(starts_a_job):
         parser.error("--cancel JOB_ID takes no option of a new job")
 
@@ -160,7 +165,7 @@ def _operator_coroutine(args: argparse.Namespace, settings: Settings, status: St
         return cancel_job(settings, args.cancel)
     options = {"batchSize": args.batch_size, "optimizeStorage": args.optimize_storage,
                "reindexSearchParameters": "NONE" if args.no_search_parameters else None,
-               "force": args.force or None}
+               "force": args.force or None, "verify": args.verify or None}
     waiting = Waiting(status, args.cancel_on_interrupt) if args.wait else None
     return run_reindex(settings, args.url, options, waiting)
 

@@ -24,6 +24,7 @@ from service.jobs.filters import parse_filters
 from service.jobs.repository import JobProgress, job_progress, request_cancel
 from service.jobs.start import ReindexPlan, start_reindex
 from service.jobs.status import RUNNING_STATES, JobStatus, job_status
+from service.jobs.verify import differing_resources
 from service.jobs.worker import ReindexWorkers, WorkerSettings
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
@@ -63,7 +64,11 @@ async def run_reindex(settings: Settings, urls: list[str], options: dict[str, ob
             catalogs = Catalogs(Registry.builtin(settings.local_bases))
             await refresh_catalog(pool, catalogs)
             job_id = await _start(pool, catalogs, settings, reindex)
-            return 0 if waiting is None else await _wait(pool, catalogs, settings, job_id, waiting)
+            if waiting is None:
+                return 0
+            code = await _wait(pool, catalogs, settings, job_id, waiting)
+            # A verification that found differences is a failed check, for scripts run after a restore.
+            return 1 if code == 0 and reindex.verify and await differing_resources(pool, job_id) else code
     except FhirError as exc:
         print(f"error: {exc.diagnostics}", file=sys.stderr)
         return 2

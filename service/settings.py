@@ -207,9 +207,9 @@ class Settings(BaseSettings):
     @property
     def job_pool_size(self) -> int:
         """Connections of the job engine's pool, out of `pool_max_size`: a reindex worker reads a chunk on one
-        connection while it writes on another, and its lease heartbeat borrows a third; the two LISTEN
-        connections (jobs, search parameters) stay open; one more serves catalog refreshes and upkeep without
-        waiting for a worker."""
+        connection while it writes on another, and its lease heartbeat borrows a third; the two LISTEN connections
+        (jobs, search parameters) stay open; one more serves catalog refreshes and upkeep without waiting for a
+        worker."""
         return CONNECTIONS_PER_WORKER * self.reindex_workers + ENGINE_CONNECTIONS
 
     def request_pool(self) -> PoolSize:

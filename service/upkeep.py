@@ -1,5 +1,6 @@
 """Upkeep that keeps the database bounded, run by every replica: ended jobs past `FHIR_JOB_RETENTION_DAYS`
-are deleted, and the SearchParameter change log is compacted. Both are safe when replicas run them at once."""
+are deleted, and the SearchParameter change log is compacted. Both are safe when replicas run them at once.
+Each round also starts the reindex an upgrade of the extractor needs (jobs/upgrade.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncpg
 import structlog
 
 from service.jobs.retention import delete_expired_jobs
+from service.jobs.upgrade import reindex_older_extractions
 from service.store.change_log import compact_change_log
 from service.store.notifications import CONNECTION_ERRORS, reraise_if_cancelling
 
@@ -30,6 +32,7 @@ async def keep_up(pool: asyncpg.Pool, retention_days: int, interval_seconds: flo
     while True:
         try:
             await upkeep_once(pool, retention_days)
+            await reindex_older_extractions(pool)
         except CONNECTION_ERRORS as exc:
             reraise_if_cancelling(exc)
             log.warning("upkeep_failed", error=type(exc).__name__, detail=str(exc))

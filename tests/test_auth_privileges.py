@@ -57,6 +57,8 @@ RULES = [
     ("DELETE", "/Organization", needs("Organization.delete", "Organization.search")),
     ("GET", "/_history", SYSTEM_HISTORY_RULE),
     ("GET", "/Organisation/1", AUTHENTICATED),  # unknown type: the handler answers 404
+    ("GET", "", AUTHENTICATED),  # system-level search: `{Type}.search` per searched type, checked by the handler
+    ("POST", "/_search", AUTHENTICATED),
     ("POST", "/Foo", AUTHENTICATED),
     # No rule: refused when a route matches, else the router's 404/405.
     ("POST", "/metadata", None),
@@ -71,8 +73,9 @@ RULES = [
     ("GET", "/Organization/1/_history/3/x", None),
     ("DELETE", "/_history", None),
     ("GET", "/$everything", None),
-    ("GET", "", None),
+    ("DELETE", "", None),
     ("PUT", "/", None),
+    ("GET", "/_search", None),
     # A batch or transaction: a valid token here, each entry is checked by the handler as its own request.
     ("POST", "/", AUTHENTICATED),
     ("POST", "", AUTHENTICATED),

@@ -80,6 +80,9 @@ async def test_conditional_criteria_are_strict_and_need_a_search_parameter(clien
     unknown = await post(client, org("c"), "nonsense=1", Prefer="handling=lenient")
     assert unknown.status == 400
     assert "nonsense" in (await unknown.json(content_type=None))["issue"][0]["diagnostics"]
+    hint = await client.put("/fhir/Organization?name=c&_totalMethod=count", json=org("c"), headers=FHIR_JSON)
+    assert hint.status == 400  # a search ignores unknown `_` names; criteria may not, it would widen the match
+    assert "'_totalMethod'" in (await hint.json(content_type=None))["issue"][0]["diagnostics"]
     for criteria in ("_count=1", "", "name="):
         response = await client.put(f"/fhir/Organization?{criteria}", json=org("c"), headers=FHIR_JSON)
         assert response.status == 400, criteria

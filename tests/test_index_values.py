@@ -94,12 +94,13 @@ async def test_address_search_does_not_see_address_text(client):
 
 
 async def test_forced_reindex_brings_rows_of_the_previous_extraction_up_to_date(aiohttp_client, settings, db):
-    """What the release note asks for: rows and fingerprints written by an older extractor are replaced by
-    `$reindex force=true`; a plain job, trusting the fingerprints, leaves them."""
+    """Rows unlike what their recorded extractor and fingerprint say (changed outside the service) are replaced
+    by `$reindex force=true`, which compares with the rows stored; a plain job, trusting the fingerprints,
+    leaves them (rows of an older extractor are another matter: tests/test_extractor_upgrade.py)."""
     client = await aiohttp_client(create_app(settings.model_copy(
         update={"reindex_workers": 1, "reindex_poll_seconds": 0.2})))
     await put(client, {"resourceType": "Patient", "id": "m", "gender": "male"})
-    # as the previous release indexed it: no system, and that extraction's fingerprint
+    # rows without the system, and a fingerprint of those rows, yet this extractor recorded
     await db.execute("UPDATE idx_token SET system = NULL WHERE sp_hash = $1", sp_hash("Patient", "gender"))
     await db.execute("UPDATE resource SET index_hash = index_hash # 1")
     assert await found(client, f"/fhir/Patient?gender={GENDER}|male") == set()

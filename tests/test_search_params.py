@@ -316,7 +316,7 @@ async def test_value_quantity(client, search, test):
     ("/fhir/Organization?_sort=nonsense", "Cannot sort on 'nonsense'"),
     ("/fhir/Organization?_count=x", "Invalid _count"),
     ("/fhir/Organization?_cursor=garbage", "Invalid _cursor"),
-    ("/fhir/Observation?subject:Patient.organization.name=x", "only one level"),
+    ("/fhir/Observation?subject:Patient.organization.partof.partof.partof.name=x", "chains more than 4 references"),
 ])
 async def test_refusals(client, url, message):
     outcome = await get_bundle(client, url, status=400)

@@ -130,8 +130,9 @@ def test_controls():
     assert include.reverse and include.parameters == (("Observation", "subject"),)
     assert include.types == ("Observation",) and not include.wildcard
     assert parse("Patient", ("_summary", "count")).summary_count
-    with pytest.raises(FhirError, match="_summary=text is not supported"):
-        parse("Patient", ("_summary", "text"))
+    assert parse("Patient", ("_summary", "text")).summary == "text"
+    with pytest.raises(FhirError, match="Invalid _summary 'short'"):
+        parse("Patient", ("_summary", "short"))
 
 
 def test_unknown_parameters_are_refused_or_ignored():

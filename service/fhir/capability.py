@@ -1,88 +1,124 @@
-"""The CapabilityStatement served at `/metadata`."""
+"""The CapabilityStatement served at `/metadata`: exactly what the server does.
+
+Interactions and operations come from the route table (service/fhir/capability_routes.py), search parameters
+from the registry: every parameter a search accepts (built-in and custom, as they are added), and none that a
+search refuses (composite and special ones such as `_text`, `_content` and `_query`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from service import SERVICE_NAME, __version__
+from service.fhir.capability_routes import Capabilities, Operation
 from service.fhir.instant import format_instant
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.definitions import SearchParameter
 from service.search.registry import CompiledParameter, Registry
 
-_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
-                 "search-type")
-_SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+SECURITY_SERVICES = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+PATCH_FORMATS = ["application/json-patch+json", "application/fhir+json"]
 
 
-def capability_statement(base: str, started: datetime, registry: Registry,
-                         conditional_delete: str = "single") -> dict[str, Any]:
-    """The statement; each type lists the search parameters of `registry` (built-in and custom).
-    `conditional_delete`: `single`, or `multiple` with FHIR_CONDITIONAL_DELETE_MULTIPLE."""
-    referring = _referring(registry)
-    resources = [
-        {
-            "type": res_type,
-            "interaction": [{"code": code} for code in _INTERACTIONS],
-            "versioning": "versioned-update",
-            "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
-            "conditionalRead": "full-support",
-            "conditionalUpdate": True,
-            "conditionalDelete": conditional_delete,
-            "searchInclude": ["*", *(f"{res_type}:{p.definition.code}" for p in _references(registry, res_type))],
-            **({"searchRevInclude": ["*", *referring[res_type]]} if res_type in referring else {}),
-            "searchParam": [_search_param(p.definition) for p in _sorted(registry, res_type)],
-        }
-        for res_type in sorted(RESOURCE_TYPES)
-    ]
+@dataclass(frozen=True, slots=True)
+class Server:
+    """What the statement says beside the registry: where, since when, what it does, and how it is secured."""
+
+    base: str
+    started: datetime
+    capabilities: Capabilities
+    security: str  # how tokens are checked, for rest.security.description
+    conditional_delete: str = "single"  # or `multiple` with FHIR_CONDITIONAL_DELETE_MULTIPLE
+
+
+def capability_statement(server: Server, registry: Registry) -> dict[str, Any]:
+    found = server.capabilities
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "security": {"cors": False, "service": [{"coding": [{"system": SECURITY_SERVICES, "code": "OAuth"}]}],
+                     "description": server.security},
+        "resource": [_resource(res_type, server, registry) for res_type in sorted(RESOURCE_TYPES)],
+        "interaction": [{"code": code} for code in found.system_interactions],
+    }
+    if "search-system" in found.system_interactions:
+        rest["searchParam"] = [_search_param(definition) for definition in _common(registry)]
+    system_operations = [op for op in found.operations if op.level == "system"]
+    if system_operations:
+        rest["operation"] = [_operation(op, server.base) for op in system_operations]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": format_instant(started),
+        "date": format_instant(server.started),
         "publisher": SERVICE_NAME,
         "kind": "instance",
         "software": {"name": SERVICE_NAME, "version": __version__},
-        "implementation": {"description": "FHIR R4 server with HAPI-compatible $reindex", "url": base},
+        "implementation": {"description": "FHIR R4 server with HAPI-compatible $reindex", "url": server.base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "rest": [{"mode": "server", "resource": resources,
-                  "interaction": [{"code": code} for code in _SYSTEM_INTERACTIONS]}],
+        **({"patchFormat": PATCH_FORMATS} if "patch" in found.type_interactions else {}),
+        "rest": [rest],
     }
 
 
-def _sorted(registry: Registry, res_type: str) -> list[CompiledParameter]:
-    return sorted(registry.parameters(res_type), key=lambda parameter: parameter.definition.code)
+def _resource(res_type: str, server: Server, registry: Registry) -> dict[str, Any]:
+    found, interactions = server.capabilities, server.capabilities.type_interactions
+    operations = [op for op in found.operations if op.level != "system"]
+    entry: dict[str, Any] = {
+        "type": res_type,
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned-update",
+        "readHistory": "vread" in interactions,
+        "updateCreate": "update" in interactions,
+        "conditionalCreate": "create" in interactions,  # If-None-Exist is honoured by every create
+        "conditionalRead": "full-support" if "read" in interactions else "not-supported",
+        "conditionalUpdate": found.conditional_update,
+        "conditionalDelete": server.conditional_delete if found.conditional_delete else "not-supported",
+    }
+    if "search-type" in interactions:
+        referring = _referring(registry, res_type)
+        entry["searchInclude"] = ["*", *(f"{res_type}:{p.definition.code}" for p in _references(registry, res_type))]
+        entry |= {"searchRevInclude": ["*", *referring]} if referring else {}
+        entry["searchParam"] = [_search_param(p.definition) for p in _searchable(registry, res_type)]
+    if operations:
+        entry["operation"] = [_operation(op, server.base) for op in operations]
+    return entry
+
+
+def _searchable(registry: Registry, res_type: str) -> list[CompiledParameter]:
+    """The parameters a search of the type accepts, by code."""
+    parameters = (p for p in registry.parameters(res_type) if p.definition.indexed)
+    return sorted(parameters, key=lambda parameter: parameter.definition.code)
 
 
 def _references(registry: Registry, res_type: str) -> list[CompiledParameter]:
-    return [p for p in _sorted(registry, res_type) if p.definition.type == "reference" and p.definition.indexed]
+    return [p for p in _searchable(registry, res_type) if p.definition.type == "reference"]
 
 
-def _referring(registry: Registry) -> dict[str, list[str]]:
-    """Target type -> the `Source:param` reference parameters that may point at it (for _revinclude)."""
-    referring: dict[str, list[str]] = {}
-    for source in sorted(RESOURCE_TYPES):
-        for parameter in _references(registry, source):
-            for target in parameter.definition.target:
-                referring.setdefault(target, []).append(f"{source}:{parameter.definition.code}")
-    return referring
+def _referring(registry: Registry, target: str) -> list[str]:
+    """The `Source:param` reference parameters that may point at `target` (for _revinclude)."""
+    return [f"{source}:{p.definition.code}" for source in sorted(RESOURCE_TYPES) for p in _references(registry, source)
+            if target in p.definition.target]
+
+
+def _common(registry: Registry) -> list[SearchParameter]:
+    """The parameters every type has, of one parameter type: what a search of all types accepts."""
+    first, *others = sorted(RESOURCE_TYPES)
+    return [p.definition for p in _searchable(registry, first)
+            if all((other_p := registry.parameter(other, p.definition.code)) is not None
+                   and other_p.definition.indexed and other_p.definition.type == p.definition.type
+                   for other in others)]
+
+
+def _operation(operation: Operation, base: str) -> dict[str, str]:
+    return {"name": operation.name, "definition": operation.definition(base)}
 
 
 def _search_param(definition: SearchParameter) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": definition.code, "type": definition.type}
     if definition.url:
         entry["definition"] = definition.url
-    entry["documentation"] = _documentation(definition)
-    return entry
-
-
-def _documentation(definition: SearchParameter) -> str:
-    if definition.type == "composite":
-        return "Composite parameter: listed for completeness, not supported for search by this server"
-    if not definition.indexed:
-        return f"{definition.type.capitalize()} parameter without an indexed expression: not supported for search"
     targets = f" (refers to {', '.join(definition.target)})" if definition.target else ""
-    return f"Searches the values of {definition.expression}{targets}"
+    entry["documentation"] = f"Searches the values of {definition.expression}{targets}"
+    return entry

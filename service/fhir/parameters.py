@@ -45,6 +45,8 @@ _REINDEX_PARAMETERS: dict[str, _ParameterSpec] = {
     "partitionId": _ParameterSpec("partition_ids", frozenset({"valueString", "valueInteger"}), True),
     # Ours, not HAPI's: also rewrite index rows and bodies that are current already (see the README).
     "force": _ParameterSpec("force", frozenset({"valueBoolean", "valueString"}), False),
+    # Ours: compare the stored index rows with a fresh extraction and report the differences; write nothing.
+    "verify": _ParameterSpec("verify", frozenset({"valueBoolean", "valueString"}), False),
 }
 _PARAMETER_BY_FIELD = {spec.field: name for name, spec in _REINDEX_PARAMETERS.items()}
 # The query part is kept verbatim for the search layer; only a fragment and control characters cannot belong to it.
@@ -65,6 +67,7 @@ class ReindexRequest(BaseModel):
     correct_current_version: Literal["NONE", "ALL"] = "NONE"
     partition_ids: tuple[str, ...] = ()
     force: bool = False
+    verify: bool = False
 
     @field_validator("reindex_search_parameters", "optimize_storage", "correct_current_version", mode="before")
     @classmethod
@@ -90,6 +93,9 @@ class ReindexRequest(BaseModel):
         # Correcting versions rewrites rows another writer may hold; HAPI refuses it under optimistic locking.
         if self.correct_current_version == "ALL" and self.optimistic_lock:
             raise ValueError("correctCurrentVersion=ALL requires optimisticLock=false")
+        if self.verify and (self.force or self.reindex_search_parameters == "NONE" or self.optimize_storage != "NONE"):
+            raise ValueError("verify=true checks the index rows of every resource and writes nothing: it takes "
+                             "neither force, reindexSearchParameters=NONE nor optimizeStorage")
         if self.reindex_search_parameters == "NONE" and self.optimize_storage == "NONE":
             raise ValueError("reindexSearchParameters=NONE with optimizeStorage=NONE leaves nothing to do")
         return self
@@ -175,7 +181,7 @@ def _coerce(name: str, field: str, typed_value: tuple[str, Any]) -> Any:
     key, value = typed_value
     if field == "batch_size":
         return _integer(name, key, value)
-    if field in ("optimistic_lock", "force"):
+    if field in ("optimistic_lock", "force", "verify"):
         return _boolean(name, key, value)
     if field == "partition_ids" and key == "valueInteger" and _is_int(value):
         return str(value)

@@ -56,7 +56,7 @@ async def read_entry(request: web.Request, entry: Entry) -> dict[str, Any]:
     """The response entry of a GET entry (allowed when it was planned)."""
     try:
         if entry.query is not None:
-            return {"resource": await searchset(request, entry.res_type, list(entry.query)),
+            return {"resource": await searchset(request, (entry.res_type,), list(entry.query)),
                     "response": {"status": status_line(200)}}
         version = await _version(request, entry)
     except FhirError as exc:

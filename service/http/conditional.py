@@ -23,7 +23,7 @@ from service.http.search_access import authorize_search
 from service.http.urls import base_url
 from service.search.catalog import Catalog
 from service.search.conditional import Criteria, if_none_exist_items, parse_criteria
-from service.search.query import SearchContext
+from service.search.terms import SearchContext
 from service.store.conditional import conditional_create, conditional_delete, conditional_update
 from service.store.resources import WriteResult
 

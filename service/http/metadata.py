@@ -1,17 +1,39 @@
-"""`GET [base]/metadata`: the CapabilityStatement."""
+"""`GET [base]/metadata`: the CapabilityStatement, built from this app's route table and current registry."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from service.fhir.capability import capability_statement
+from service.fhir.capability import Server, capability_statement
+from service.fhir.capability_routes import capabilities
 from service.http.keys import CATALOG, LIFECYCLE, SETTINGS
 from service.http.responses import fhir_response
 from service.http.urls import base_url
+from service.settings import Settings
+
+SECURITY = {
+    "jwks": "OAuth2 bearer tokens (JWT) signed by the configured issuers' keys (JWKS); privileges from the "
+            "token's realm roles ({Type}.read, {Type}.search, {Type}.write...), $reindex for the reindex operations",
+    "hs256": "OAuth2 bearer tokens (JWT) signed with a shared HS256 secret; privileges from the token's realm roles",
+    "unsigned": "Bearer tokens (JWT) accepted without a signature check (local and test runs only); privileges "
+                "from the token's realm roles",
+}
 
 
 async def metadata(request: web.Request) -> web.Response:
-    conditional_delete = "multiple" if request.app[SETTINGS].conditional_delete_multiple else "single"
-    statement = capability_statement(base_url(request), request.app[LIFECYCLE].started, request.app[CATALOG].registry,
-                                     conditional_delete)
-    return fhir_response(request, 200, statement)
+    settings = request.app[SETTINGS]
+    server = Server(base_url(request), request.app[LIFECYCLE].started, capabilities(_routes(request.app, settings)),
+                    SECURITY[settings.auth_mode or "jwks"],
+                    "multiple" if settings.conditional_delete_multiple else "single")
+    return fhir_response(request, 200, capability_statement(server, request.app[CATALOG].registry))
+
+
+def _routes(app: web.Application, settings: Settings) -> list[tuple[str, str]]:
+    """(method, path below the base path) of every route of the FHIR API."""
+    base = settings.base_path
+    found = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if path == base or path.startswith(base + "/"):
+            found.append((route.method, path[len(base):]))
+    return found

@@ -8,7 +8,8 @@ No aiohttp here, so the rules are tested (and read) on their own. The rules:
   Parameters answer shows the resource's index values (names, identifiers...).
 - `GET /{Type}/{id}`, `.../_history`, `.../_history/{vid}`, `GET /{Type}/_history`: `Type.read`.
 - `GET /{Type}`, `POST /{Type}/_search`: `Type.search`; what else a search reads is checked once it is parsed
-  (`service.http.search_access`).
+  (`service.http.search_access`). `GET /` and `POST /_search` (system-level search): a valid token here, and
+  `Type.search` for each type searched there.
 - `POST /{Type}`: `Type.create`; `PUT|PATCH /{Type}/{id}`: `Type.update`; `DELETE /{Type}/{id}`: `Type.delete`.
   `Type.write` grants create, update and delete.
 - Conditional interactions search as well, so they also need `Type.search`: `PUT|PATCH /{Type}?criteria`
@@ -63,8 +64,8 @@ def rule_for(method: str, path: str, if_none_exist: bool = False) -> Rule | None
     `if_none_exist`: the request has a non-blank `If-None-Exist` header (a conditional create)."""
     method = "GET" if method == "HEAD" else method
     parts = [part for part in path.split("/") if part]
-    if not parts:  # the base itself: a batch or transaction, whose entries are checked one by one
-        return AUTHENTICATED if method == "POST" else None
+    if not parts:  # system search, batch and transaction: each checks what it reads or writes once parsed
+        return AUTHENTICATED if method in ("GET", "POST") else None
     if len(parts) == 1:
         return _system_rule(method, parts[0], if_none_exist)
     if not parts or parts[0].startswith(("$", "_")) or parts[0] == "metadata":
@@ -85,6 +86,8 @@ def _system_rule(method: str, name: str, if_none_exist: bool) -> Rule | None:
         return REINDEX_RULE
     if name == "_history":
         return SYSTEM_HISTORY_RULE if method == "GET" else None
+    if name == "_search":
+        return AUTHENTICATED if method == "POST" else None
     if name.startswith(("$", "_")):
         return None
     if name not in RESOURCE_TYPES:

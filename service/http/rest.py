@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from email.utils import format_datetime
+from typing import Any
 
 from aiohttp import web
 
+from service.fhir import exact_json
 from service.fhir.errors import FhirError, invalid, not_found
 from service.fhir.integers import MAX_INTEGER, parse_natural
 from service.fhir.outcome import Issue
@@ -17,6 +19,7 @@ from service.fhir.resource import (
     parse_resource,
     parse_version_tag,
 )
+from service.fhir.summary import parse_elements, parse_summary, subset, subsets
 from service.http.keys import STORE
 from service.http.responses import fhir_response, outcome_response
 from service.http.urls import base_url
@@ -48,7 +51,7 @@ def current_or_error(version: Version | None, res_type: str, fhir_id: str) -> Ve
 async def read(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
     version = current_or_error(await request.app[STORE].read(res_type, fhir_id), res_type, fhir_id)
-    return fhir_response(request, 200, version.body, version_headers(version))
+    return fhir_response(request, 200, _shown(request, version.body), version_headers(version))
 
 
 async def vread(request: web.Request) -> web.Response:
@@ -60,7 +63,19 @@ async def vread(request: web.Request) -> web.Response:
     found = await request.app[STORE].vread(res_type, fhir_id, version)
     if found is None:
         raise not_found(f"Version {vid} of resource {res_type}/{fhir_id} is not known")
-    return fhir_response(request, 200, current_or_error(found, res_type, fhir_id).body, version_headers(found))
+    body = current_or_error(found, res_type, fhir_id).body
+    return fhir_response(request, 200, _shown(request, body), version_headers(found))
+
+
+def _shown(request: web.Request, body: bytes | None) -> dict[str, Any] | bytes | None:
+    """The stored body, or the part of it `_summary` or `_elements` asks for (None: a deletion, not shown)."""
+    summary = parse_summary(request.query.getall("_summary", [None])[-1])
+    if summary == "count":
+        raise invalid("_summary=count applies to searches, not to a read")
+    elements = parse_elements(request.query.getall("_elements", []))
+    if body is None or not subsets(summary, elements):
+        return body
+    return subset(exact_json.loads(body), summary, elements)
 
 
 async def create(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""Type-level search: `GET [base]/{type}?...` and `POST [base]/{type}/_search` (form body) -> searchset Bundle."""
+"""Search -> searchset Bundle: type-level (`GET [base]/{type}?...`, `POST [base]/{type}/_search` with a form body)
+and system-level (`GET [base]?_type=A,B&...`, `POST [base]/_search`)."""
 
 from __future__ import annotations
 
@@ -14,28 +15,40 @@ from service.fhir.bundle import bundle, outcome_entry, search_entry
 from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_type
+from service.fhir.summary import subset, subsets
 from service.http.conditional import search_context
 from service.http.keys import CATALOG, POOL, PRINCIPAL, SETTINGS
 from service.http.responses import fhir_response
-from service.http.search_access import authorize_search
+from service.http.search_access import authorize_search, searchable_types
 from service.search.cursor import BACKWARD, FORWARD, encode_cursor
-from service.search.query import SearchQuery, parse_search
-from service.store.search import Found, SearchResult, run_search
+from service.search.query import SearchQuery, parse_search, requested_types
+from service.store.search import MAX_ITERATE_ROUNDS, Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
 UTF8 = frozenset({"utf-8", "utf8"})
-SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
-             "display": "Resource encoded in summary mode"}
-KEPT_ELEMENTS = ("resourceType", "id", "meta")
 
 
 async def search_get(request: web.Request) -> web.Response:
-    return await _search(request, check_type(request.match_info["type"]), list(request.query.items()))
+    return await _search(request, (check_type(request.match_info["type"]),), list(request.query.items()))
 
 
 async def search_post(request: web.Request) -> web.Response:
     res_type = check_type(request.match_info["type"])
-    return await _search(request, res_type, [*request.query.items(), *await _form_items(request)])
+    return await _search(request, (res_type,), [*request.query.items(), *await _form_items(request)])
+
+
+async def system_search_get(request: web.Request) -> web.Response:
+    return await _system_search(request, list(request.query.items()))
+
+
+async def system_search_post(request: web.Request) -> web.Response:
+    return await _system_search(request, [*request.query.items(), *await _form_items(request)])
+
+
+async def _system_search(request: web.Request, items: list[tuple[str, str]]) -> web.Response:
+    """`GET [base]?_type=A,B&...`: the types named (each needs its `.search`), else every type the token may search."""
+    types, left_out = searchable_types(requested_types(items), request[PRINCIPAL].privileges)
+    return await _search(request, types, items, system=True, left_out=left_out)
 
 
 async def _form_items(request: web.Request) -> list[tuple[str, str]]:
@@ -55,16 +68,19 @@ def lenient(request: web.Request) -> bool:
                for header in request.headers.getall("Prefer", []) for part in header.split(";"))
 
 
-async def _search(request: web.Request, res_type: str, items: list[tuple[str, str]]) -> web.Response:
-    return fhir_response(request, 200, await searchset(request, res_type, items))
+async def _search(request: web.Request, types: tuple[str, ...], items: list[tuple[str, str]], system: bool = False,
+                  left_out: str | None = None) -> web.Response:
+    return fhir_response(request, 200, await searchset(request, types, items, system, left_out))
 
 
-async def searchset(request: web.Request, res_type: str, items: list[tuple[str, str]]) -> dict[str, Any]:
-    """The searchset Bundle of a search of `res_type` by this request's token (also a Bundle entry's GET)."""
+async def searchset(request: web.Request, types: tuple[str, ...], items: list[tuple[str, str]], system: bool = False,
+                    left_out: str | None = None) -> dict[str, Any]:
+    """The searchset Bundle of a search by this request's token (also a Bundle entry's GET)."""
     settings, catalog = request.app[SETTINGS], request.app[CATALOG].current  # one snapshot for the whole request
     context = search_context(request, lenient(request), catalog)
     base = context.base
-    access = authorize_search(parse_search(res_type, items, context), request[PRINCIPAL].privileges)
+    query = parse_search(types[0], items, context, types[1:] if system else None)
+    access = authorize_search(query, request[PRINCIPAL].privileges)
     query = access.query
     count_total = query.total == "accurate"
     result = await run_search(request.app[POOL], query, count_total, settings.max_page_size,
@@ -72,10 +88,10 @@ async def searchset(request: web.Request, res_type: str, items: list[tuple[str, 
     if result.total is None and query.total == "auto" and query.cursor is None and not result.more_after:
         result.total = len(result.matches)  # the first page holds every match: the total is known
     issues = _issues(query, result, catalog.pending_codes)
-    issues += [Issue("information", "suppressed", note) for note in access.left_out]
+    issues += [Issue("information", "suppressed", note) for note in (*access.left_out, *filter(None, [left_out]))]
     entries = [outcome_entry(issues)] if issues else []
-    entries += [_entry(base, found, "match", query.elements) for found in result.matches]
-    entries += [_entry(base, found, "include", query.elements) for found in result.included]
+    entries += [_entry(base, found, "match", query) for found in result.matches]
+    entries += [_entry(base, found, "include", query) for found in result.included]
     links = _links(base, query, result)
     total = None if query.total == "none" and not query.summary_count else result.total
     return bundle("searchset", entries, links, total)
@@ -87,29 +103,25 @@ def _issues(query: SearchQuery, result: SearchResult, pending_codes: Callable[[s
     if pending:
         issues.append(Issue("warning", "incomplete", f"Search parameters {', '.join(pending)} are not yet fully "
                             "indexed: the results may be incomplete until a reindex completes"))
+    if result.iteration_cut:
+        issues.append(Issue("warning", "incomplete", f"_include:iterate and _revinclude:iterate were followed for "
+                            f"{MAX_ITERATE_ROUNDS} rounds beyond the matches' own includes; resources further away "
+                            "are not included"))
     if result.included_truncated:
         issues.append(Issue("warning", "too-costly", f"Only the first {len(result.included)} included resources "
                             "are returned; use a smaller _count to get them all"))
     return issues
 
 
-def _entry(base: str, found: Found, mode: str, elements: tuple[str, ...]) -> dict[str, Any]:
-    resource = _subset(found.body, elements) if elements else orjson.Fragment(found.body)
+def _entry(base: str, found: Found, mode: str, query: SearchQuery) -> dict[str, Any]:
+    resource: Any = orjson.Fragment(found.body)
+    if subsets(query.summary, query.elements):
+        resource = subset(exact_json.loads(found.body), query.summary, query.elements)
     return search_entry(f"{base}/{found.res_type}/{found.fhir_id}", resource, mode)
 
 
-def _subset(body: bytes, elements: tuple[str, ...]) -> dict[str, Any]:
-    """Only the listed top-level elements (and resourceType, id, meta), tagged SUBSETTED."""
-    resource = exact_json.loads(body)
-    kept = {name: value for name, value in resource.items() if name in KEPT_ELEMENTS or name in elements}
-    meta = dict(kept.get("meta") or {})
-    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
-    kept["meta"] = meta
-    return kept
-
-
 def _links(base: str, query: SearchQuery, result: SearchResult) -> dict[str, str]:
-    url = f"{base}/{query.resource_type}"
+    url = base if query.system else f"{base}/{query.resource_type}"
     own = query.cursor
     links = {"self": _page_url(url, query, encode_cursor(own.direction, own.values, own.res_id) if own else None)}
     matches = result.matches

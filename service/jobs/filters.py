@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
-from service.search.query import SearchContext, SearchQuery, parse_search
+from service.search.query import SearchQuery, parse_search
 from service.search.registry import Registry
 from service.search.sql import Statement, chunk_statement
+from service.search.terms import SearchContext
 
 
 def parse_filters(registry: Registry, base: str, searches: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

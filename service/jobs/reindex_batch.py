@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import asyncpg
 import orjson
@@ -16,20 +16,26 @@ from service.jobs.pacing import LoopSlices
 from service.jobs.start import ReindexPlan
 from service.jobs.storage_step import BodyRewrite, compact_body, rewrite_current, rewrite_history
 from service.search.catalog import Catalog
+from service.search.extractor import AGE_DIVISOR, is_newer, is_stale
+from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
 from service.search.rows import fingerprint, only_codes
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
 
-# One statement takes the row locks and records the generation and fingerprint of the rows about to be
-# written; it returns the resources whose rows are to be written. A resource is left alone when, since
+if TYPE_CHECKING:  # jobs/stored_rows.py builds on this module
+    from service.jobs.stored_rows import Difference
+
+# One statement takes the row locks and records the generation, extractor and fingerprint of the rows about
+# to be written; it returns the resources whose rows are to be written. A resource is left alone when, since
 # the read, it was updated or deleted ($5, optimisticLock: its own write indexed it), or its rows were
 # rewritten without a new version (another job, an instance $reindex: index_hash moved), or indexed with
-# definitions newer than this worker's catalog (index_gen above $4).
-MARK_INDEXED = """
-UPDATE resource r SET index_gen = $4, index_hash = u.index_hash
+# definitions newer than this worker's catalog (index_gen above $4) or by a newer extractor than its own.
+MARK_INDEXED = f"""
+UPDATE resource r SET index_gen = $4, index_hash = u.index_hash, index_extractor = $7::bigint
 FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $6::bigint[]) AS u (res_id, version, index_hash, read_hash)
 WHERE r.res_id = u.res_id AND NOT r.deleted AND (r.version = u.version OR NOT $5)
   AND r.index_gen <= $4 AND r.index_hash IS NOT DISTINCT FROM u.read_hash
+  AND (r.index_extractor IS NULL OR r.index_extractor / {AGE_DIVISOR} <= $7::bigint / {AGE_DIVISOR})
 RETURNING r.res_id"""
 MAX_FAILURE_REASON = 300
 
@@ -53,9 +59,12 @@ class Extracted(NamedTuple):  # one per resource: cheaper to build than a frozen
     version: int
     read_hash: int | None  # the fingerprint stored when the batch was read
     fingerprint: int  # of the fresh extraction
-    records: IndexRecords | None  # the rows to write (of `codes`), when the fingerprints differ
+    records: IndexRecords | None  # the rows to write (of `codes`), when they differ from those stored
     codes: frozenset[str] | None  # the codes whose rows are rewritten (None: every code)
-    current: bool  # indexed at this catalog generation already: nothing to record unless the rows differ
+    current: bool  # indexed at this generation by this extractor already: nothing to record unless the rows differ
+    # Compared with the rows stored rather than with the fingerprint (forced, verified, or indexed by an older
+    # extractor): `records` holds every row until `prepare_compared` (jobs/stored_rows.py) has compared them.
+    exact: bool
 
     @property
     def differs(self) -> bool:
@@ -72,6 +81,7 @@ class PreparedBatch:
     extracted: list[Extracted]
     rewrites: list[BodyRewrite]
     failures: dict[int, str]  # res_id -> reason
+    differences: list[Difference] = field(default_factory=list)  # of the rows stored, when compared
 
     def halves(self) -> tuple[PreparedBatch, PreparedBatch]:
         """The batch cut in two by its rows (of two rows at least), each with its own extractions."""
@@ -95,20 +105,15 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
     for row in rows:
         await slices.pause()
         index_gen = row["index_gen"]
-        # Only the rows of codes whose definitions changed since the resource was indexed can be stale; a
-        # resource with none costs only this read. Unknown rows (no fingerprint) and a forced job check all,
-        # except rows indexed with definitions newer than this worker's: their own write did the job.
         stale = stale_by_gen.get(index_gen)
         if stale is None:
             stale = stale_by_gen[index_gen] = catalog.stale_codes(res_type, index_gen)
-        every_code = plan.force or row["index_hash"] is None
-        reindex = (plan.reindex_search_parameters and index_gen <= catalog.generation
-                   and (every_code or bool(stale)))
-        if not reindex and plan.optimize_storage == "NONE":
+        check = _what_to_check(row, stale, catalog, plan)
+        if check is None and plan.optimize_storage == "NONE":
             continue
         try:
-            if reindex:
-                batch.extracted.append(_extract(row, res_type, catalog, None if every_code else stale))
+            if check is not None:
+                batch.extracted.append(_extract(row, res_type, catalog, *check))
             if plan.optimize_storage != "NONE":
                 body = compact_body(row["body"])
                 if plan.force or body != row["body"]:
@@ -118,22 +123,46 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
     return batch
 
 
-def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozenset[str] | None) -> Extracted:
+def _what_to_check(row: asyncpg.Record, stale: frozenset[str], catalog: Catalog,
+                   plan: ReindexPlan) -> tuple[frozenset[str] | None, bool] | None:
+    """The codes whose rows to extract and check (None: all) and whether against the rows stored rather than
+    the fingerprint; None when the resource's rows are left alone.
+
+    Only the rows of codes whose definitions changed since the resource was indexed (`stale`) can be stale;
+    a resource with none costs only its read. Unknown rows (no fingerprint), rows of an older extractor, a
+    forced job and a verification check all, except rows indexed with definitions newer than this worker's
+    or by a newer extractor: their own write did the job."""
+    stored, mine = row["index_extractor"], current_extractor()
+    if not plan.reindex_search_parameters or row["index_gen"] > catalog.generation or (
+            stored is not None and is_newer(stored, mine)):
+        return None
+    exact = plan.force or plan.verify or is_stale(stored, mine)
+    if exact or row["index_hash"] is None:
+        return None, exact
+    return (stale, False) if stale else None
+
+
+def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozenset[str] | None,
+             exact: bool) -> Extracted:
     resource = orjson.loads(row["body"])
     if resource.__class__ is not dict:
         raise ValueError(f"the stored body is not a JSON object but {type(resource).__name__}")
     rows = catalog.registry.extract(resource)
     digest = fingerprint(rows)
     records = None
-    if digest != row["index_hash"]:
+    if exact or digest != row["index_hash"]:
         records = index_records(row["res_id"], res_type, rows if codes is None else only_codes(rows, codes))
-    return Extracted(row["res_id"], row["version"], row["index_hash"], digest, records, codes,
-                     row["index_gen"] == catalog.generation)
+    current = (row["index_gen"] == catalog.generation and row["index_extractor"] == current_extractor().number
+               and digest == row["index_hash"])
+    return Extracted(row["res_id"], row["version"], row["index_hash"], digest, records, codes, current, exact)
 
 
 async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,
                          plan: ReindexPlan) -> BatchOutcome:
-    """Write a prepared batch inside the caller's transaction (which also holds the checkpoint)."""
+    """Write a prepared batch inside the caller's transaction (which also holds the checkpoint); a
+    verification writes nothing."""
+    if plan.verify:
+        return batch_outcome(res_type, batch.rows, set(), dict(batch.failures))
     changed = await _write_indexes(conn, res_type, batch.extracted, batch.generation, plan.optimistic_lock)
     changed |= await rewrite_current(conn, batch.rewrites)
     failures = dict(batch.failures)
@@ -154,7 +183,8 @@ async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extrac
         return set()
     locked = {row["res_id"] for row in await conn.fetch(
         MARK_INDEXED, [item.res_id for item in marked], [item.version for item in marked],
-        [item.fingerprint for item in marked], generation, optimistic_lock, [item.read_hash for item in marked])}
+        [item.fingerprint for item in marked], generation, optimistic_lock, [item.read_hash for item in marked],
+        current_extractor().number)}
     # Resources indexed at different generations have different stale codes: one DELETE per set of codes.
     by_codes: dict[frozenset[str] | None, list[tuple[int, IndexRecords]]] = defaultdict(list)
     for item in marked:

@@ -13,9 +13,11 @@ import structlog
 from service.db import Connection
 from service.jobs.filters import chunk_read
 from service.jobs.isolation import write_isolating
-from service.jobs.reindex_batch import BatchOutcome, PreparedBatch, prepare_batch
+from service.jobs.reindex_batch import BatchOutcome, PreparedBatch
 from service.jobs.repository import CHECKPOINT_CHUNK, ClaimedChunk
 from service.jobs.start import ReindexPlan
+from service.jobs.stored_rows import prepare_compared
+from service.jobs.verify import record_differences
 from service.search.catalog import Catalogs
 from service.search.sql import CHUNK_SELECT, Statement
 
@@ -56,7 +58,7 @@ async def run_chunk(read_conn: Connection, write_conn: Connection, chunk: Claime
             statement = _chunk_read(chunk, catalogs)
             cursor = await read_conn.cursor(statement.text, *statement.params)
             while rows := await cursor.fetch(plan.batch_size):
-                batch = await prepare_batch(chunk.res_type, rows, catalogs.current, plan)
+                batch = await prepare_compared(read_conn, chunk.res_type, rows, catalogs.current, plan)
                 if writing is not None:
                     await _committed(writing, chunk, on_batch)
                 writing = asyncio.create_task(_commit(write_conn, chunk, batch, plan, owner, lease_seconds))
@@ -74,6 +76,7 @@ async def _commit(conn: Connection, chunk: ClaimedChunk, batch: PreparedBatch, p
     returns what it did, whether the job was cancelled, and the batch's seconds from extraction to commit."""
     async with conn.transaction():
         outcome = await write_isolating(conn, chunk.res_type, batch, plan)
+        await record_differences(conn, chunk.job_id, chunk.res_type, batch.differences)
         checkpoint = await conn.fetchrow(
             CHECKPOINT_CHUNK, chunk.job_id, chunk.seq, outcome.last_res_id, outcome.processed, outcome.changed,
             outcome.unchanged, len(outcome.failures), outcome.failures, lease_seconds, owner)

@@ -46,8 +46,10 @@ class ReindexFailure:
 
 def render_report(
     counts: ReindexCounts, start: datetime, duration: timedelta, failures: Sequence[ReindexFailure] = (),
+    notes: Sequence[str] = (),
 ) -> str:
-    """The report text, newline-terminated. `failures` may be capped by the caller; `counts` has the totals."""
+    """The report text, newline-terminated. `failures` may be capped by the caller; `counts` has the totals.
+    `notes` (ours, not HAPI's: what a sweep or a verification found) end it, one line each."""
     lines = [
         "Reindex (v3) Report",
         RULE,
@@ -62,6 +64,8 @@ def render_report(
         lines += _type_block(resource_type, counts.by_type[resource_type])
     if failures or counts.failed:
         lines += _failure_block(failures, max(counts.failed, len(failures)))
+    if notes:
+        lines += [*notes, RULE]
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -12,11 +12,16 @@ import asyncpg
 from service.db import Connection
 from service.jobs.report import ReindexCounts, ReindexFailure, TypeCounts, render_report
 from service.jobs.status import EndState, JobState
+from service.jobs.verify import verification_notes
 from service.store.search_parameters import CHANNEL as SEARCH_PARAMETERS_CHANNEL
 
 JOBS_CHANNEL = "jobs"
 # Whether a job with these parameters indexed every stored resource of these base types.
 Covers = Callable[[list[str], dict[str, Any]], bool]
+# In a job's final transaction: (job parameters, changes about to be marked indexed) -> (those to mark, lines
+# for the report); jobs/sweep.py.
+Sweep = Callable[[Connection, dict[str, Any], list[asyncpg.Record]],
+                 Awaitable[tuple[list[asyncpg.Record], list[str]]]]
 
 INSERT_JOB = """
 INSERT INTO job (id, kind, parameters, fingerprint, catalog_generation, full_coverage, created_by, created_by_type)
@@ -139,15 +144,15 @@ async def job_totals(conn: Connection, job_id: UUID) -> tuple[ReindexCounts, lis
 
 
 async def finish_chunk(conn: Connection, chunk: ClaimedChunk, owner: str,
-                       covers: Covers) -> EndState | None:
-    """Mark the chunk done; the transaction that finishes a job's last chunk ends the job. Returns the
-    job's final state when this call ended it."""
+                       covers: Covers, sweep: Sweep | None = None) -> EndState | None:
+    """Mark the chunk done; the transaction that finishes a job's last chunk ends the job (after `sweep`, see
+    jobs/sweep.py). Returns the job's final state when this call ended it."""
     async with conn.transaction():
         await conn.execute(FINISH_CHUNK, chunk.job_id, chunk.seq, owner)
         job = await _job_row(conn, LOCK_JOB, chunk.job_id)
         if job["state"] != "in_progress" or await conn.fetchval(COUNT_OPEN_CHUNKS, chunk.job_id):
             return None
-        return await _end_job(conn, chunk.job_id, "cancelled" if job["cancel_requested"] else None, covers)
+        return await _end_job(conn, chunk.job_id, "cancelled" if job["cancel_requested"] else None, covers, sweep)
 
 
 async def end_cancelled(conn: Connection, job_id: UUID, seq: int | None, owner: str | None) -> None:
@@ -176,29 +181,38 @@ async def _job_row(conn: Connection, query: str, job_id: UUID, *args: object) ->
 
 
 async def _end_job(conn: Connection, job_id: UUID, forced_state: EndState | None,
-                   covers: Covers) -> EndState:
+                   covers: Covers, sweep: Sweep | None = None) -> EndState:
     await conn.execute("UPDATE job SET state = 'finalizing' WHERE id = $1", job_id)
     job = await _job_row(conn, SELECT_JOB, job_id)
     counts, failures = await job_totals(conn, job_id)
     state: EndState = forced_state or ("failed" if counts.failed else "completed")
+    notes: list[str] = []
     if state == "completed" and job["full_coverage"]:
-        await _mark_indexed(conn, job["catalog_generation"], job["parameters"], covers)
+        notes += await _mark_indexed(conn, job["catalog_generation"], job["parameters"], covers, sweep)
+    if job["parameters"].get("verify"):
+        notes += await verification_notes(conn, job_id)
     error = f"{counts.failed} resources could not be reindexed" if state == "failed" else None
     times = await _job_row(conn, END_JOB, job_id, state, None, error)
     started = times["started_at"] or times["ended_at"]
-    report = render_report(counts, started, times["ended_at"] - started, failures)
+    report = render_report(counts, started, times["ended_at"] - started, failures, notes)
     await conn.execute(SET_REPORT, job_id, report)
     return state
 
 
 async def _mark_indexed(conn: Connection, generation: int, parameters: dict[str, Any],
-                        covers: Covers) -> None:
-    """Custom parameter changes whose base types this job covered are indexed now; replicas are told."""
-    done = [row["generation"] for row in await conn.fetch(SELECT_PENDING_CHANGES, generation)
-            if covers(list(row["base"]), parameters)]
+                        covers: Covers, sweep: Sweep | None) -> list[str]:
+    """Custom parameter changes whose base types this job covered are indexed now, but for those `sweep`
+    keeps pending; replicas are told. Returns the sweep's lines for the report."""
+    covered = [row for row in await conn.fetch(SELECT_PENDING_CHANGES, generation)
+               if covers(list(row["base"]), parameters)]
+    notes: list[str] = []
+    if covered and sweep is not None:
+        covered, notes = await sweep(conn, parameters, covered)
+    done = [row["generation"] for row in covered]
     if done:
         await conn.execute(MARK_CHANGES_INDEXED, done)
         await conn.execute(NOTIFY_JOBS, SEARCH_PARAMETERS_CHANNEL, str(max(done)))
+    return notes
 
 
 async def request_cancel(conn: Connection, job_id: UUID) -> JobState | None:

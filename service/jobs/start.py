@@ -35,9 +35,13 @@ class ReindexPlan:
     batch_size: int = 500
     reindex_search_parameters: bool = True  # reindexSearchParameters=ALL: bring index rows up to date
     optimize_storage: StorageMode = "NONE"  # strip insignificant whitespace from stored bodies
-    # Check what is current already: every resource in scope is re-extracted with all its parameters (rows
-    # that differ from their fingerprint are rewritten), and every body is rewritten; counts are unaffected.
+    # Check what is current already: every resource in scope is re-extracted with all its parameters and
+    # compared with the rows stored (not their fingerprint), rows that differ are rewritten; with storage,
+    # every body is rewritten too. Counts are unaffected.
     force: bool = False
+    # Compare every resource in scope with the rows stored, as force does, and write nothing: the differences
+    # are the job's report (jobs/verify.py).
+    verify: bool = False
     optimistic_lock: bool = True  # skip resources changed since the chunk read them
     filters: Mapping[str, list[str]] = field(default_factory=dict)
     base: str = ""  # the server's base URL, for references in filters
@@ -50,7 +54,7 @@ class ReindexPlan:
         """The job row's `parameters` (jsonb); `from_parameters` reads them back."""
         return {"types": list(self.types), "allTypes": not self.types, "batchSize": self.batch_size,
                 "reindexSearchParameters": "ALL" if self.reindex_search_parameters else "NONE",
-                "optimizeStorage": self.optimize_storage, "force": self.force,
+                "optimizeStorage": self.optimize_storage, "force": self.force, "verify": self.verify,
                 "optimisticLock": self.optimistic_lock,
                 "filters": {res_type: list(queries) for res_type, queries in self.filters.items() if queries},
                 "base": self.base}
@@ -60,7 +64,7 @@ class ReindexPlan:
         """The plan of a validated `$reindex` request whose `url`s became `filters` (jobs/filters.py)."""
         return cls(types=tuple(filters), batch_size=request.batch_size,
                    reindex_search_parameters=request.reindex_search_parameters == "ALL",
-                   optimize_storage=request.optimize_storage, force=request.force,
+                   optimize_storage=request.optimize_storage, force=request.force, verify=request.verify,
                    optimistic_lock=request.optimistic_lock, filters=filters, base=base)
 
     @classmethod
@@ -68,8 +72,8 @@ class ReindexPlan:
         return cls(types=tuple(parameters["types"]), batch_size=parameters["batchSize"],
                    reindex_search_parameters=parameters.get("reindexSearchParameters", "ALL") == "ALL",
                    optimize_storage=parameters.get("optimizeStorage", "NONE"), force=parameters["force"],
-                   optimistic_lock=parameters["optimisticLock"], filters=parameters["filters"],
-                   base=parameters["base"])
+                   verify=parameters.get("verify", False), optimistic_lock=parameters["optimisticLock"],
+                   filters=parameters["filters"], base=parameters["base"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +84,8 @@ class StartedJob:
 
 def covers(bases: list[str], parameters: dict[str, Any]) -> bool:
     """Whether a job with these parameters indexed every stored resource of these base types."""
-    if parameters.get("reindexSearchParameters", "ALL") != "ALL":
-        return False  # a storage-only job leaves index rows as they were
+    if parameters.get("reindexSearchParameters", "ALL") != "ALL" or parameters.get("verify"):
+        return False  # a storage-only job leaves index rows as they were, a verification writes nothing
     return parameters["allTypes"] or set(concrete_types(bases)) <= set(parameters["types"])
 
 

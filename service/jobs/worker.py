@@ -32,6 +32,7 @@ from service.jobs.repository import (
     finish_chunk,
 )
 from service.jobs.start import covers
+from service.jobs.sweep import Sweeper
 from service.metrics import Metrics
 from service.search.catalog import Catalogs
 from service.store.notifications import CONNECTION_ERRORS, Wakeups, listening, reraise_if_cancelling
@@ -58,6 +59,7 @@ class ReindexWorkers:
         self._metrics = metrics
         # Unique to this instance: two apps in one process (or two hosts of one name) must not share leases.
         self._name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._sweep = Sweeper(catalogs)
 
     async def run(self) -> None:
         """Run the workers until cancelled."""
@@ -106,7 +108,7 @@ class ReindexWorkers:
                 lease = self._settings.lease_seconds
                 await while_leased(self._pool, chunk, owner, lease, run_chunk(
                     read_conn, write_conn, chunk, self._catalogs, owner, lease, self._count_batch))
-                ended = await shielded(finish_chunk(write_conn, chunk, owner, covers))
+                ended = await shielded(finish_chunk(write_conn, chunk, owner, covers, self._sweep))
             log.info("chunk_finished", res_type=chunk.res_type)
             if ended:
                 log.info("job_ended", state=ended)

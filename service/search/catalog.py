@@ -42,6 +42,24 @@ class Catalog:
             return frozenset()
         return frozenset(code for generation, code in changes if generation > index_gen)
 
+    def index_rows(self, resource: dict[str, Any]) -> IndexRows:
+        """The resource's index rows; a body whose shape is not FHIR JSON is refused (400)."""
+        try:
+            return self.registry.extract(resource)
+        except ValueError as exc:
+            raise invalid(f"The resource cannot be indexed: {exc}") from None
+
+    def search_parameter_change(self, resource: dict[str, Any]) -> SearchParameterChange:
+        """Validate a SearchParameter resource being stored; 422 when it cannot be used."""
+        try:
+            definition = custom_definition(resource)
+            self.registry.copy().add(definition)
+        except InvalidSearchParameter as exc:
+            raise FhirError(422, f"Invalid SearchParameter: {exc}", code="invalid") from None
+        # Retired parameters are stored but not used; draft and active ones are (HAPI uses only active).
+        in_force = resource if resource.get("status") != "retired" else None
+        return SearchParameterChange(definition.code, list(definition.base), in_force)
+
 
 @dataclass(frozen=True, slots=True)
 class SearchParameterChange:
@@ -97,21 +115,3 @@ class Catalogs:
             return False
         self.current = build_catalog(self._builtin, generation, definitions, pending, changes)
         return True
-
-    def index_rows(self, resource: dict[str, Any]) -> IndexRows:
-        """The resource's index rows; a body whose shape is not FHIR JSON is refused (400)."""
-        try:
-            return self.current.registry.extract(resource)
-        except ValueError as exc:
-            raise invalid(f"The resource cannot be indexed: {exc}") from None
-
-    def search_parameter_change(self, resource: dict[str, Any]) -> SearchParameterChange:
-        """Validate a SearchParameter resource being stored; 422 when it cannot be used."""
-        try:
-            definition = custom_definition(resource)
-            self.current.registry.copy().add(definition)
-        except InvalidSearchParameter as exc:
-            raise FhirError(422, f"Invalid SearchParameter: {exc}", code="invalid") from None
-        # Retired parameters are stored but not used; draft and active ones are (HAPI uses only active).
-        in_force = resource if resource.get("status") != "retired" else None
-        return SearchParameterChange(definition.code, list(definition.base), in_force)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode
 
 from service.fhir.errors import invalid
-from service.search.query import CONTROL_PARAMETERS, SearchContext, SearchQuery, Term, parse_search
+from service.search.query import CONTROL_PARAMETERS, SearchQuery, parse_search
+from service.search.terms import SearchContext, Term
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Criteria:
 def parse_criteria(resource_type: str, items: Sequence[tuple[str, str]], context: SearchContext) -> Criteria:
     terms = [(name, value) for name, value in items if name not in CONTROL_PARAMETERS]
     query = parse_search(resource_type, terms, replace(context, lenient=False))
+    if query.ignored:  # an unknown `_` parameter, ignored by a search, would widen what the criteria match
+        raise invalid(f"The criteria must hold only parameters this server knows ({query.ignored[0]})")
     if not query.terms:
         raise invalid(f"A conditional interaction needs search parameters that select {resource_type} resources "
                       f"(got '{urlencode(items)[:200]}')")

@@ -25,6 +25,7 @@ class Include:
     types: tuple[str, ...]  # sorted; the types it returns: targets (_include) or referring sources (_revinclude)
     reverse: bool  # _revinclude: resources that refer to the matches
     wildcard: bool  # the client named no single type: narrowed to the readable types instead of refused
+    iterate: bool = False  # `:iterate`: applied to the included resources too, round after round
 
     def narrowed(self, readable: frozenset[str]) -> Include:
         """Only the resources of `readable` types (for a _revinclude: only parameters of readable sources)."""
@@ -32,32 +33,34 @@ class Include:
         return replace(self, parameters=parameters, types=tuple(t for t in self.types if t in readable))
 
 
-def parse_include(text: str, resource_type: str, registry: Registry, reverse: bool) -> Include:
-    name = "_revinclude" if reverse else "_include"
+def parse_include(text: str, resource_type: str, registry: Registry, reverse: bool, iterate: bool = False) -> Include:
+    """An include of the searched `resource_type`'s matches; an iterated one may start from any type (it also
+    applies to the resources the includes added)."""
+    name = ("_revinclude" if reverse else "_include") + (":iterate" if iterate else "")
     written = f"{name}={text}"
     if text == "*":
         if reverse:
-            return _referring_everything(written, resource_type, registry)
+            return replace(_referring_everything(written, resource_type, registry), iterate=iterate)
         definitions = _references(registry, resource_type)
         parameters = tuple((resource_type, definition.code) for definition in definitions)
-        return Include(written, parameters, _targets(definitions), reverse=False, wildcard=True)
+        return Include(written, parameters, _targets(definitions), reverse=False, wildcard=True, iterate=iterate)
     parts = text.split(":")
     if len(parts) not in (2, 3):
         raise invalid(f"Invalid {name} '{text}': expected SourceType:parameter[:TargetType]")
     source, code, target = parts[0], parts[1], parts[2] if len(parts) == 3 else None
-    if not reverse and source != resource_type:
+    if not reverse and not iterate and source != resource_type:
         raise invalid(f"Invalid _include '{text}': the source type must be {resource_type}")
     compiled = registry.parameter(source, code) if source in RESOURCE_TYPES else None
     if compiled is None or compiled.definition.type != "reference":
         raise invalid(f"Invalid {name} '{text}': '{code}' is not a reference parameter of '{source}'")
     if target is not None and target not in RESOURCE_TYPES:
         raise invalid(f"Invalid {name} '{text}': '{target}' is not a resource type")
-    if reverse and target is not None and target != resource_type:
+    if reverse and not iterate and target is not None and target != resource_type:
         raise invalid(f"Invalid _revinclude '{text}': the target type must be {resource_type}")
     if reverse:
-        return Include(written, ((source, code),), (source,), reverse=True, wildcard=False)
+        return Include(written, ((source, code),), (source,), reverse=True, wildcard=False, iterate=iterate)
     types = (target,) if target else _targets([compiled.definition])
-    return Include(written, ((source, code),), types, reverse=False, wildcard=len(types) > 1)
+    return Include(written, ((source, code),), types, reverse=False, wildcard=len(types) > 1, iterate=iterate)
 
 
 def _references(registry: Registry, resource_type: str) -> list[SearchParameter]:

@@ -3,18 +3,19 @@
 `parse_search` turns the parameters of `GET [type]?...` (or a `_search` form) into a `SearchQuery`:
 one `Term` per parameter occurrence (repeated parameters AND), each holding its comma-separated
 alternatives (OR), plus the result controls (_sort, _count, _include...). Bad values are FhirError 400;
-unknown parameters are 400 too unless the request is lenient, when they are listed in `ignored`.
+unknown parameters are 400 too unless the request is lenient, when they are listed in `ignored`. Unknown names
+starting with `_` (client hints such as fhirpy's `_totalMethod`) are always ignored and listed there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 
 from service.fhir.errors import invalid
 from service.fhir.paging import parse_count
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.fhir.summary import parse_elements, parse_summary
 from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
 from service.search.includes import Include, parse_include
@@ -32,27 +33,26 @@ from service.search.query_values import (
     split_unescaped,
 )
 from service.search.registry import Registry
+from service.search.terms import (
+    SearchContext,
+    Term,
+    UnknownParameter,
+    chained_term,
+    has_term,
+    lookup,
+)
 
 CONTROL_PARAMETERS = frozenset({"_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
-                                "_format", "_pretty", "_cursor"})
+                                "_format", "_pretty", "_cursor", "_type"})
+# Search parameters of the R4 specification (search.html) that this server does not serve: refused (400), since
+# ignoring one would change the results. Any other `_` name the server does not know is ignored, as in HAPI FHIR.
+SPECIFIED_UNSUPPORTED = frozenset({"_list", "_filter", "_contained", "_containedType"})
+# `:recurse` is the R3 name of `:iterate`, still sent by clients.
+ITERATED_INCLUDES = frozenset({"_include:iterate", "_include:recurse", "_revinclude:iterate", "_revinclude:recurse"})
 MODIFIERS = {"string": {"exact", "contains"}, "token": {"not", "text"}, "uri": {"above", "below"}}
 COLUMN_SORTS = {"_id": "text", "_lastUpdated": "date"}  # sorted on resource columns
 SORT_VALUE_KINDS = {"date": "date", "number": "number", "quantity": "number"}  # others sort as text
 TOTAL_MODES = {"none": "none", "estimate": "accurate", "accurate": "accurate"}
-
-
-class UnknownParameter(Exception):
-    """A parameter this server cannot search on; ignored under `Prefer: handling=lenient`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Term:
-    resource_type: str
-    code: str
-    kind: str  # the parameter's type: string, token, date, number, quantity, uri, reference
-    values: tuple[QueryValue, ...] = ()  # alternatives (OR)
-    negated: bool = False  # `:not`: no value of the resource matches any alternative
-    chain: Term | None = None  # `code:Type.inner=...`: the term the referenced resources must match
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,35 +66,33 @@ class SortKey:
         return SORT_VALUE_KINDS.get(self.kind, "text")
 
 
-@dataclass(frozen=True, slots=True)
-class SearchContext:
-    registry: Registry
-    base: str  # the absolute base URL of this request (references on `registry.local_bases` are local too)
-    now: datetime  # for `ap` on dates
-    lenient: bool
-    default_count: int
-    max_count: int
-    max_terms: int = 30  # parameters per request (FHIR_MAX_SEARCH_TERMS)
-    max_values: int = 1000  # comma-separated values per request, over all parameters (FHIR_MAX_SEARCH_VALUES)
-
-
 @dataclass(frozen=True)
 class SearchQuery:
-    resource_type: str
+    resource_type: str  # the first type searched (the only one of a type-level search)
     terms: tuple[Term, ...] = ()
     sort: tuple[SortKey, ...] = ()
     count: int = 20
     total: str = "auto"  # "none", "accurate", or "auto": given when known without a count query
     summary_count: bool = False
+    summary: str = "false"  # `_summary`: true, text, data, count or false
     elements: tuple[str, ...] = ()
     includes: tuple[Include, ...] = ()
     cursor: Cursor | None = None
     ignored: tuple[str, ...] = ()  # why each ignored parameter was ignored (lenient handling)
     used: frozenset[tuple[str, str]] = frozenset()  # (resource type, code) of every parameter searched on
     link_parameters: tuple[tuple[str, str], ...] = field(default=())  # the request's, for paging links
+    other_types: tuple[str, ...] = ()  # a system-level search: the other types it searches
+    system: bool = False  # `GET [base]?...`: links go to the base, `_type` names the types
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return (self.resource_type, *self.other_types)
 
 
-def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: SearchContext) -> SearchQuery:
+def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: SearchContext,
+                 other_types: tuple[str, ...] | None = None) -> SearchQuery:
+    """A type-level search of `resource_type`, or (`other_types` given) a system-level search of it and those.
+    (Term, SearchContext and UnknownParameter live in service/search/terms.py, with the chains.)"""
     check_limits(items, context.max_terms, context.max_values)
     controls: dict[str, list[str]] = {}
     terms, ignored, links = [], [], []
@@ -103,41 +101,75 @@ def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: 
             raise invalid("Search parameters must not contain NUL characters")
         if name != "_cursor":
             links.append((name, value))
-        if name in CONTROL_PARAMETERS:
+        if name in CONTROL_PARAMETERS or name in ITERATED_INCLUDES:
             controls.setdefault(name, []).append(value)
         elif value:  # a parameter with an empty value is ignored, as in HAPI
+            if unknown_control(resource_type, name, context.registry):
+                ignored.append(f"Unknown parameter '{name}' was ignored: this server ignores parameters starting "
+                               "with '_' that it does not know, as HAPI FHIR does")
+                continue
             try:
-                terms.append(parse_term(resource_type, name, value, context))
+                term = parse_term(resource_type, name, value, context)
+                terms.append(common_term(term, other_types, context.registry) if other_types else term)
             except UnknownParameter as problem:
                 if not context.lenient:
                     raise invalid(str(problem)) from None
                 ignored.append(f"{problem}; it was ignored (Prefer: handling=lenient)")
     used = frozenset(pair for term in terms for pair in term_codes(term))
     unique_terms = tuple(dict.fromkeys(terms))  # `a AND a` is `a`: one SQL condition, however often it is sent
-    query = SearchQuery(resource_type, unique_terms, ignored=tuple(ignored), used=used, link_parameters=tuple(links))
+    query = SearchQuery(resource_type, unique_terms, ignored=tuple(ignored), used=used, link_parameters=tuple(links),
+                        other_types=other_types or (), system=other_types is not None)
     return apply_controls(query, controls, context)
 
 
+def common_term(term: Term, other_types: tuple[str, ...], registry: Registry) -> Term:
+    """The term as a condition on every searched type: a parameter all of them have, of one parameter type."""
+    if term.chain is not None:
+        raise invalid(f"Chained parameter '{term.written()}' is not supported in a search of several types")
+    for other in other_types:
+        kind = lookup(registry, other, term.code).type
+        if kind != term.kind:
+            raise invalid(f"Parameter '{term.code}' is a {term.kind} parameter of {term.resource_type} and a {kind} "
+                          f"parameter of {other}: it cannot search both")
+    return replace(term, other_types=other_types)
+
+
+def unknown_control(resource_type: str, name: str, registry: Registry) -> bool:
+    """A `_` name that is neither a parameter of the type nor one of the specification (e.g. fhirpy's
+    `_totalMethod`): clients send such names as hints for other servers."""
+    code = name.partition(":")[0].partition(".")[0]
+    known = SPECIFIED_UNSUPPORTED | CONTROL_PARAMETERS | {"_has"}
+    return code.startswith("_") and code not in known and registry.parameter(resource_type, code) is None
+
+
 def term_codes(term: Term) -> list[tuple[str, str]]:
-    return [(term.resource_type, term.code), *(term_codes(term.chain) if term.chain else ())]
+    """(type, code) of every parameter the term searches on, its chain's included."""
+    if term.chain is None:
+        return [(res_type, term.code) for res_type in term.types]
+    owner = term.chain.resource_type if term.reverse else term.resource_type  # `_has`: a parameter of the source
+    return [(owner, term.code), *term_codes(term.chain)]
 
 
-def lookup(registry: Registry, resource_type: str, code: str) -> SearchParameter:
-    compiled = registry.parameter(resource_type, code)
-    if compiled is None:
-        raise UnknownParameter(f"Unknown search parameter '{code}' for resource type '{resource_type}'")
-    if not compiled.definition.indexed:
-        kind = compiled.definition.type
-        raise UnknownParameter(f"Search parameter '{code}' ({kind}) of '{resource_type}' is not supported")
-    return compiled.definition
+def requested_types(items: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The types named by the `_type` parameters of a system-level search, in order (none: not named)."""
+    named = [name.strip() for key, value in items if key == "_type" for name in value.split(",") if name.strip()]
+    for name in named:
+        if name not in RESOURCE_TYPES:
+            raise invalid(f"Unknown resource type '{name[:60]}' in _type")
+    return tuple(dict.fromkeys(named))
 
 
-def parse_term(resource_type: str, name: str, value: str, context: SearchContext) -> Term:
+def parse_term(resource_type: str, name: str, value: str, context: SearchContext, links: int = 0) -> Term:
+    """One parameter: plain, chained (`code:Type.inner`, to any depth) or reverse-chained (`_has:Type:code:inner`);
+    `links` counts the chain links above it (at most MAX_CHAIN_LINKS in all)."""
+    if name.startswith("_has:"):
+        return has_term(resource_type, name, value, context, links + 1, parse_term)
     head, dot, chained = name.partition(".")
     code, _, modifier = head.partition(":")
     definition = lookup(context.registry, resource_type, code)
     if dot:
-        return chained_term(resource_type, definition, modifier or None, chained, value, context)
+        return chained_term(resource_type, definition, modifier or None, chained, value, context, links + 1,
+                            parse_term)
     return simple_term(resource_type, definition, modifier or None, value, context)
 
 
@@ -176,41 +208,24 @@ def parse_value(definition: SearchParameter, text: str, modifier: str | None, ty
     return parse_uri(text, modifier)
 
 
-def chained_term(resource_type: str, definition: SearchParameter, modifier: str | None, chained: str, value: str,
-                 context: SearchContext) -> Term:
-    code = definition.code
-    if definition.type != "reference":
-        raise invalid(f"Cannot chain on '{code}': it is a {definition.type} parameter, not a reference")
-    if "." in chained:
-        raise invalid(f"Chained parameter '{code}.{chained}': only one level of chaining is supported")
-    if modifier is not None and modifier not in RESOURCE_TYPES:
-        raise invalid(f"Cannot chain on '{code}:{modifier}': ':{modifier}' is not a resource type")
-    target = modifier or (definition.target[0] if len(definition.target) == 1 else None)
-    if target is None:
-        kinds = ", ".join(definition.target) or "any type"
-        raise invalid(f"Chained parameter '{code}.{chained}': '{code}' may refer to {kinds}; "
-                      f"name the type, as in {code}:Type.{chained}")
-    if definition.target and target not in definition.target:
-        raise invalid(f"Parameter '{code}' refers to {', '.join(definition.target)}, not {target}")
-    inner_code, _, inner_modifier = chained.partition(":")
-    inner_definition = lookup(context.registry, target, inner_code)
-    inner = simple_term(target, inner_definition, inner_modifier or None, value, context)
-    return Term(resource_type, code, "reference", chain=inner)
-
-
 def apply_controls(query: SearchQuery, controls: dict[str, list[str]], context: SearchContext) -> SearchQuery:
     resource_type, registry = query.resource_type, context.registry
     last = {name: values[-1] for name, values in controls.items()}
     count = parse_count(last.get("_count"), context.default_count, context.max_count)
-    sort = tuple(key for text in controls.get("_sort", ()) for key in parse_sort(resource_type, text, registry))
-    includes = [parse_include(text, resource_type, registry, reverse=False) for text in controls.get("_include", ())]
-    includes += [parse_include(text, resource_type, registry, reverse=True) for text in controls.get("_revinclude", ())]
-    cursor = last.get("_cursor")
+    sort = tuple(key for text in controls.get("_sort", ()) for key in parse_sort(query.types, text, registry))
+    includes = [parse_include(text, resource_type, registry, reverse=name.startswith("_rev"), iterate=":" in name)
+                for name, texts in controls.items() if name.partition(":")[0] in ("_include", "_revinclude")
+                for text in texts]
+    if "_type" in controls and not query.system:
+        raise invalid("_type applies to a system-level search (GET [base]?_type=...), not to a search of one type")
+    if includes and query.other_types:
+        raise invalid("_include and _revinclude are not supported in a search of several types")
+    cursor, summary = last.get("_cursor"), parse_summary(last.get("_summary"))
     return SearchQuery(
         resource_type, query.terms, sort, max(count, 1), parse_total(last.get("_total")),
-        parse_summary(last.get("_summary")) or count == 0, parse_elements(controls.get("_elements", ())),
-        tuple(includes), decode_cursor(cursor, sort_value_kinds(sort)) if cursor else None,
-        query.ignored, query.used, query.link_parameters,
+        summary == "count" or count == 0, summary, parse_elements(controls.get("_elements", ())), tuple(includes),
+        decode_cursor(cursor, sort_value_kinds(sort)) if cursor else None,
+        query.ignored, query.used, query.link_parameters, query.other_types, query.system,
     )
 
 
@@ -222,24 +237,7 @@ def parse_total(text: str | None) -> str:
     return TOTAL_MODES[text]
 
 
-def parse_summary(text: str | None) -> bool:
-    """True for `_summary=count`; `false` is the default; the other modes are refused."""
-    if text is None or text == "false":
-        return False
-    if text == "count":
-        return True
-    raise invalid(f"_summary={text} is not supported: use count or false (or _elements)")
-
-
-def parse_elements(texts: Iterable[str]) -> tuple[str, ...]:
-    names = [name.strip() for text in texts for name in text.split(",") if name.strip()]
-    for name in names:
-        if not name.replace("_", "a").isalnum():
-            raise invalid(f"Invalid _elements name '{name}': top-level element names are expected")
-    return tuple(dict.fromkeys(names))
-
-
-def parse_sort(resource_type: str, text: str, registry: Registry) -> list[SortKey]:
+def parse_sort(types: tuple[str, ...], text: str, registry: Registry) -> list[SortKey]:
     keys = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -248,11 +246,18 @@ def parse_sort(resource_type: str, text: str, registry: Registry) -> list[SortKe
         if code in COLUMN_SORTS:
             keys.append(SortKey(code, "token" if code == "_id" else "date", descending))
             continue
-        compiled = registry.parameter(resource_type, code)
-        if compiled is None or not compiled.definition.indexed:
-            raise invalid(f"Cannot sort on '{code}': not a searchable parameter of '{resource_type}'")
-        keys.append(SortKey(code, compiled.definition.type, descending))
+        kinds = {sort_kind(registry, resource_type, code) for resource_type in types}
+        if len(kinds) > 1:
+            raise invalid(f"Cannot sort on '{code}': its parameter type differs between the searched types")
+        keys.append(SortKey(code, kinds.pop(), descending))
     return keys
+
+
+def sort_kind(registry: Registry, resource_type: str, code: str) -> str:
+    compiled = registry.parameter(resource_type, code)
+    if compiled is None or not compiled.definition.indexed:
+        raise invalid(f"Cannot sort on '{code}': not a searchable parameter of '{resource_type}'")
+    return compiled.definition.type
 
 
 def sort_value_kinds(sort: Iterable[SortKey]) -> list[str]:

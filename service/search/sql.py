@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.search.cursor import BACKWARD, Cursor
-from service.search.param_hash import sp_hash
 from service.search.query import SearchQuery, SortKey
-from service.search.sql_filters import TABLES, Parameters, term_condition
+from service.search.sql_filters import TABLES, Parameters, hash_test, term_condition
 
 RESOURCE_COLUMNS = {"_id": "r.fhir_id", "_lastUpdated": "r.last_updated"}
 SORT_COLUMNS = {"string": "normalized", "token": "value", "uri": "uri", "number": "value", "quantity": "value",
@@ -45,7 +44,10 @@ class OrderItem:
 
 
 def match_conditions(query: SearchQuery, params: Parameters) -> list[str]:
-    conditions = [f"r.res_type = {params.add(query.resource_type)}", "NOT r.deleted"]
+    if query.other_types:
+        conditions = [f"r.res_type = ANY({params.add(list(query.types), '::text[]')})", "NOT r.deleted"]
+    else:
+        conditions = [f"r.res_type = {params.add(query.resource_type)}", "NOT r.deleted"]
     conditions += [term_condition(term, params) for term in query.terms]
     return conditions
 
@@ -81,21 +83,20 @@ def sort_order(query: SearchQuery, params: Parameters) -> tuple[list[str], list[
         if key.code in RESOURCE_COLUMNS:
             order.append(OrderItem(RESOURCE_COLUMNS[key.code], key.descending, True, cast))
             continue
-        joins.append(sort_join(query.resource_type, key, f"s{index}", params))
+        joins.append(sort_join(query.types, key, f"s{index}", params))
         order.append(OrderItem(f"s{index}.v", key.descending, True, cast))
     order.append(OrderItem("r.res_id", False, True, "::bigint"))
     return joins, order
 
 
-def sort_join(resource_type: str, key: SortKey, alias: str, params: Parameters) -> str:
+def sort_join(types: tuple[str, ...], key: SortKey, alias: str, params: Parameters) -> str:
     if key.kind == "date":
         column = "high" if key.descending else "low"
     else:
         column = SORT_COLUMNS[key.kind]
     aggregate = "max" if key.descending else "min"
-    code_hash = params.add(sp_hash(resource_type, key.code))
     return (f" LEFT JOIN LATERAL (SELECT {aggregate}({column}) AS v FROM {TABLES[key.kind]} "
-            f"WHERE res_id = r.res_id AND sp_hash = {code_hash}) {alias} ON true")
+            f"WHERE res_id = r.res_id AND {hash_test(types, key.code, params)}) {alias} ON true")
 
 
 def keyset_condition(order: list[OrderItem], cursor: Cursor, params: Parameters) -> str:
@@ -127,7 +128,8 @@ def equal_condition(item: OrderItem, value: object, params: Parameters) -> str:
 
 
 # What a reindex chunk reads of each resource (jobs/reindex_step.py reads whole chunks with it too).
-CHUNK_SELECT = "SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.body FROM resource r"
+CHUNK_SELECT = ("SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.index_extractor, r.body "
+                "FROM resource r")
 
 
 def chunk_statement(queries: Sequence[SearchQuery], after: int, upto: int) -> Statement:

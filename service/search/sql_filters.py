@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from service.search.param_hash import sp_hash
-from service.search.query import Term
 from service.search.query_values import (
     DateMatch,
     MissingMatch,
@@ -23,6 +22,7 @@ from service.search.query_values import (
     UriMatch,
     uri_ancestors,
 )
+from service.search.terms import Term
 
 TABLES = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
           "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference"}
@@ -54,45 +54,78 @@ NUMBER_CONDITIONS = {
 
 
 class Parameters:
-    """The `$n` parameters of one statement, in order."""
+    """The `$n` parameters of one statement, in order, and the table aliases its chains use."""
 
     def __init__(self) -> None:
         self.values: list[object] = []
+        self._aliases = 0
 
     def add(self, value: object, cast: str = "") -> str:
         self.values.append(value)
         return f"${len(self.values)}{cast}"
 
+    def alias(self, prefix: str) -> str:
+        """A table alias not used before in the statement (chains nest subqueries within subqueries)."""
+        self._aliases += 1
+        return f"{prefix}{self._aliases}"
 
-def term_condition(term: Term, params: Parameters, res_id: str = "r.res_id") -> str:
+
+def term_condition(term: Term, params: Parameters, alias: str = "r") -> str:
+    """The condition on the resource row `alias` (which has res_id, res_type and fhir_id)."""
+    if term.reverse:
+        return has_condition(term, params, alias)
     subquery = term_subquery(term, params)
     if term.negated:
         # PostgreSQL never plans `NOT IN (subquery)` as an anti-join (a NULL would change its meaning), only
         # as a per-row or hashed SubPlan; NOT EXISTS says the same here (res_id is never NULL) and is one.
-        return f"NOT EXISTS (SELECT FROM ({subquery}) AS matched WHERE matched.res_id = {res_id})"
-    return f"{res_id} IN ({subquery})"
+        return f"NOT EXISTS (SELECT FROM ({subquery}) AS matched WHERE matched.res_id = {alias}.res_id)"
+    return f"{alias}.res_id IN ({subquery})"
+
+
+def hash_test(types: tuple[str, ...], code: str, params: Parameters) -> str:
+    """`sp_hash` is the parameter `code` of one of `types` (several in a system-level search)."""
+    if len(types) == 1:
+        return f"sp_hash = {params.add(sp_hash(types[0], code))}"
+    return f"sp_hash = ANY({params.add([sp_hash(res_type, code) for res_type in types], '::bigint[]')})"
 
 
 def term_subquery(term: Term, params: Parameters) -> str:
-    code_hash = params.add(sp_hash(term.resource_type, term.code))
     if term.chain is not None:
-        return chain_subquery(term.chain, code_hash, params)
+        return chain_subquery(term.chain, params.add(sp_hash(term.resource_type, term.code)), params)
+    code_test = hash_test(term.types, term.code, params)
     first = term.values[0]
     if isinstance(first, MissingMatch):
         table = "idx_missing" if first.missing else TABLES[term.kind]
-        return f"SELECT res_id FROM {table} WHERE sp_hash = {code_hash}"
-    alternatives = " OR ".join(f"(sp_hash = {code_hash} AND {value_condition(value, params)})"
-                               for value in term.values)
+        return f"SELECT res_id FROM {table} WHERE {code_test}"
+    alternatives = " OR ".join(f"({code_test} AND {value_condition(value, params)})" for value in term.values)
     return f"SELECT res_id FROM {TABLES[term.kind]} WHERE {alternatives}"
 
 
 def chain_subquery(inner: Term, code_hash: str, params: Parameters) -> str:
     """Resources whose reference `code_hash` points at a live resource matching `inner`."""
     target_type = params.add(inner.resource_type)
-    return (f"SELECT x.res_id FROM idx_reference x JOIN resource t "
-            f"ON t.res_type = x.target_type AND t.fhir_id = x.target_id "
-            f"WHERE x.sp_hash = {code_hash} AND x.target_type = {target_type} AND NOT t.deleted "
-            f"AND {term_condition(inner, params, 't.res_id')}")
+    x, t = params.alias("x"), params.alias("t")
+    return (f"SELECT {x}.res_id FROM idx_reference {x} JOIN resource {t} "
+            f"ON {t}.res_type = {x}.target_type AND {t}.fhir_id = {x}.target_id "
+            f"WHERE {x}.sp_hash = {code_hash} AND {x}.target_type = {target_type} AND NOT {t}.deleted "
+            f"AND {term_condition(inner, params, t)}")
+
+
+def has_condition(term: Term, params: Parameters, alias: str) -> str:
+    """`_has`: some resource matching the inner term refers to the row `alias` through the parameter. A semi-join
+    on idx_reference's (sp_hash, target_type, target_id) index; index rows exist for live resources only, so the
+    referring resource is joined only when the inner term needs its type and id (a nested `_has`)."""
+    inner = term.chain
+    assert inner is not None  # a reverse term always has its inner term
+    code_hash, target_type = params.add(sp_hash(inner.resource_type, term.code)), params.add(term.resource_type)
+    x = params.alias("x")
+    source, join = x, ""
+    if inner.reverse:
+        source = params.alias("s")
+        join = f" JOIN resource {source} ON {source}.res_id = {x}.res_id"
+    return (f"EXISTS (SELECT 1 FROM idx_reference {x}{join} WHERE {x}.sp_hash = {code_hash} "
+            f"AND {x}.target_type = {target_type} AND {x}.target_id = {alias}.fhir_id "
+            f"AND {term_condition(inner, params, source)})")
 
 
 def value_condition(value: object, params: Parameters) -> str:

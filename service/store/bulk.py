@@ -12,11 +12,11 @@ from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import Submitted
-from service.search.catalog import Catalogs, SearchParameterChange
+from service.search.catalog import Catalog, Catalogs, SearchParameterChange
 from service.search.rows import IndexRows, fingerprint
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
-from service.store.resources import SEARCH_PARAMETER
-from service.store.search_parameters import record_change
+from service.store.resources import EXTRACTOR, SEARCH_PARAMETER
+from service.store.search_parameters import catalog_for_write, record_change
 
 # Rows are locked as the sort emits them, in res_id order, the order in which a reindex batch reads them:
 # two writers of many rows that both go up by res_id wait for each other instead of deadlocking. A writer
@@ -30,15 +30,15 @@ FOR UPDATE OF r"""
 ALLOCATE_RES_IDS = "SELECT nextval(pg_get_serial_sequence('resource', 'res_id')) FROM generate_series(1, $1)"
 UPDATE_EXISTING = """
 UPDATE resource r SET version = u.version, last_updated = $5, deleted = false, body = u.body, index_gen = $6,
-    index_hash = u.index_hash
+    index_hash = u.index_hash, index_extractor = $7
 FROM unnest($1::bigint[], $2::integer[], $3::bytea[], $4::bigint[]) AS u (res_id, version, body, index_hash)
 WHERE r.res_id = u.res_id"""
 RESOURCE_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "body", "index_gen",
-                         "index_hash")
+                         "index_hash", "index_extractor")
 ANALYZE_TABLES = ("resource", *TABLE_COLUMNS)
 VERSION_COPY_COLUMNS = ("res_id", "res_type", "fhir_id", "version", "last_updated", "deleted", "method", "body")
 # COPY records, in the order of the columns above.
-ResourceRecord = tuple[int, str, str, int, datetime, bool, bytes, int, int]
+ResourceRecord = tuple[int, str, str, int, datetime, bool, bytes, int, int, int]
 VersionRecord = tuple[int, str, str, int, datetime, bool, str, bytes]
 
 
@@ -60,7 +60,6 @@ class Prepared:
     version: int
     body: bytes
     rows: IndexRows
-    generation: int  # of the catalog the rows were extracted with
     change: SearchParameterChange | None
     method: str
     res_id: int | None
@@ -82,39 +81,43 @@ async def write_batch(conn: Connection, resources: list[Submitted], catalogs: Ca
     """Write resources (each with a valid `resourceType` and `id`, no (type, id) twice) and their
     index rows in one transaction.
 
-    New ids are inserted at version 1; existing ones get a new version, as a PUT would give them.
+    New ids are inserted at version 1; existing ones get a new version, as a PUT would give them. Rows are
+    indexed with the catalog of the change log's latest generation (see `catalog_for_write`).
     """
     keys = [(resource.values["resourceType"], resource.values["id"]) for resource in resources]
-    last_updated, generation = now_ms(), catalogs.current.generation
+    last_updated = now_ms()
     async with conn.transaction():
         existing = {
             (row["res_type"], row["fhir_id"]): row
             for row in await conn.fetch(SELECT_EXISTING_FOR_UPDATE, [k[0] for k in keys], [k[1] for k in keys])
         }
+        catalog = await catalog_for_write(conn, catalogs, any(key[0] == SEARCH_PARAMETER for key in keys))
+        generation = catalog.generation
         new_count = len(keys) - len(existing)
         fresh_ids = iter([row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, new_count)] if new_count else [])
         batch = _Batch()
         for resource, key in zip(resources, keys):
-            _prepare(batch, resource, key, existing.get(key), fresh_ids, catalogs, last_updated, generation)
+            _prepare(batch, resource, key, existing.get(key), fresh_ids, catalog, last_updated)
         await _write(conn, batch, last_updated, generation)
     return BatchResult(created=len(batch.inserts), updated=len(batch.updates), rejected=batch.rejected,
                        search_parameters=len(batch.search_parameters))
 
 
-def prepare(resource: Submitted, fhir_id: str, version: int, last_updated: datetime, catalogs: Catalogs,
+def prepare(resource: Submitted, fhir_id: str, version: int, last_updated: datetime, catalog: Catalog,
             method: str, res_id: int | None = None) -> Prepared:
-    """Stamp and index a version to write; FhirError when it cannot be indexed or used."""
-    generation = catalogs.current.generation
+    """Stamp and index a version to write with `catalog` (see `catalog_for_write`); FhirError when it cannot be
+    indexed or used."""
     stamped, body = resource.stamped(fhir_id, version, last_updated)
-    rows = catalogs.index_rows(stamped)
+    rows = catalog.index_rows(stamped)
     res_type = stamped["resourceType"]
-    change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
-    return Prepared(res_type, fhir_id, version, body, rows, generation, change, method, res_id)
+    change = catalog.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
+    return Prepared(res_type, fhir_id, version, body, rows, change, method, res_id)
 
 
-async def write_prepared(conn: Connection, prepared: list[Prepared], last_updated: datetime) -> None:
-    """Write prepared versions with one statement or COPY per table, in the caller's transaction. New resources
-    have fresh ids, so none can exist already; the caller holds the locks of the rows it updates."""
+async def write_prepared(conn: Connection, prepared: list[Prepared], last_updated: datetime, generation: int) -> None:
+    """Write versions prepared with the catalog of `generation`, with one statement or COPY per table, in the
+    caller's transaction. New resources have fresh ids, so none can exist already; the caller holds the locks
+    of the rows it updates."""
     new_count = sum(1 for item in prepared if item.res_id is None)
     fresh_ids = iter([row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, new_count)] if new_count else [])
     batch = _Batch()
@@ -122,7 +125,7 @@ async def write_prepared(conn: Connection, prepared: list[Prepared], last_update
         res_id = next(fresh_ids) if item.res_id is None else item.res_id
         if item.res_id is None:
             batch.inserts.append((res_id, item.res_type, item.fhir_id, item.version, last_updated, False, item.body,
-                                  item.generation, fingerprint(item.rows)))
+                                  generation, fingerprint(item.rows), EXTRACTOR))
         else:
             batch.updates.append((res_id, item.version, item.body, fingerprint(item.rows)))
         batch.versions.append((res_id, item.res_type, item.fhir_id, item.version, last_updated, False, item.method,
@@ -130,19 +133,18 @@ async def write_prepared(conn: Connection, prepared: list[Prepared], last_update
         batch.records = index_records(res_id, item.res_type, item.rows, batch.records)
         if item.change is not None:
             batch.search_parameters.append((res_id, item.change))
-    # One generation for every updated row: the oldest catalog's, so a reindex re-extracts rather than trusts.
-    await _write(conn, batch, last_updated, min((item.generation for item in prepared), default=0))
+    await _write(conn, batch, last_updated, generation)
 
 
 def _prepare(batch: _Batch, resource: Submitted, key: tuple[str, str], current: asyncpg.Record | None,
-             fresh_ids: Iterator[int], catalogs: Catalogs, last_updated: datetime, generation: int) -> None:
+             fresh_ids: Iterator[int], catalog: Catalog, last_updated: datetime) -> None:
     """Stamp and index one resource into the batch; one that cannot be indexed or used is rejected."""
     res_type, fhir_id = key
     version = 1 if current is None else current["version"] + 1
     stamped, body = resource.stamped(fhir_id, version, last_updated)
     try:
-        rows = catalogs.index_rows(stamped)
-        change = catalogs.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
+        rows = catalog.index_rows(stamped)
+        change = catalog.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
     except FhirError as exc:
         batch.rejected.append(f"{res_type}/{fhir_id}: {exc.diagnostics}")
         return
@@ -151,8 +153,8 @@ def _prepare(batch: _Batch, resource: Submitted, key: tuple[str, str], current: 
         batch.search_parameters.append((res_id, change))
     batch.records = index_records(res_id, res_type, rows, batch.records)
     if current is None:
-        batch.inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, generation,
-                              fingerprint(rows)))
+        batch.inserts.append((res_id, res_type, fhir_id, version, last_updated, False, body, catalog.generation,
+                              fingerprint(rows), EXTRACTOR))
     else:
         batch.updates.append((res_id, version, body, fingerprint(rows)))
     batch.versions.append((res_id, res_type, fhir_id, version, last_updated, False, "PUT", body))
@@ -164,7 +166,7 @@ async def _write(conn: Connection, batch: _Batch, last_updated: datetime, genera
     if batch.updates:
         res_ids, numbers, bodies, hashes = zip(*batch.updates)
         await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), list(hashes), last_updated,
-                           generation)
+                           generation, EXTRACTOR)
     if batch.versions:
         await conn.copy_records_to_table("resource_version", records=batch.versions, columns=VERSION_COPY_COLUMNS)
     # Only updated resources can have old index rows; new ones start empty.

@@ -43,6 +43,7 @@ from service.store.bundle_targets import (
 )
 from service.store.conditional import matches, patched_version
 from service.store.resources import SEARCH_PARAMETER, ResourceStore, Version, WriteResult
+from service.store.search_parameters import catalog_for_write
 
 __all__ = ["EntryResult", "Reparse", "Write", "write_entries"]
 
@@ -148,17 +149,21 @@ class _Transaction(Targets):
 
     async def _write_together(self, steps: Sequence[Step], resolve: Resolve) -> None:
         """Creates, and updates of rows already locked, written with one statement or COPY per table."""
+        if not steps:
+            return
         last_updated, prepared = now_ms(), []
+        logs_change = any(step.write.res_type == SEARCH_PARAMETER for step in steps)
+        catalog = await catalog_for_write(self.conn, self.store.catalogs, logs_change)
         for step in steps:
             write, current = step.write, step.current
             assert write.resource is not None and step.target is not None, "a create or update has a resource and an id"
             with entry_errors(write):
                 rewrite_references(write.resource, resolve)
                 version = 1 if current is None else current["version"] + 1
-                prepared.append(prepare(write.resource, step.target, version, last_updated, self.store.catalogs,
-                                        write.method, None if current is None else current["res_id"]))
+                prepared.append(prepare(write.resource, step.target, version, last_updated, catalog, write.method,
+                                        None if current is None else current["res_id"]))
         try:
-            await write_prepared(self.conn, prepared, last_updated)
+            await write_prepared(self.conn, prepared, last_updated, catalog.generation)
         except asyncpg.UniqueViolationError:  # an id a PUT chose, created by another request since it was looked up
             raise FhirError(409, "A resource this Bundle creates was created by another request meanwhile; retry the "
                             "request", code="conflict") from None

@@ -48,6 +48,10 @@ SELECT_BY_RESOURCE = {
     for table, columns in TABLE_COLUMNS.items()
 }
 DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
+SELECT_BY_RESOURCES = {
+    table: f"SELECT {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
+    for table, columns in TABLE_COLUMNS.items()
+}
 
 IndexRecords = dict[str, list[tuple[object, ...]]]  # table -> COPY records (res_id, sp_hash, columns...)
 COPY_SLICE = 2000
@@ -85,6 +89,21 @@ async def replace_indexes(conn: Connection, res_ids: Sequence[int], records: Ind
         else:
             await conn.execute(DELETE_CODES_BY_RESOURCES, list(res_ids), list(sp_hashes))
     return await insert_indexes(conn, records)
+
+
+def stored_form(records: IndexRecords) -> Counter[tuple[object, ...]]:
+    """One resource's COPY records as a multiset of (table, sp_hash, values...), comparable with what
+    `stored_records` reads back."""
+    return Counter((table, *record[1:]) for table, table_records in records.items() for record in table_records)
+
+
+async def stored_records(conn: Connection, res_ids: Sequence[int]) -> dict[int, Counter[tuple[object, ...]]]:
+    """The index rows stored for these resources, per resource, in `stored_form`."""
+    stored: dict[int, Counter[tuple[object, ...]]] = {res_id: Counter() for res_id in res_ids}
+    for table, statement in SELECT_BY_RESOURCES.items():
+        for row in await conn.fetch(statement, list(res_ids)):
+            stored[row["res_id"]][(table, *tuple(row)[1:])] += 1
+    return stored
 
 
 async def insert_indexes(conn: Connection, records: IndexRecords) -> int:

@@ -16,11 +16,12 @@ from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import Submitted
-from service.search.catalog import Catalogs, SearchParameterChange
+from service.search.catalog import Catalog, Catalogs, SearchParameterChange
+from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows, fingerprint
 from service.store.indexes import index_records, insert_indexes, read_index_rows, update_indexes
-from service.store.search_parameters import record_change, refresh_catalog
+from service.store.search_parameters import catalog_for_write, record_change, refresh_catalog
 
 SEARCH_PARAMETER = "SearchParameter"
 
@@ -30,14 +31,15 @@ SELECT_CURRENT = """
 SELECT res_id, version, last_updated, deleted, body FROM resource WHERE res_type = $1 AND fhir_id = $2"""
 SELECT_CURRENT_FOR_UPDATE = SELECT_CURRENT + " FOR UPDATE"
 INSERT_RESOURCE = """
-INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen, index_hash)
-VALUES ($1, $2, 1, $3, false, $4, $5, $6)
+INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen, index_hash, index_extractor)
+VALUES ($1, $2, 1, $3, false, $4, $5, $6, $7)
 ON CONFLICT (res_type, fhir_id) DO NOTHING
 RETURNING res_id"""
 UPDATE_RESOURCE = """
-UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6, index_hash = $7
+UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6, index_hash = $7,
+    index_extractor = $8
 WHERE res_id = $1"""
-SET_INDEXED = "UPDATE resource SET index_gen = $2, index_hash = $3 WHERE res_id = $1"
+SET_INDEXED = "UPDATE resource SET index_gen = $2, index_hash = $3, index_extractor = $4 WHERE res_id = $1"
 INSERT_VERSION = """
 INSERT INTO resource_version (res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
@@ -46,6 +48,7 @@ SELECT v.version, v.last_updated, v.deleted, v.body
 FROM resource r JOIN resource_version v ON v.res_id = r.res_id
 WHERE r.res_type = $1 AND r.fhir_id = $2 AND v.version = $3"""
 SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
+EXTRACTOR = current_extractor().number  # recorded with the rows of every write
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +73,10 @@ class WriteResult:
 class ResourceStore:
     """The REST interactions on one pool; each write, index rows included, is one transaction.
 
-    Writing a SearchParameter also logs the change of the registry; this replica's catalog is
-    refreshed before the write returns (other replicas follow on the NOTIFY).
+    Every write indexes with the catalog of the change log's latest generation, checked inside its
+    transaction (store/search_parameters.py `catalog_for_write`), so a replica whose catalog lags never
+    writes rows of an older generation. Writing a SearchParameter also logs the change of the registry;
+    this replica's catalog is refreshed before the write returns (other replicas follow on the NOTIFY).
     """
 
     def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int, catalogs: Catalogs) -> None:
@@ -146,17 +151,18 @@ class ResourceStore:
     async def reindex(self, res_type: str, fhir_id: str, write: bool) -> tuple[IndexRows, IndexRows] | None:
         """The resource's stored and freshly extracted index rows (None: no such live resource); with
         `write`, the stored ones are brought up to date in the same transaction (instance $reindex)."""
-        catalog = self._catalogs.current
-        codes = {sp_hash(res_type, p.definition.code): p.definition.code for p in catalog.registry.parameters(res_type)}
         async with self.pool.acquire() as conn, conn.transaction():
+            catalog = await catalog_for_write(conn, self._catalogs, False) if write else self._catalogs.current
+            codes = {sp_hash(res_type, p.definition.code): p.definition.code
+                     for p in catalog.registry.parameters(res_type)}
             row = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE if write else SELECT_CURRENT, res_type, fhir_id)
             if row is None or row["deleted"]:
                 return None
             old = await read_index_rows(conn, row["res_id"], codes)
-            new = self._catalogs.index_rows(orjson.loads(row["body"]))
+            new = catalog.index_rows(orjson.loads(row["body"]))
             if write:
                 await update_indexes(conn, row["res_id"], index_records(row["res_id"], res_type, new))
-                await conn.execute(SET_INDEXED, row["res_id"], catalog.generation, fingerprint(new))
+                await conn.execute(SET_INDEXED, row["res_id"], catalog.generation, fingerprint(new), EXTRACTOR)
         return old, new
 
     async def insert(
@@ -165,10 +171,10 @@ class ResourceStore:
         last_updated = now_ms()
         stamped, body = resource.stamped(fhir_id, 1, last_updated)
         # Checked before any write: a resource that cannot be indexed or used is not stored.
-        generation = self._catalogs.current.generation
-        rows, change = self._indexing(stamped)
-        res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, generation,
-                                     fingerprint(rows))
+        catalog = await catalog_for_write(conn, self._catalogs, res_type == SEARCH_PARAMETER)
+        rows, change = _indexing(catalog, stamped)
+        res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, catalog.generation,
+                                     fingerprint(rows), EXTRACTOR)
         if res_id is None:
             return None
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
@@ -185,10 +191,11 @@ class ResourceStore:
         res_id, version, last_updated = current["res_id"], current["version"] + 1, now_ms()
         deleted = resource is None
         stamped, body = (None, None) if resource is None else resource.stamped(fhir_id, version, last_updated)
-        generation = self._catalogs.current.generation
-        rows, change = (IndexRows(), None) if stamped is None else self._indexing(stamped)
+        catalog = await catalog_for_write(conn, self._catalogs, res_type == SEARCH_PARAMETER)
+        rows, change = (IndexRows(), None) if stamped is None else _indexing(catalog, stamped)
         index_hash = None if deleted else fingerprint(rows)  # a deleted resource has no rows at all
-        await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, generation, index_hash)
+        await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, catalog.generation,
+                           index_hash, EXTRACTOR)
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
         records = index_records(res_id, res_type, rows)
         if deleted:  # a deleted resource matches no search, not even `:missing`
@@ -197,11 +204,6 @@ class ResourceStore:
         if res_type == SEARCH_PARAMETER:
             await record_change(conn, res_id, change)
         return Version(res_type, fhir_id, version, last_updated, deleted, body)
-
-    def _indexing(self, stamped: dict[str, Any]) -> tuple[IndexRows, SearchParameterChange | None]:
-        rows = self._catalogs.index_rows(stamped)
-        is_search_parameter = stamped["resourceType"] == SEARCH_PARAMETER
-        return rows, self._catalogs.search_parameter_change(stamped) if is_search_parameter else None
 
     async def after_write(self, result: WriteResult) -> WriteResult:
         if result.version.res_type == SEARCH_PARAMETER:
@@ -219,3 +221,9 @@ def check_version(if_match: int | None, current: int | None, res_type: str, fhir
 
 def version_of(res_type: str, fhir_id: str, row: asyncpg.Record) -> Version:
     return Version(res_type, fhir_id, row["version"], row["last_updated"], row["deleted"], row["body"])
+
+
+def _indexing(catalog: Catalog, stamped: dict[str, Any]) -> tuple[IndexRows, SearchParameterChange | None]:
+    rows = catalog.index_rows(stamped)
+    is_search_parameter = stamped["resourceType"] == SEARCH_PARAMETER
+    return rows, catalog.search_parameter_change(stamped) if is_search_parameter else None

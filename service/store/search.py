@@ -16,8 +16,9 @@ from service.search.param_hash import sp_hash
 from service.search.query import SearchQuery
 from service.search.sql import Statement, count_statement, page_statement
 
-# Resources the page's references point at (_include), and resources referring to the page (_revinclude), only
-# of the include's types: the HTTP layer narrows those to the types the token may read.
+# Resources the given ones refer to (_include), and resources referring to the given ones (_revinclude), only of
+# the include's types: the HTTP layer narrows those to the types the token may read. The given resources are the
+# page's matches, then (`:iterate`) the resources the previous round included.
 SELECT_INCLUDED = """
 SELECT DISTINCT t.res_id, t.res_type, t.fhir_id, t.body
 FROM idx_reference x JOIN resource t ON t.res_type = x.target_type AND t.fhir_id = x.target_id
@@ -27,10 +28,13 @@ ORDER BY t.res_id LIMIT $4"""
 SELECT_REVINCLUDED = """
 SELECT DISTINCT s.res_id, s.res_type, s.fhir_id, s.body
 FROM idx_reference x JOIN resource s ON s.res_id = x.res_id
-WHERE x.sp_hash = ANY($1::bigint[]) AND x.target_type = $2 AND x.target_id = ANY($3::text[]) AND NOT s.deleted
-  AND s.res_type = ANY($4::text[])
+WHERE x.sp_hash = ANY($1::bigint[]) AND NOT s.deleted AND s.res_type = ANY($4::text[])
+  AND (x.target_type, x.target_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))
 ORDER BY s.res_id LIMIT $5"""
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
+# `:iterate` includes are applied again to what the previous round added, at most this many times: each round is
+# one more statement per include, and three reach e.g. PractitionerRole -> Organization -> its partOf -> its partOf.
+MAX_ITERATE_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class SearchResult:
     total: int | None = None
     included: list[Found] = field(default_factory=list)
     included_truncated: bool = False
+    iteration_cut: bool = False  # the last `:iterate` round still added resources: further ones are left out
 
 
 class Budget:
@@ -87,8 +92,7 @@ async def _run(conn: Connection, budget: Budget, query: SearchQuery, count_total
         await budget.next_statement()
         result.total = await _fetch_count(conn, count_statement(query))
     if query.includes and result.matches:
-        result.included, result.included_truncated = await _fetch_included(
-            conn, budget, query, result.matches, include_limit)
+        await _fetch_included(conn, budget, query.includes, result, include_limit)
     return result
 
 
@@ -107,30 +111,38 @@ async def _fetch_page(conn: Connection, query: SearchQuery) -> SearchResult:
     return SearchResult(found, more_after=more)
 
 
-async def _fetch_included(conn: Connection, budget: Budget, query: SearchQuery, matches: Sequence[Found],
-                          limit: int) -> tuple[list[Found], bool]:
-    """Included resources, each once, none of them a match; at most `limit` (and whether more were left)."""
-    seen = {found.res_id for found in matches}
-    included: list[Found] = []
-    for include in query.includes:
-        if not include.types:
-            continue  # narrowed to nothing: no type it could return is readable
-        await budget.next_statement()
-        statement = _include_statement(include, query.resource_type, matches, limit + 1)
-        rows = await conn.fetch(statement.text, *statement.params)
-        for row in rows:
-            if row[0] not in seen:
-                seen.add(row[0])
-                included.append(Found(row[0], row[1], row[2], row[3]))
-        if len(included) > limit or len(rows) > limit:
-            return included[:limit], True
-    return included, False
+async def _fetch_included(conn: Connection, budget: Budget, includes: Sequence[Include], result: SearchResult,
+                          limit: int) -> None:
+    """Included resources, each once, none of them a match, at most `limit`: every include applied to the matches,
+    then the `:iterate` ones to what the previous round added, for MAX_ITERATE_ROUNDS more rounds."""
+    seen = {found.res_id for found in result.matches}
+    given: Sequence[Found] = result.matches
+    iterated = [include for include in includes if include.iterate]
+    for round_includes in [includes, *[iterated] * MAX_ITERATE_ROUNDS]:
+        if not round_includes or not given:
+            return
+        added = []
+        for include in round_includes:
+            if not include.types:
+                continue  # narrowed to nothing: no type it could return is readable
+            await budget.next_statement()
+            statement = _include_statement(include, given, limit + 1)
+            rows = await conn.fetch(statement.text, *statement.params)
+            added += [Found(row[0], row[1], row[2], row[3]) for row in rows if row[0] not in seen]
+            seen.update(row[0] for row in rows)
+            if len(result.included) + len(added) > limit or len(rows) > limit:
+                result.included = [*result.included, *added][:limit]
+                result.included_truncated = True
+                return
+        result.included += added
+        given = added
+    result.iteration_cut = bool(iterated and given)
 
 
-def _include_statement(include: Include, resource_type: str, matches: Sequence[Found], limit: int) -> Statement:
+def _include_statement(include: Include, given: Sequence[Found], limit: int) -> Statement:
     hashes = [sp_hash(source, code) for source, code in include.parameters]
     types = list(include.types)
     if include.reverse:
-        fhir_ids = [found.fhir_id for found in matches]
-        return Statement(SELECT_REVINCLUDED, (hashes, resource_type, fhir_ids, types, limit))
-    return Statement(SELECT_INCLUDED, ([found.res_id for found in matches], hashes, types, limit))
+        targets = ([found.res_type for found in given], [found.fhir_id for found in given])
+        return Statement(SELECT_REVINCLUDED, (hashes, *targets, types, limit))
+    return Statement(SELECT_INCLUDED, ([found.res_id for found in given], hashes, types, limit))

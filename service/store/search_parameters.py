@@ -6,7 +6,7 @@ import asyncpg
 import structlog
 
 from service.db import Connection
-from service.search.catalog import Catalogs, SearchParameterChange
+from service.search.catalog import Catalog, Catalogs, SearchParameterChange
 from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
 
 log = structlog.get_logger(__name__)
@@ -34,7 +34,11 @@ SELECT_CHANGES = "SELECT generation, code, base FROM search_parameter_change ORD
 # Changes are serialised so generations commit in order: a catalog read at generation G then holds
 # every change up to G, which is what rows indexed at G (and `Catalog.stale_codes`) rely on.
 LOCK_CHANGES = "SELECT pg_advisory_xact_lock($1)"
+# Every other write takes it shared: a change cannot commit while a write indexed with the generation before
+# it is still open, so no write commits rows of a generation older than the change log's.
+LOCK_CHANGES_SHARED = "SELECT pg_advisory_xact_lock_shared($1)"
 CHANGES_LOCK_KEY = 7_461_726_964_657_802
+SELECT_GENERATION = "SELECT coalesce(max(generation), 0) FROM search_parameter_change"
 
 
 async def record_change(conn: Connection, res_id: int, change: SearchParameterChange | None) -> int | None:
@@ -56,16 +60,35 @@ async def record_change(conn: Connection, res_id: int, change: SearchParameterCh
     return generation
 
 
+async def catalog_for_write(conn: Connection, catalogs: Catalogs, logs_change: bool) -> Catalog:
+    """The catalog a write transaction indexes with: that of the change log's latest generation.
+
+    Call inside the write's transaction, before extracting. The change log's lock is taken until commit
+    (exclusive when the write logs a SearchParameter change, shared otherwise), so the generation read
+    here stays the latest until this transaction commits; a catalog behind it (its NOTIFY not arrived yet)
+    is refreshed first, on this connection."""
+    await conn.execute(LOCK_CHANGES if logs_change else LOCK_CHANGES_SHARED, CHANGES_LOCK_KEY)
+    if await conn.fetchval(SELECT_GENERATION) > catalogs.current.generation:
+        # Under the lock no change commits meanwhile; the `indexed` flags it reads may move, which
+        # touches only pending warnings, and a later refresh corrects those.
+        await _refresh_on(conn, catalogs)
+    return catalogs.current
+
+
 async def refresh_catalog(pool: asyncpg.Pool, catalogs: Catalogs) -> bool:
     """Install the catalog of the latest change, read in one snapshot; False when already current."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        state = await conn.fetchrow(SELECT_STATE)
-        assert state is not None, "an aggregate without GROUP BY has a row"
-        if (state["generation"], state["unindexed"]) == (catalogs.current.generation, catalogs.current.unindexed):
-            return False
-        definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
-        pending = [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)]
-        changes = [(row["generation"], row["code"], list(row["base"])) for row in await conn.fetch(SELECT_CHANGES)]
+        return await _refresh_on(conn, catalogs)
+
+
+async def _refresh_on(conn: Connection, catalogs: Catalogs) -> bool:
+    state = await conn.fetchrow(SELECT_STATE)
+    assert state is not None, "an aggregate without GROUP BY has a row"
+    if (state["generation"], state["unindexed"]) == (catalogs.current.generation, catalogs.current.unindexed):
+        return False
+    definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
+    pending = [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)]
+    changes = [(row["generation"], row["code"], list(row["base"])) for row in await conn.fetch(SELECT_CHANGES)]
     return catalogs.install(state["generation"], definitions, pending, changes)
 
 

@@ -7,6 +7,7 @@ import orjson
 from service.jobs.reindex_batch import prepare_batch
 from service.jobs.start import ReindexPlan
 from service.search.catalog import build_catalog
+from service.search.extractor import Extractor, current
 from service.search.registry import Registry
 from service.search.rows import fingerprint
 
@@ -14,9 +15,13 @@ ORG = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
 CATALOG = build_catalog(Registry.builtin(), 3, [], [], [(3, "name", ["Organization"])])
 
 
-def row(res_id: int, index_gen: int, index_hash: int | None, body: bytes = orjson.dumps(ORG)) -> dict:
+MINE = current()
+
+
+def row(res_id: int, index_gen: int, index_hash: int | None, body: bytes = orjson.dumps(ORG),
+        extractor: int | None = MINE.number) -> dict:
     return {"res_id": res_id, "fhir_id": f"o{res_id}", "version": 1, "index_gen": index_gen,
-            "index_hash": index_hash, "body": body}
+            "index_hash": index_hash, "index_extractor": extractor, "body": body}
 
 
 async def test_what_each_row_needs() -> None:
@@ -34,15 +39,33 @@ async def test_what_each_row_needs() -> None:
     assert extracted[4].codes == {"name"} and {r[3] for r in extracted[4].records["idx_string"]} == {"Acme"}
     assert extracted[5].codes is None and len(extracted[5].records["idx_token"]) > 0
     assert "not a JSON object" in batch.failures[6]
+    assert not any(item.exact for item in batch.extracted)  # fingerprints decide
 
 
-async def test_force_checks_current_rows_and_compacts_every_body() -> None:
+async def test_rows_of_another_extractor_are_compared_whole_with_the_stored_rows() -> None:
+    current = fingerprint(CATALOG.registry.extract(ORG))
+    older = Extractor(MINE.code - 1, MINE.unicode, MINE.definitions).number
+    newer = Extractor(MINE.code + 1, MINE.unicode, 0).number
+    other_definitions = Extractor(MINE.code, MINE.unicode, (MINE.definitions + 1) % 10**9).number
+    rows = [row(1, 3, current, extractor=older), row(2, 3, current, extractor=None),
+            row(3, 3, current, extractor=other_definitions), row(4, 3, current, extractor=newer)]
+    batch = await prepare_batch("Organization", rows, CATALOG, ReindexPlan())
+    # Same fingerprint or not, all their rows are to be compared with the stored ones; a newer extractor's are
+    # left to its own replicas.
+    assert [(item.res_id, item.exact, item.codes, item.current) for item in batch.extracted] == [
+        (1, True, None, False), (2, True, None, False), (3, True, None, False)]
+    assert all(item.records and item.records["idx_string"] for item in batch.extracted)
+
+
+async def test_force_compares_current_rows_with_the_stored_ones_and_compacts_every_body() -> None:
     current = fingerprint(CATALOG.registry.extract(ORG))
     pretty = orjson.dumps(ORG, option=orjson.OPT_INDENT_2)
     plan = ReindexPlan(force=True, optimize_storage="CURRENT_VERSION")
     batch = await prepare_batch("Organization", [row(1, 3, current), row(2, 3, current, pretty)], CATALOG, plan)
-    assert [(item.res_id, item.differs, item.current) for item in batch.extracted] == [(1, False, True),
-                                                                                      (2, False, True)]
+    # the fingerprints are equal, yet every row is kept for the comparison with the stored rows
+    assert [(item.res_id, item.exact, item.current) for item in batch.extracted] == [(1, True, True),
+                                                                                    (2, True, True)]
+    assert all(item.records for item in batch.extracted)
     assert [(item.res_id, item.body, item.differs) for item in batch.rewrites] == [
         (1, orjson.dumps(ORG), False), (2, orjson.dumps(ORG), True)]
 

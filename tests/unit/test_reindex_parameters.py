@@ -89,6 +89,13 @@ def test_optimistic_lock_forms(value: dict[str, Any], expected: bool) -> None:
     assert parse_reindex_request(params({"name": "optimisticLock", **value})).optimistic_lock is expected
 
 
+def test_verify_is_a_boolean() -> None:
+    assert parse_reindex_request(params({"name": "verify", "valueString": "true"})).verify is True
+    assert parse_reindex_request(params()).verify is False
+    with pytest.raises(FhirError, match="'verify' must be a boolean"):
+        parse_reindex_request(params({"name": "verify", "valueString": "1"}))
+
+
 def test_force_is_a_boolean() -> None:
     assert parse_reindex_request(params({"name": "force", "valueString": "TRUE"})).force is True
     assert parse_reindex_request(params()).force is False

@@ -20,7 +20,7 @@ def parse(res_type: str, *items: tuple[str, str]) -> SearchQuery:
 
 def test_read_privileges_and_the_searched_type_are_readable() -> None:
     privileges = frozenset({"Patient.read", "Patient.search", "Group.write", "$reindex"})
-    assert readable_types(privileges, "Encounter") == {"Patient", "Encounter"}
+    assert readable_types(privileges, ("Encounter",)) == {"Patient", "Encounter"}
 
 
 def test_chains_and_named_includes_are_explicit_reads() -> None:
