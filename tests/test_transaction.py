@@ -269,6 +269,18 @@ async def test_racing_transactions_with_one_conditional_create_make_one_resource
     assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Location'") == 6
 
 
+async def test_a_search_parameter_written_in_a_bundle_is_in_force_when_it_returns(client, db):
+    nickname = {"resourceType": "SearchParameter", "url": "http://example.org/sp/nickname", "name": "nickname",
+                "status": "active", "code": "nickname", "base": ["Organization"], "type": "string",
+                "expression": "Organization.alias"}
+    response = await send(client, bundle("transaction", [post(nickname), post(org("Before", alias=["Bee"]))]))
+    assert statuses(response) == ["201 Created", "201 Created"]
+    assert await db.fetchval("SELECT count(*) FROM search_parameter_change") == 1
+    await send(client, bundle("batch", [post(org("After", alias=["Ace"]))]))
+    found = await (await client.get("/fhir/Organization?nickname=ace")).json()
+    assert [item["resource"]["name"] for item in found["entry"] if item["search"]["mode"] == "match"] == ["After"]
+
+
 async def test_numbers_are_kept_as_written(client, db):
     raw = (b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Observation"},'
            b'"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},'
