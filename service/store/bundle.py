@@ -8,8 +8,9 @@ in two passes, because a resource may refer to one created later in the Bundle (
 2. Write: in each resource, every reference to an entry's `fullUrl` (a `urn:uuid:`/`urn:oid:` placeholder, or
    a URL) is replaced by the `Type/id` it names, and each conditional reference (`Organization?identifier=x|1`)
    by its one match (none: 404, several: 412, as HAPI), or by the resource of a conditional create or update
-   of the Bundle with the same criteria; then the resources are stored: creates together with one COPY per
-   table, updates and patches one by one, through the same steps as single requests.
+   of the Bundle with the same criteria; then the resources are stored: creates and updates together, with
+   one statement or COPY per table (the loader's writer, service/store/bulk.py), patches one by one, with
+   the same checks, index rows, fingerprints and history as single requests.
 
 Criteria run as the conditional interactions' do (service/store/conditional.py: advisory lock, row locks,
 FHIR_SEARCH_TIMEOUT_MS). Criteria that hold an entry's placeholder are searched with the `Type/id` it resolved
@@ -135,7 +136,7 @@ class _Transaction(Targets):
 
     async def write(self, steps: Sequence[Step], references: Mapping[str, str]) -> None:
         resolve = self._resolver(references)
-        together = [step for step in steps if step.create or (step.write.method == "PUT" and step.current)]
+        together = [step for step in steps if step.create or (step.write.method == "PUT" and step.current is not None)]
         await self._write_together(together, resolve)
         for step in steps:
             with entry_errors(step.write):
