@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     lock_timeout_ms: int = Field(default=5000, ge=1)
     # `DELETE [type]?search` matching several resources deletes them all; otherwise it is a 412.
     conditional_delete_multiple: bool = False
+    # Entries of a batch or transaction Bundle (413 beyond): the size the loader writes per transaction.
+    max_bundle_entries: int = Field(default=5000, ge=1)
     # Search limits (see "Search limits" in the README): parameters and comma-separated values per request,
     # and how long a search's statements may run before PostgreSQL cancels them.
     max_search_terms: int = Field(default=30, ge=1)

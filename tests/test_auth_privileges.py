@@ -75,8 +75,11 @@ RULES = [
     ("DELETE", "/_history", None),
     ("GET", "/$everything", None),
     ("DELETE", "", None),
-    ("POST", "/", None),
+    ("PUT", "/", None),
     ("GET", "/_search", None),
+    # A batch or transaction: a valid token here, each entry is checked by the handler as its own request.
+    ("POST", "/", AUTHENTICATED),
+    ("POST", "", AUTHENTICATED),
 ]
 
 

@@ -20,7 +20,7 @@ TYPE_ROUTES = {("GET", "/{type}/{id}"): "read", ("GET", "/{type}/{id}/_history/{
 SYSTEM_ROUTES = {("GET", ""): {"search-system"}, ("GET", "/_history"): {"history-system"},
                  ("POST", ""): {"transaction", "batch"}}
 NOT_INTERACTIONS = {("POST", "/{type}/_search"), ("POST", "/_search"), ("GET", "/metadata"), ("PUT", "/{type}"),
-                    ("DELETE", "/{type}"), ("PATCH", "/{type}")}  # same interactions, other forms
+                    ("DELETE", "/{type}"), ("PATCH", "/{type}"), ("POST", "/")}  # same interactions, other forms
 
 
 def api_routes(app) -> set[tuple[str, str]]:

@@ -21,6 +21,7 @@ from service.http.keys import CATALOG, PRINCIPAL, SETTINGS, STORE
 from service.http.responses import fhir_response, outcome_response
 from service.http.search_access import authorize_search
 from service.http.urls import base_url
+from service.search.catalog import Catalog
 from service.search.conditional import Criteria, if_none_exist_items, parse_criteria
 from service.search.terms import SearchContext
 from service.store.conditional import conditional_create, conditional_delete, conditional_update
@@ -32,12 +33,21 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 def criteria(request: web.Request, res_type: str, items: Sequence[tuple[str, str]]) -> Criteria:
     """The request's criteria, parsed as a search of `res_type` and allowed for its token."""
-    settings, catalog = request.app[SETTINGS], request.app[CATALOG].current
-    context = SearchContext(catalog.registry, base_url(request), datetime.now(timezone.utc), False,
-                            settings.default_page_size, settings.max_page_size, settings.max_search_terms,
-                            settings.max_search_values)
+    return authorized_criteria(search_context(request, False), request[PRINCIPAL].privileges, res_type, items)
+
+
+def search_context(request: web.Request, lenient: bool, catalog: Catalog | None = None) -> SearchContext:
+    """What parsing a search needs to know of this request, with `catalog` (by default the current one)."""
+    settings, catalog = request.app[SETTINGS], catalog or request.app[CATALOG].current
+    return SearchContext(catalog.registry, base_url(request), datetime.now(timezone.utc), lenient,
+                         settings.default_page_size, settings.max_page_size, settings.max_search_terms,
+                         settings.max_search_values)
+
+
+def authorized_criteria(context: SearchContext, privileges: frozenset[str], res_type: str,
+                        items: Sequence[tuple[str, str]]) -> Criteria:
     parsed = parse_criteria(res_type, items, context)
-    authorize_search(parsed.query, request[PRINCIPAL].privileges)
+    authorize_search(parsed.query, privileges)
     return parsed
 
 
@@ -112,7 +122,7 @@ def not_modified(handler: Handler) -> Handler:
 
     async def conditional_read(request: web.Request) -> web.Response:
         response = await handler(request)
-        if response.status == 200 and _unchanged(request.headers, response.headers):
+        if response.status == 200 and unchanged(request.headers, response.headers):
             kept = {name: response.headers[name] for name in ("ETag", "Last-Modified")}
             return web.Response(status=304, headers=kept)
         return response
@@ -120,7 +130,8 @@ def not_modified(handler: Handler) -> Handler:
     return conditional_read
 
 
-def _unchanged(request: Mapping[str, str], response: Mapping[str, str]) -> bool:
+def unchanged(request: Mapping[str, str], response: Mapping[str, str]) -> bool:
+    """Whether the conditional read headers of `request` say the client's copy is current."""
     if (if_none_match := request.get("If-None-Match")) is not None:
         current = _opaque(response["ETag"])
         return any(tag == "*" or _opaque(tag) == current for tag in if_none_match.split(","))

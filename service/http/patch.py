@@ -25,7 +25,8 @@ from service.http.conditional import criteria
 from service.http.keys import SETTINGS, STORE
 from service.http.negotiation import JSON_PATCH
 from service.search.conditional import Criteria
-from service.store.conditional import Patcher, patch
+from service.store.conditional import Patcher
+from service.store.conditional import patch as store_patch
 
 Apply = Callable[[Any], Any]  # the current resource (exact tree) -> the patched one
 
@@ -41,13 +42,13 @@ async def patch_conditional(request: web.Request) -> web.Response:
 
 
 async def _patch(request: web.Request, res_type: str, target: str | Criteria) -> web.Response:
-    patcher = _patcher(res_type, _apply(request.content_type, await request.read()))
-    result = await patch(request.app[STORE], res_type, target, rest.if_match(request), patcher,
+    patch = patcher(res_type, patch_function(request.content_type, await request.read()))
+    result = await store_patch(request.app[STORE], res_type, target, rest.if_match(request), patch,
                          request.app[SETTINGS].search_timeout_ms)
     return rest.written(request, result)
 
 
-def _apply(content_type: str, raw: bytes) -> Apply:
+def patch_function(content_type: str, raw: bytes) -> Apply:
     """The patch of the request body, checked for its form before anything is read from the database."""
     if not raw.strip():
         raise invalid("The PATCH body is empty; a JSON Patch or a FHIRPath Patch Parameters resource was expected")
@@ -77,7 +78,7 @@ def _reported(step: Callable[[], Any]) -> Any:
         raise FhirError(422, f"The patch cannot be applied: {exc}", code="processing") from None
 
 
-def _patcher(res_type: str, apply: Apply) -> Patcher:
+def patcher(res_type: str, apply: Apply) -> Patcher:
     def patched(body: bytes) -> Submitted:
         current_values, current = exact_json.parse(body)
         result = apply(current)

@@ -16,6 +16,8 @@ No aiohttp here, so the rules are tested (and read) on their own. The rules:
 - Conditional interactions search as well, so they also need `Type.search`: `PUT|PATCH /{Type}?criteria`
   (`Type.update`), `DELETE /{Type}?criteria` (`Type.delete`), and `POST /{Type}` with `If-None-Exist`
   (`Type.create`), which is the one rule that depends on more than method and path.
+- `POST /` (a batch or transaction Bundle): a valid token; each entry needs what its request would need alone,
+  checked by the handler (`service.http.bundle_plan`) once the Bundle is read.
 - `GET /_history` (system history, every type): `Type.read` for every resource type, which in practice
   only a role-map entry such as `auditor=*.read` grants.
 - A path naming an unknown resource type needs no privilege: the handler answers 404 (the types are public
@@ -64,8 +66,8 @@ def rule_for(method: str, path: str, if_none_exist: bool = False) -> Rule | None
     `if_none_exist`: the request has a non-blank `If-None-Exist` header (a conditional create)."""
     method = "GET" if method == "HEAD" else method
     parts = [part for part in path.split("/") if part]
-    if not parts:  # the system-level search checks `{Type}.search` for the types it searches, once parsed
-        return AUTHENTICATED if method == "GET" else None
+    if not parts:  # system search, batch and transaction: each checks what it reads or writes once parsed
+        return AUTHENTICATED if method in ("GET", "POST") else None
     if len(parts) == 1:
         return _system_rule(method, parts[0], if_none_exist)
     if not parts or parts[0].startswith(("$", "_")) or parts[0] == "metadata":

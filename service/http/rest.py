@@ -39,7 +39,7 @@ def if_match(request: web.Request) -> int | None:
     return None if header is None else parse_version_tag(header)
 
 
-def _current_or_error(version: Version | None, res_type: str, fhir_id: str) -> Version:
+def current_or_error(version: Version | None, res_type: str, fhir_id: str) -> Version:
     if version is None:
         raise not_found(f"Resource {res_type}/{fhir_id} is not known")
     if version.deleted:
@@ -50,7 +50,7 @@ def _current_or_error(version: Version | None, res_type: str, fhir_id: str) -> V
 
 async def read(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
-    version = _current_or_error(await request.app[STORE].read(res_type, fhir_id), res_type, fhir_id)
+    version = current_or_error(await request.app[STORE].read(res_type, fhir_id), res_type, fhir_id)
     return fhir_response(request, 200, _shown(request, version.body), version_headers(version))
 
 
@@ -63,7 +63,7 @@ async def vread(request: web.Request) -> web.Response:
     found = await request.app[STORE].vread(res_type, fhir_id, version)
     if found is None:
         raise not_found(f"Version {vid} of resource {res_type}/{fhir_id} is not known")
-    body = _current_or_error(found, res_type, fhir_id).body
+    body = current_or_error(found, res_type, fhir_id).body
     return fhir_response(request, 200, _shown(request, body), version_headers(found))
 
 
@@ -120,10 +120,10 @@ def written(request: web.Request, result: WriteResult) -> web.Response:
     return fhir_response(request, status, version.body, headers)
 
 
-def prefer_return(request: web.Request) -> str:
+def prefer_return(request: web.Request, default: str = "representation") -> str:
     for preference in request.headers.getall("Prefer", []):
         for part in preference.split(","):
             name, _, value = part.strip().partition("=")
             if name.strip().lower() == "return":
                 return value.strip().strip('"')
-    return "representation"
+    return default

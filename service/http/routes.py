@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.http import conditional, history, metadata, patch, probes, reindex, rest, search
+from service.http import bundle, conditional, history, metadata, patch, probes, reindex, rest, search
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -14,6 +14,9 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_get("/metrics", probes.metrics)
 
     app.router.add_get(base, search.system_search_get)
+    if base:
+        app.router.add_post(base, bundle.post_bundle)  # batch and transaction, with or without the slash
+    app.router.add_post(f"{base}/", bundle.post_bundle)
     app.router.add_post(f"{base}/_search", search.system_search_post)
     app.router.add_get(f"{base}/metadata", metadata.metadata)
     app.router.add_get(f"{base}/_history", history.system_history)

@@ -4,7 +4,6 @@ and system-level (`GET [base]?_type=A,B&...`, `POST [base]/_search`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -17,13 +16,12 @@ from service.fhir.errors import FhirError, invalid
 from service.fhir.outcome import Issue
 from service.fhir.resource import check_type
 from service.fhir.summary import subset, subsets
+from service.http.conditional import search_context
 from service.http.keys import CATALOG, POOL, PRINCIPAL, SETTINGS
 from service.http.responses import fhir_response
 from service.http.search_access import authorize_search, searchable_types
-from service.http.urls import base_url
 from service.search.cursor import BACKWARD, FORWARD, encode_cursor
 from service.search.query import SearchQuery, parse_search, requested_types
-from service.search.terms import SearchContext
 from service.store.search import MAX_ITERATE_ROUNDS, Found, SearchResult, run_search
 
 FORM = "application/x-www-form-urlencoded"
@@ -65,18 +63,22 @@ async def _form_items(request: web.Request) -> list[tuple[str, str]]:
         raise invalid("The _search body is not UTF-8 (its percent-encoded bytes included)") from None
 
 
-def _lenient(request: web.Request) -> bool:
+def lenient(request: web.Request) -> bool:
     return any(part.strip().replace(" ", "") == "handling=lenient"
                for header in request.headers.getall("Prefer", []) for part in header.split(";"))
 
 
 async def _search(request: web.Request, types: tuple[str, ...], items: list[tuple[str, str]], system: bool = False,
                   left_out: str | None = None) -> web.Response:
+    return fhir_response(request, 200, await searchset(request, types, items, system, left_out))
+
+
+async def searchset(request: web.Request, types: tuple[str, ...], items: list[tuple[str, str]], system: bool = False,
+                    left_out: str | None = None) -> dict[str, Any]:
+    """The searchset Bundle of a search by this request's token (also a Bundle entry's GET)."""
     settings, catalog = request.app[SETTINGS], request.app[CATALOG].current  # one snapshot for the whole request
-    base = base_url(request)
-    context = SearchContext(catalog.registry, base, datetime.now(timezone.utc), _lenient(request),
-                            settings.default_page_size, settings.max_page_size, settings.max_search_terms,
-                            settings.max_search_values)
+    context = search_context(request, lenient(request), catalog)
+    base = context.base
     query = parse_search(types[0], items, context, types[1:] if system else None)
     access = authorize_search(query, request[PRINCIPAL].privileges)
     query = access.query
@@ -92,7 +94,7 @@ async def _search(request: web.Request, types: tuple[str, ...], items: list[tupl
     entries += [_entry(base, found, "include", query) for found in result.included]
     links = _links(base, query, result)
     total = None if query.total == "none" and not query.summary_count else result.total
-    return fhir_response(request, 200, bundle("searchset", entries, links, total))
+    return bundle("searchset", entries, links, total)
 
 
 def _issues(query: SearchQuery, result: SearchResult, pending_codes: Callable[[str], frozenset[str]]) -> list[Issue]:

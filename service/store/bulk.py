@@ -13,7 +13,7 @@ from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import Submitted
 from service.search.catalog import Catalog, Catalogs, SearchParameterChange
-from service.search.rows import fingerprint
+from service.search.rows import IndexRows, fingerprint
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
 from service.store.resources import EXTRACTOR, SEARCH_PARAMETER
 from service.store.search_parameters import catalog_for_write, record_change
@@ -48,6 +48,21 @@ class BatchResult:
     updated: int
     rejected: list[str]  # `Type/id: reason` of resources that could not be indexed (not written)
     search_parameters: int  # SearchParameters written: the catalog needs a refresh
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A version to write with others, stamped and indexed before anything is written: a new resource
+    (`res_id` None: inserted under a fresh id) or a new version of the row `res_id`."""
+
+    res_type: str
+    fhir_id: str
+    version: int
+    body: bytes
+    rows: IndexRows
+    change: SearchParameterChange | None
+    method: str
+    res_id: int | None
 
 
 @dataclass
@@ -86,6 +101,39 @@ async def write_batch(conn: Connection, resources: list[Submitted], catalogs: Ca
         await _write(conn, batch, last_updated, generation)
     return BatchResult(created=len(batch.inserts), updated=len(batch.updates), rejected=batch.rejected,
                        search_parameters=len(batch.search_parameters))
+
+
+def prepare(resource: Submitted, fhir_id: str, version: int, last_updated: datetime, catalog: Catalog,
+            method: str, res_id: int | None = None) -> Prepared:
+    """Stamp and index a version to write with `catalog` (see `catalog_for_write`); FhirError when it cannot be
+    indexed or used."""
+    stamped, body = resource.stamped(fhir_id, version, last_updated)
+    rows = catalog.index_rows(stamped)
+    res_type = stamped["resourceType"]
+    change = catalog.search_parameter_change(stamped) if res_type == SEARCH_PARAMETER else None
+    return Prepared(res_type, fhir_id, version, body, rows, change, method, res_id)
+
+
+async def write_prepared(conn: Connection, prepared: list[Prepared], last_updated: datetime, generation: int) -> None:
+    """Write versions prepared with the catalog of `generation`, with one statement or COPY per table, in the
+    caller's transaction. New resources have fresh ids, so none can exist already; the caller holds the locks
+    of the rows it updates."""
+    new_count = sum(1 for item in prepared if item.res_id is None)
+    fresh_ids = iter([row[0] for row in await conn.fetch(ALLOCATE_RES_IDS, new_count)] if new_count else [])
+    batch = _Batch()
+    for item in prepared:
+        res_id = next(fresh_ids) if item.res_id is None else item.res_id
+        if item.res_id is None:
+            batch.inserts.append((res_id, item.res_type, item.fhir_id, item.version, last_updated, False, item.body,
+                                  generation, fingerprint(item.rows), EXTRACTOR))
+        else:
+            batch.updates.append((res_id, item.version, item.body, fingerprint(item.rows)))
+        batch.versions.append((res_id, item.res_type, item.fhir_id, item.version, last_updated, False, item.method,
+                               item.body))
+        batch.records = index_records(res_id, item.res_type, item.rows, batch.records)
+        if item.change is not None:
+            batch.search_parameters.append((res_id, item.change))
+    await _write(conn, batch, last_updated, generation)
 
 
 def _prepare(batch: _Batch, resource: Submitted, key: tuple[str, str], current: asyncpg.Record | None,

@@ -27,7 +27,14 @@ from service.fhir.resource import Submitted
 from service.search.conditional import Criteria
 from service.search.sql import match_conditions
 from service.search.sql_filters import Parameters
-from service.store.resources import SELECT_CURRENT_FOR_UPDATE, ResourceStore, WriteResult, check_version, version_of
+from service.store.resources import (
+    SELECT_CURRENT_FOR_UPDATE,
+    ResourceStore,
+    Version,
+    WriteResult,
+    check_version,
+    version_of,
+)
 
 LOCK_CRITERIA = "SELECT pg_advisory_xact_lock($1)"
 SELECT_STATEMENT_TIMEOUT = "SELECT current_setting('statement_timeout')"
@@ -42,7 +49,7 @@ async def conditional_create(store: ResourceStore, resource: Submitted, criteria
     """Create unless the criteria match; one match is returned as it is (`changed` False), several are 412."""
     res_type = resource.values["resourceType"]
     async with store.write_transaction() as conn:
-        found = await _single_match(conn, criteria, timeout_ms, "create")
+        found = await single_match(conn, criteria, timeout_ms, "create")
         if found is not None:
             return WriteResult(version_of(res_type, found["fhir_id"], found), changed=False)
         written = await store.insert(conn, res_type, str(uuid4()), resource, "POST")
@@ -56,7 +63,7 @@ async def conditional_update(store: ResourceStore, resource: Submitted, criteria
     has one (an update of that id, as `PUT [type]/[id]`), else a new one; several: 412."""
     res_type, body_id = resource.values["resourceType"], resource.values.get("id")
     async with store.write_transaction() as conn:
-        found = await _single_match(conn, criteria, timeout_ms, "update")
+        found = await single_match(conn, criteria, timeout_ms, "update")
         if found is not None:
             fhir_id = found["fhir_id"]
             if body_id is not None and body_id != fhir_id:
@@ -79,9 +86,9 @@ async def conditional_delete(store: ResourceStore, criteria: Criteria, if_match:
     """Delete every match (several are 412 unless `multiple`); an empty list when nothing matches."""
     res_type = criteria.query.resource_type
     async with store.write_transaction() as conn:
-        rows = await _matches(conn, criteria, timeout_ms, None if multiple else 2)
+        rows = await matches(conn, criteria, timeout_ms, None if multiple else 2)
         if len(rows) > 1 and not multiple:
-            raise _ambiguous("delete", criteria)
+            raise ambiguous("delete", criteria)
         results = [await store.delete_in(conn, row, res_type, row["fhir_id"], if_match) for row in rows]
     if results:
         await store.after_write(results[0])  # one catalog refresh covers every deleted SearchParameter
@@ -91,40 +98,54 @@ async def conditional_delete(store: ResourceStore, criteria: Criteria, if_match:
 async def patch(store: ResourceStore, res_type: str, target: str | Criteria, if_match: int | None,
                 patcher: Patcher, timeout_ms: int) -> WriteResult:
     """A new version of the resource `target` (an id, or criteria with exactly one match) made by `patcher`
-    from its current body. 404 when there is none, 410 when it is deleted, 412 on several matches. A patched
-    resource the write refuses as invalid (400) is a 422: the request was well formed, its result is not."""
+    from its current body. 404 when there is none, 410 when it is deleted, 412 on several matches."""
     async with store.write_transaction() as conn:
-        if isinstance(target, str):
-            current, fhir_id = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, target), target
-        else:
-            current = await _single_match(conn, target, timeout_ms, "patch")
-            fhir_id = current["fhir_id"] if current is not None else ""
-        if current is None:
-            raise not_found(f"No {res_type} matches '{target.text}'" if isinstance(target, Criteria)
-                            else f"Resource {res_type}/{target} is not known")
-        if current["deleted"]:
-            raise FhirError(410, f"Resource {res_type}/{fhir_id} was deleted (version {current['version']})",
-                            code="deleted")
-        check_version(if_match, current["version"], res_type, fhir_id)
-        patched = patcher(current["body"])
-        try:
-            written = await store.new_version(conn, current, res_type, fhir_id, patched, "PUT")
-        except FhirError as exc:
-            if exc.status != 400:
-                raise
-            raise FhirError(422, f"The patched resource is not valid: {exc.diagnostics}", code="processing") from None
+        current = await patch_target(conn, res_type, target, if_match, timeout_ms)
+        fhir_id = target if isinstance(target, str) else current["fhir_id"]
+        written = await patched_version(store, conn, current, res_type, fhir_id, patcher)
     return await store.after_write(WriteResult(written))
 
 
-async def _single_match(conn: Connection, criteria: Criteria, timeout_ms: int, action: str) -> asyncpg.Record | None:
-    rows = await _matches(conn, criteria, timeout_ms, 2)
+async def patch_target(conn: Connection, res_type: str, target: str | Criteria, if_match: int | None,
+                       timeout_ms: int) -> asyncpg.Record:
+    """The locked current row a patch applies to (see `patch`)."""
+    if isinstance(target, str):
+        current, fhir_id = await conn.fetchrow(SELECT_CURRENT_FOR_UPDATE, res_type, target), target
+    else:
+        current = await single_match(conn, target, timeout_ms, "patch")
+        fhir_id = current["fhir_id"] if current is not None else ""
+    if current is None:
+        raise not_found(f"No {res_type} matches '{target.text}'" if isinstance(target, Criteria)
+                        else f"Resource {res_type}/{target} is not known")
+    if current["deleted"]:
+        raise FhirError(410, f"Resource {res_type}/{fhir_id} was deleted (version {current['version']})",
+                        code="deleted")
+    check_version(if_match, current["version"], res_type, fhir_id)
+    return current
+
+
+async def patched_version(store: ResourceStore, conn: Connection, current: asyncpg.Record, res_type: str,
+                          fhir_id: str, patcher: Patcher) -> Version:
+    """The new version `patcher` makes of the locked row `current`. A patched resource the write refuses as
+    invalid (400) is a 422: the request was well formed, its result is not."""
+    patched = patcher(current["body"])
+    try:
+        return await store.new_version(conn, current, res_type, fhir_id, patched, "PUT")
+    except FhirError as exc:
+        if exc.status != 400:
+            raise
+        raise FhirError(422, f"The patched resource is not valid: {exc.diagnostics}", code="processing") from None
+
+
+async def single_match(conn: Connection, criteria: Criteria, timeout_ms: int, action: str) -> asyncpg.Record | None:
+    rows = await matches(conn, criteria, timeout_ms, 2)
     if len(rows) > 1:
-        raise _ambiguous(action, criteria)
+        raise ambiguous(action, criteria)
     return rows[0] if rows else None
 
 
-async def _matches(conn: Connection, criteria: Criteria, timeout_ms: int,
-                   limit: int | None) -> Sequence[asyncpg.Record]:
+async def matches(conn: Connection, criteria: Criteria, timeout_ms: int,
+                  limit: int | None) -> Sequence[asyncpg.Record]:
     """The current rows the criteria match (at most `limit`), locked, after the criteria's advisory lock. The
     lock and the search run within `timeout_ms`; the writes that follow, as any write, without it."""
     previous = await conn.fetchval(SELECT_STATEMENT_TIMEOUT)
@@ -143,6 +164,6 @@ async def _matches(conn: Connection, criteria: Criteria, timeout_ms: int,
     return rows
 
 
-def _ambiguous(action: str, criteria: Criteria) -> FhirError:
+def ambiguous(action: str, criteria: Criteria) -> FhirError:
     return FhirError(412, f"Failed to {action} {criteria.query.resource_type}: the search '{criteria.text}' matches "
                      "more than one resource; use more selective criteria", code="multiple-matches")

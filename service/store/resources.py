@@ -84,6 +84,10 @@ class ResourceStore:
         self._lock_timeout = f"{lock_timeout_ms}ms"
         self._catalogs = catalogs
 
+    @property
+    def catalogs(self) -> Catalogs:
+        return self._catalogs
+
     async def read(self, res_type: str, fhir_id: str) -> Version | None:
         row = await self.pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
         return None if row is None else version_of(res_type, fhir_id, row)
