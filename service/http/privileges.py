@@ -11,6 +11,8 @@ No aiohttp here, so the rules are tested (and read) on their own. The rules:
   (`service.http.search_access`).
 - `POST /{Type}`: `Type.create`; `PUT|PATCH /{Type}[/{id}]`: `Type.update`; `DELETE /{Type}[/{id}]`: `Type.delete`.
   `Type.write` grants create, update and delete.
+- `POST /{Type}/$validate`: a valid token only: it reads and writes nothing, and its answer depends on the
+  body sent and the public R4 definitions alone.
 - `GET /_history` (system history, every type): `Type.read` for every resource type, which in practice
   only a role-map entry such as `auditor=*.read` grants.
 - A path naming an unknown resource type needs no privilege: the handler answers 404 (the types are public
@@ -65,6 +67,8 @@ def rule_for(method: str, path: str) -> Rule | None:
         return AUTHENTICATED
     if len(parts) == 3 and (method, parts[2]) in _INSTANCE_OPERATIONS:
         return Rule(REINDEX_RULE.privileges | {f"{res_type}.read"}, user_type=SYSTEM)
+    if (method, parts[1:]) == ("POST", ["$validate"]):
+        return AUTHENTICATED
     action = _rest_action(method, parts[1:])
     return Rule(frozenset({f"{res_type}.{action}"})) if action else None
 
