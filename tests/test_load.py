@@ -177,3 +177,28 @@ async def test_an_unreadable_file_is_one_line(database_url, db, tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"error: {source}: cannot be read: Not a gzipped file (b'th')"]
     assert "Traceback" not in result.stderr
+
+
+async def test_a_resource_that_is_not_valid_r4_is_one_line_naming_each_problem(database_url, db, tmp_path):
+    source = tmp_path / "mixed.ndjson"
+    source.write_bytes(b"\n".join([
+        b'{"resourceType":"Patient","id":"ok-1","name":[{"family":"' + "Ågren ".encode() * 150_000 + b'"}]}',
+        b'{"resourceType":"Patient","id":"bad-1","active":"yes","birthDate":"2020-13-45","nickname":"Bob"}',
+        b'{"resourceType":"Patient","id":"bad-2","name":[{"family":"a\\u0000b"}]}',
+        b'{"resourceType":"Patient","id":"deep","x":' + b"[" * 300 + b"]" * 300 + b"}",
+        b'{"resourceType":"Patient","id":"ok-2"}',
+    ]))
+    result = run_load(database_url, str(source))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{source}:2: Patient.active: A boolean must be JSON true or false, not the string 'yes'; Patient.birthDate: "
+        "'2020-13-45' is not a valid date: YYYY, YYYY-MM or YYYY-MM-DD was expected; Patient.nickname: Unknown "
+        "element 'nickname' in Patient",
+        f"{source}:3: Patient.name[0].family: Control character U+0000 at position 1: strings may hold no control "
+        "characters but tab, CR and LF",
+        f"{source}:4: The line nests JSON objects and arrays more than 100 levels deep, the most this server accepts",
+    ]
+    assert "3 invalid resources skipped" in result.stdout
+    assert await db.fetchval("SELECT array_agg(fhir_id ORDER BY fhir_id) FROM resource") == ["ok-1", "ok-2"]
+    family = await db.fetchval("SELECT body FROM resource WHERE fhir_id = 'ok-1'")
+    assert len(orjson.loads(family)["name"][0]["family"]) == 900_000  # stored whole, indexed by a prefix

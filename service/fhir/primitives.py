@@ -67,7 +67,8 @@ def checker(type_name: str, kind: str, regex: str) -> Check:
 
 
 def _article(type_name: str) -> str:
-    return "An" if type_name[0] in "aeiouAEIOU" else "A"
+    """`A` or `An`, as the type name is said: an id, an instant, a uri, a url."""
+    return "An" if type_name[0] in "aeioAEIO" or type_name.startswith("unsigned") else "A"
 
 
 def _boolean_check(value: object) -> str | None:
@@ -85,7 +86,7 @@ def _integer_check(type_name: str, minimum: int) -> Check:
         if type(value) is not int:
             return f"{_article(type_name)} {type_name} must be a JSON integer, not {describe(value)}"
         if not minimum <= value <= INT32[1]:
-            return f"{value} is out of range for a {type_name} ({minimum} to {INT32[1]})"
+            return f"{value} is out of range for {_article(type_name).lower()} {type_name} ({minimum} to {INT32[1]})"
         return None
     return check
 

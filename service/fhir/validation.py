@@ -66,8 +66,9 @@ class _Walk:
                 choices.setdefault(field.choice, set()).add(field.extends or key)
             check = field.check
             if field.many:
-                if type(item) is not list or not item or (check is not None and "_" + key in value):
-                    self.repeated(field, key, item, value, path)
+                if type(item) is not list or not item or field.extends is not None or (
+                        check is not None and "_" + key in value):
+                    self.repeated(field, key, item, value, path)  # and the pairing of a primitive with its `_x`
                 elif check is not None:
                     for index, entry in enumerate(item):  # the common cases inline
                         if (message := check(entry)) is not None:
