@@ -54,6 +54,8 @@ RULES = [
     ("PUT", "/Organization", needs("Organization.update")),  # conditional update
     ("DELETE", "/Organization", needs("Organization.delete")),  # conditional delete
     ("GET", "/_history", SYSTEM_HISTORY_RULE),
+    ("POST", "/Organization/$validate", AUTHENTICATED),  # reads and writes nothing
+    ("POST", "/Foo/$validate", AUTHENTICATED),
     ("GET", "/Organisation/1", AUTHENTICATED),  # unknown type: the handler answers 404
     ("POST", "/Foo", AUTHENTICATED),
     # No rule: refused when a route matches, else the router's 404/405.
@@ -64,6 +66,8 @@ RULES = [
     ("DELETE", "/Organization/1/$reindex-dryrun", None),
     ("PUT", "/Organization/_history", None),
     ("GET", "/Organization/_search", None),
+    ("GET", "/Organization/$validate", None),
+    ("POST", "/Organization/1/$validate", None),
     ("POST", "/Organization/1", None),
     ("GET", "/Organization/1/_nonsense", None),
     ("GET", "/Organization/1/_history/3/x", None),
