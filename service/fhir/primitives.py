@@ -19,11 +19,21 @@ INTEGER_MINIMUM = {"integer": INT32[0], "unsignedInt": 0, "positiveInt": 1}
 # FHIR strings allow no control character but tab, CR and LF (the database also refuses U+0000).
 CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f"
 CONTROL = re.compile(f"[{CONTROLS}]")
-ANYTHING = r"[\s\S]*"  # the format of a type that publishes none (xhtml)
-# The published base64Binary regex, `(\s*([0-9a-zA-Z\+/=]){4}\s*)+`, lets two `\s*` share each run of
-# whitespace, so a backtracking engine takes exponential time to refuse a long value: this is the same
-# language with one way to match it.
-EQUIVALENT_REGEXES = {"base64Binary": r"\s*(?:[0-9a-zA-Z+/=]{4}\s*)+"}
+# One regex per string type accepts exactly its valid values (not empty, no control character, the published
+# format) in one pass. The published formats of the types below admit some control characters (Java's `\s`
+# and `\S`): these are the same formats without them. base64Binary's `(\s*([0-9a-zA-Z\+/=]){4}\s*)+` also
+# lets two `\s*` share each run of whitespace, so a backtracking engine takes exponential time to refuse a
+# long value: its form here has one way to match. The other published formats (dates, times, id, oid,
+# uuid) admit printable ASCII only, and are used as they are.
+NO_CONTROL = f"[^{CONTROLS}]+"
+PRINTABLE = r"[^\x00-\x20]"  # neither a control character nor whitespace
+ACCEPTED = {
+    "string": NO_CONTROL, "markdown": NO_CONTROL, "xhtml": NO_CONTROL,
+    "uri": PRINTABLE + "+", "url": PRINTABLE + "+", "canonical": PRINTABLE + "+",
+    "code": rf"{PRINTABLE}+(?:[ \t\n\r]{PRINTABLE}+)*",
+    "base64Binary": r"[ \t\n\r]*(?:[0-9a-zA-Z+/=]{4}[ \t\n\r]*)+",
+}
+UNNAMED_GROUP = re.compile(r"(?<!\\)\((?!\?)")  # `(`, neither escaped nor `(?...`
 CALENDAR_TYPES = frozenset({"date", "dateTime", "instant"})
 SHOWN = 40  # characters of a wrong value quoted in a message
 FORMATS = {
@@ -63,7 +73,8 @@ def checker(type_name: str, kind: str, regex: str) -> Check:
         return _decimal_check
     if kind == "integer":
         return _integer_check(type_name, INTEGER_MINIMUM[type_name])
-    return _string_check(type_name, EQUIVALENT_REGEXES.get(type_name, regex))
+    quick = QUICK.get(type_name)
+    return quick(_string_check(type_name, regex)) if quick is not None else _string_check(type_name, regex)
 
 
 def _article(type_name: str) -> str:
@@ -91,10 +102,40 @@ def _integer_check(type_name: str, minimum: int) -> Check:
     return check
 
 
+def _printable_text(slow: Check) -> Check:
+    def check(value: object) -> str | None:
+        return None if type(value) is str and value.isprintable() and value != "" else slow(value)
+    return check
+
+
+def _printable_uri(slow: Check) -> Check:
+    def check(value: object) -> str | None:
+        if type(value) is str and value.isprintable() and value != "" and " " not in value:
+            return None
+        return slow(value)
+    return check
+
+
+def _printable_code(slow: Check) -> Check:
+    def check(value: object) -> str | None:
+        if (type(value) is str and value.isprintable() and value != "" and value[0] != " " and value[-1] != " "
+                and "  " not in value):
+            return None
+        return slow(value)
+    return check
+
+
+# A quicker sufficient test first for the most frequent types: printable text has no control character and
+# no whitespace but spaces, so these accept only what the types' regexes accept; the rest goes to the regex.
+QUICK = {"string": _printable_text, "markdown": _printable_text, "xhtml": _printable_text,
+         "uri": _printable_uri, "url": _printable_uri, "canonical": _printable_uri, "code": _printable_code}
+
+
 def _string_check(type_name: str, regex: str) -> Check:
-    # ASCII classes: the regexes are written for Java, where `\s` is ASCII whitespace only. One match
-    # accepts a valid value (not empty, no control character, the format); the rest explains a refusal.
-    accept = re.compile(rf"(?=[^{CONTROLS}]+\Z)(?:{regex or ANYTHING})", re.ASCII)
+    # ASCII classes: the regexes are written for Java, where `\s` is ASCII whitespace only. Groups made
+    # non-capturing: nothing reads them, and capturing costs. One match accepts a valid value; the rest
+    # explains a refusal.
+    accept = re.compile(UNNAMED_GROUP.sub("(?:", ACCEPTED.get(type_name, regex)), re.ASCII)
     real_date = _calendar_problem if type_name in CALENDAR_TYPES else None
 
     def check(value: object) -> str | None:
@@ -118,7 +159,7 @@ def _string_problem(type_name: str, regex: str, value: str) -> str:
 def _calendar_problem(value: str) -> str | None:
     """Why a date that matches the format names no real day (`2020-02-30`), or None. The format limits
     months to 01-12 and days to 01-31 already."""
-    if len(value) < 10:
+    if len(value) < 10 or value[8:10] <= "28":  # every month has 28 days
         return None
     year, month, day = int(value[:4]), int(value[5:7]), int(value[8:10])
     days = calendar.monthrange(year, month)[1]

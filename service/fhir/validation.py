@@ -26,10 +26,67 @@ SHOWN_KEY = 64  # characters of an unknown element name quoted
 
 def resource_issues(resource: dict[str, Any]) -> list[Issue]:
     """Every structural problem of a resource whose `resourceType` names an R4 resource type."""
-    walk = _Walk()
     res_type = resource["resourceType"]
+    if _valid(resource, shape(res_type)):
+        return []
+    walk = _Walk()
     walk.object(resource, shape(res_type), res_type)
     return walk.finish()
+
+
+def _valid(value: dict[str, Any], owner: Shape) -> bool:
+    """Whether the object is valid for sure. The common cases only, with no paths and no issues to build
+    (a write checks valid bodies much more often than invalid ones); False sends the object to the walk
+    that names each problem, which also decides the rare cases (a primitive array with its `_x` array)."""
+    if not value:
+        return False
+    fields = owner.fields
+    choices: dict[str, str] | None = None
+    for key, item in value.items():
+        field = fields.get(key)
+        if field is None:
+            if key != "resourceType" or not owner.is_resource:
+                return False
+            continue
+        if field.choice is not None:
+            choices = choices or {}
+            if choices.setdefault(field.choice, field.extends or key) != (field.extends or key):
+                return False
+        check = field.check
+        if not field.many:
+            if check is not None:
+                if check(item) is not None:
+                    return False
+            elif type(item) is not dict or not (_valid(item, shape(field.type)) if field.type != RESOURCE
+                                                else _valid_resource(item)):
+                return False
+        elif type(item) is not list or not item or (check is not None and "_" + key in value):
+            return False
+        elif check is not None:
+            for entry in item:
+                if check(entry) is not None:
+                    return False
+        elif field.type != RESOURCE:
+            owner_of_entries = shape(field.type)
+            for entry in item:
+                if type(entry) is not dict or not _valid(entry, owner_of_entries):
+                    return False
+        else:
+            for entry in item:
+                if type(entry) is not dict or not _valid_resource(entry):
+                    return False
+    for _element, keys in owner.required:
+        for key in keys:
+            if key in value:
+                break
+        else:
+            return False
+    return True
+
+
+def _valid_resource(item: dict[str, Any]) -> bool:
+    res_type = item.get("resourceType")
+    return type(res_type) is str and res_type in RESOURCE_TYPES and _valid(item, shape(res_type))
 
 
 class _Walk:
