@@ -36,6 +36,7 @@ class Field:
     check: Check | None = None
     choice: str | None = None
     extends: str | None = None  # for `_x`: the key `x` of the primitive it extends
+    partner: str | None = None  # for a primitive `x` and its `_x`: the other key
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,9 @@ def shape(name: str) -> Shape:
         group = choice[0] if choice else None
         segment = f"{group}.ofType({type_name})" if group else key
         check = checks.get(type_name)
-        fields[key] = Field(type_name, max_ != "1", segment, check, group)
+        fields[key] = Field(type_name, max_ != "1", segment, check, group, partner="_" + key if check else None)
         if check is not None:
-            fields["_" + key] = Field(ELEMENT, max_ != "1", segment, None, group, extends=key)
+            fields["_" + key] = Field(ELEMENT, max_ != "1", segment, None, group, extends=key, partner=key)
         if min_:  # a primitive is present with its value, its extensions, or both
             required.setdefault(f"{group}[x]" if group else key, []).extend((key, "_" + key) if check else (key,))
     return Shape(name, fields, tuple((element, tuple(keys)) for element, keys in required.items()),

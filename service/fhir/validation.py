@@ -60,7 +60,7 @@ def _valid(value: dict[str, Any], owner: Shape) -> bool:
             elif type(item) is not dict or not (_valid(item, shape(field.type)) if field.type != RESOURCE
                                                 else _valid_resource(item)):
                 return False
-        elif type(item) is not list or not item or (check is not None and "_" + key in value):
+        elif type(item) is not list or not item or (check is not None and field.partner in value):
             return False
         elif check is not None:
             for entry in item:
@@ -124,7 +124,7 @@ class _Walk:
             check = field.check
             if field.many:
                 if type(item) is not list or not item or field.extends is not None or (
-                        check is not None and "_" + key in value):
+                        check is not None and field.partner in value):
                     self.repeated(field, key, item, value, path)  # and the pairing of a primitive with its `_x`
                 elif check is not None:
                     for index, entry in enumerate(item):  # the common cases inline
@@ -171,7 +171,7 @@ class _Walk:
             self.problem("structure", f"{path}.{field.segment}",
                          f"Element '{key}' is an empty array: leave the element out")
             return
-        partner = _partner(field, key, owner)
+        partner = _partner(field, owner)
         if partner is not None and field.extends is not None and len(partner) != len(items):
             self.problem("structure", f"{path}.{field.segment}",
                          f"'{key}' and '{field.extends}' must have as many items ({len(items)} and {len(partner)})")
@@ -203,10 +203,9 @@ class _Walk:
                                             f"resource type, not {describe(res_type)}")
 
 
-def _partner(field: Field, key: str, owner: dict[str, Any]) -> list[Any] | None:
+def _partner(field: Field, owner: dict[str, Any]) -> list[Any] | None:
     """For a repeating primitive `x` or its `_x`: the other array, when both are there."""
-    other = field.extends if field.extends is not None else ("_" + key if field.check is not None else None)
-    found = owner.get(other) if other is not None else None
+    found = owner.get(field.partner) if field.partner is not None else None
     return found if type(found) is list else None
 
 
