@@ -197,3 +197,15 @@ async def test_validate_refuses_what_it_cannot_run(client, db, path, body, statu
     assert response.status == status
     assert (await response.json(content_type=None))["issue"][0]["code"] == code
     assert await store_counts(db) == (0, 0)
+
+
+@pytest.mark.dataset("plannet")
+async def test_stored_resources_are_valid_as_served_and_update_unchanged(client, db):
+    """A body as the server serves it (its id and meta added) passes the checks it passed when written."""
+    rows = await db.fetch("SELECT DISTINCT ON (res_type) res_type, fhir_id, body FROM resource ORDER BY res_type, res_id")
+    assert len(rows) == 8
+    for row in rows:
+        assert await validate(client, f"/fhir/{row['res_type']}/$validate", row["body"]) == [
+            ("information", "informational", None)]
+        response = await client.put(f"/fhir/{row['res_type']}/{row['fhir_id']}", data=row["body"], headers=FHIR_JSON)
+        assert response.status == 200, await response.text()
