@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from service.search.values import STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH
+from service.search.bounds import STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 LONG = 900_000

@@ -52,29 +52,14 @@ def _valid(value: dict[str, Any], owner: Shape) -> bool:
             choices = choices or {}
             if choices.setdefault(field.choice, field.extends or key) != (field.extends or key):
                 return False
-        check = field.check
-        if not field.many:
-            if check is not None:
-                if check(item) is not None:
-                    return False
-            elif type(item) is not dict or not (_valid(item, shape(field.type)) if field.type != RESOURCE
-                                                else _valid_resource(item)):
+        if field.many:
+            if type(item) is not list or not item or field.partner in value or not _valid_items(field, item):
                 return False
-        elif type(item) is not list or not item or (check is not None and field.partner in value):
+        elif field.check is not None:  # the most frequent case, inline
+            if field.check(item) is not None:
+                return False
+        elif type(item) is not dict or not _valid_object(field, item):
             return False
-        elif check is not None:
-            for entry in item:
-                if check(entry) is not None:
-                    return False
-        elif field.type != RESOURCE:
-            owner_of_entries = shape(field.type)
-            for entry in item:
-                if type(entry) is not dict or not _valid(entry, owner_of_entries):
-                    return False
-        else:
-            for entry in item:
-                if type(entry) is not dict or not _valid_resource(entry):
-                    return False
     for _element, keys in owner.required:
         for key in keys:
             if key in value:
@@ -84,7 +69,22 @@ def _valid(value: dict[str, Any], owner: Shape) -> bool:
     return True
 
 
-def _valid_resource(item: dict[str, Any]) -> bool:
+def _valid_items(field: Field, items: list[Any]) -> bool:
+    check = field.check
+    if check is not None:
+        for item in items:
+            if check(item) is not None:
+                return False
+        return True
+    for item in items:
+        if type(item) is not dict or not _valid_object(field, item):
+            return False
+    return True
+
+
+def _valid_object(field: Field, item: dict[str, Any]) -> bool:
+    if field.type != RESOURCE:
+        return _valid(item, shape(field.type))
     res_type = item.get("resourceType")
     return type(res_type) is str and res_type in RESOURCE_TYPES and _valid(item, shape(res_type))
 
@@ -141,15 +141,15 @@ class _Walk:
                     self.problem("value", _at(path, field, None), message)
             else:
                 self.single(field, item, None, value, path)
-        for element, keys in owner.required:
-            for key in keys:
-                if key in value:
-                    break
-            else:
-                self.problem("required", f"{path}.{element.removesuffix('[x]')}",
-                             f"Element '{element}' is required in {owner.name}")
+        self.required(value, owner, path)
         if choices is not None:
             self.one_type_each(choices, path)
+
+    def required(self, value: dict[str, Any], owner: Shape, path: str) -> None:
+        for element, keys in owner.required:
+            if not any(key in value for key in keys):
+                self.problem("required", f"{path}.{element.removesuffix('[x]')}",
+                             f"Element '{element}' is required in {owner.name}")
 
     def unknown(self, key: str, owner: Shape, path: str) -> None:
         if key != "resourceType" or not owner.is_resource:

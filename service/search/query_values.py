@@ -1,9 +1,9 @@
 """Search values: one parsed alternative of a parameter, per parameter type.
 
 A parameter's query value is split on unescaped commas (OR); each part becomes one of the value
-classes below. Query values are normalised and bounded like index rows (service/search/values.py), so
-they compare with the stored columns directly: a value longer than the indexed prefix matches on that
-prefix (`:contains` excepted: it looks within the prefix only).
+classes below. Query values are normalised and bounded like index rows (service/search/values.py and
+bounds.py), so they compare with the stored columns directly: a value longer than the indexed prefix
+matches on that prefix (`:contains` excepted: it looks within the prefix only).
 """
 
 from __future__ import annotations
@@ -14,17 +14,9 @@ from decimal import Decimal, InvalidOperation
 
 from service.fhir.errors import invalid
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.search.bounds import STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH, bounded
 from service.search.dates import date_range
-from service.search.values import (
-    STRING_LENGTH,
-    TOKEN_LENGTH,
-    URI_LENGTH,
-    URL_LENGTH,
-    base_of,
-    bounded,
-    normalize,
-    reference_target,
-)
+from service.search.values import base_of, normalize, reference_target
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
 APPROXIMATE_SHARE = Decimal("0.1")  # `ap`: within 10 %

@@ -14,6 +14,7 @@ from typing import Any
 
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.bindings import implied_systems
+from service.search.bounds import ID_LENGTH, STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH, bounded
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.model import is_a, type_from_suffix
 from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, Row, StringRow, TokenRow, UriRow
@@ -37,22 +38,6 @@ QUANTITY_TYPES = frozenset("Quantity Age Duration Count Distance SimpleQuantity 
 HUMAN_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")  # as HAPI
 ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country")  # as HAPI: not `text`
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
-# Index values are bounded prefixes of what the body holds (the body keeps it whole), as HAPI indexes them:
-# strings 200 characters (normalized and exact), token codes, systems and texts 200, URIs 254 and
-# reference URLs 200. At 4 bytes a character at most, no index entry comes near PostgreSQL's b-tree limit
-# (2,704 bytes). Query values are bounded the same way (service/search/query_values.py).
-STRING_LENGTH = 200
-TOKEN_LENGTH = 200
-URI_LENGTH = 254
-URL_LENGTH = 200
-ID_LENGTH = 64  # a longer id part names no resource of this server: such a reference is no local `Type/id`
-
-
-def bounded(text: Any, length: int) -> Any:
-    """`text` cut to `length` characters; anything but a long string is returned as it is."""
-    return text[:length] if text.__class__ is str and len(text) > length else text
-
-
 def normalize(text: str) -> str:
     """Lower case without accents (NFD, combining marks dropped): the default string match."""
     if text.isascii():
