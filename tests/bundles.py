@@ -31,8 +31,9 @@ def bundle(bundle_type: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def org(name: str, value: str | None = None, **extra: Any) -> dict[str, Any]:
-    identifier = [{"system": SYSTEM, "value": value}] if value else []
-    return {"resourceType": "Organization", "name": name, "identifier": identifier, **extra}
+    # R4 refuses an empty array: an Organization without a value has no identifier element at all.
+    identifier = {"identifier": [{"system": SYSTEM, "value": value}]} if value else {}
+    return {"resourceType": "Organization", "name": name, **identifier, **extra}
 
 
 async def send(client: Any, body: dict[str, Any], status: int = 200, **headers: str) -> dict[str, Any]:

@@ -137,6 +137,15 @@ async def test_write_privilege_and_403_on_other_interactions(app_client: MakeCli
     assert await db.fetchval("SELECT count(*) FROM resource_version") == 2
 
 
+async def test_validate_needs_a_token_and_no_privilege(app_client: MakeClient, db) -> None:
+    client = await app_client()
+    assert (await client.post("/fhir/Organization/$validate", json=ORG)).status == 401
+    reader = bearer(hs256(claims(["Patient.read"], user_type="PRACTITIONER")))
+    response = await client.post("/fhir/Organization/$validate", json=ORG, headers=reader)
+    assert await outcome(response, 200, "informational") == "No issues detected during validation"
+    assert await db.fetchval("SELECT count(*) FROM resource") == 0
+
+
 async def test_system_history_needs_read_on_every_type(app_client: MakeClient) -> None:
     client = await app_client(role_map={"auditor": ["*.read"]})
     reader = bearer(hs256(claims([f"{t}.read" for t in ("Organization", "Patient")])))

@@ -57,6 +57,8 @@ RULES = [
     ("PATCH", "/Organization", needs("Organization.update", "Organization.search")),
     ("DELETE", "/Organization", needs("Organization.delete", "Organization.search")),
     ("GET", "/_history", SYSTEM_HISTORY_RULE),
+    ("POST", "/Organization/$validate", AUTHENTICATED),  # reads and writes nothing
+    ("POST", "/Foo/$validate", AUTHENTICATED),
     ("GET", "/Organisation/1", AUTHENTICATED),  # unknown type: the handler answers 404
     ("GET", "", AUTHENTICATED),  # system-level search: `{Type}.search` per searched type, checked by the handler
     ("POST", "/_search", AUTHENTICATED),
@@ -69,6 +71,8 @@ RULES = [
     ("DELETE", "/Organization/1/$reindex-dryrun", None),
     ("PUT", "/Organization/_history", None),
     ("GET", "/Organization/_search", None),
+    ("GET", "/Organization/$validate", None),
+    ("POST", "/Organization/1/$validate", None),
     ("POST", "/Organization/1", None),
     ("GET", "/Organization/1/_nonsense", None),
     ("GET", "/Organization/1/_history/3/x", None),

@@ -23,7 +23,7 @@ async def test_a_failing_entry_keeps_its_error_and_the_others_commit(client, db)
     assert statuses(response) == ["201 Created", "400 Bad Request", "412 Precondition Failed", "201 Created",
                                   "200 OK", "201 Created", "204 No Content"]  # deleting nothing is done, as HAPI
     bad = response["entry"][1]["response"]["outcome"]["issue"][0]
-    assert bad["diagnostics"].startswith("Bundle.entry[1] (urn:uuid:bad): The resource cannot be indexed")
+    assert bad["diagnostics"].startswith("Bundle.entry[1] (urn:uuid:bad): Practitioner.name: Element 'name' repeats")
     assert response["entry"][2]["response"]["outcome"]["issue"][0]["code"] == "multiple-matches"
     assert response["entry"][4]["resource"]["name"] == "X"  # GET entries run after the writes
     names = {row["name"] for row in await db.fetch(

@@ -26,7 +26,7 @@ MEMBERS_V1 = (
     b'"referenceRange":[{"low":{"value":-0},"high":{"value":1.5},"text":"say \\"0.50\\" \\\\"}]}'
 )
 MEMBERS_V2 = (
-    b'"status":"amended","valueQuantity":{"value":3.10,"unit":"mg"},'
+    b'"status":"amended","code":{"text":"v2"},"valueQuantity":{"value":3.10,"unit":"mg"},'
     b'"component":[{"code":{"text":"e"},"valueQuantity":{"value":4.0E+1}},{"code":{"text":"f"},"valueInteger":7}],'
     b'"extension":[{"url":"http://example.org/big","valueDecimal":-98765432109876543210.000}]}'
 )
@@ -127,7 +127,8 @@ async def test_load_of_a_bundle_keeps_every_number_as_sent(client, database_url,
 
 
 async def test_duplicate_keys_keep_the_last_value_as_before(client):
-    body = b'{"resourceType":"Observation","status":"final","valueQuantity":{"value":1.50,"value":2.50}}'
+    body = (b'{"resourceType":"Observation","status":"final","code":{"text":"a"},'
+            b'"valueQuantity":{"value":1.50,"value":2.50}}')
     created = await client.post("/fhir/Observation", data=body, headers=FHIR_JSON)
     assert created.status == 201
     assert number_texts(await created.read()) == ["2.50"]
@@ -174,7 +175,7 @@ async def test_searches_find_values_whatever_their_spelling(client):
     made: dict[str, Decimal] = {}
     for text in SPELLINGS:
         quantity = b'{"value":%s,"unit":"mg"}' % text.encode()
-        body = (b'{"resourceType":"Observation","status":"final","valueQuantity":%s,'
+        body = (b'{"resourceType":"Observation","status":"final","code":{"text":"q"},"valueQuantity":%s,'
                 b'"component":[{"code":{"text":"c"},"valueQuantity":%s}]}' % (quantity, quantity))
         response = await client.post("/fhir/Observation", data=body, headers=FHIR_JSON)
         assert response.status == 201

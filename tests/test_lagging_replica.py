@@ -16,7 +16,7 @@ from tests.test_reindex_http import parameters, poll_until_ended
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 ALIAS_X = {"resourceType": "SearchParameter", "id": "alias-x", "url": "http://example.org/SearchParameter/alias-x",
            "name": "aliasX", "status": "active", "code": "alias-x", "base": ["Organization"], "type": "string",
-           "expression": "Organization.alias"}
+           "description": "An organization's aliases", "expression": "Organization.alias"}
 
 
 async def put(client, resource: dict) -> None:

@@ -66,11 +66,13 @@ async def test_invalid_lines_are_reported_and_skipped(database_url, db, tmp_path
     assert "4 invalid resources skipped" in result.stdout
     problems = result.stderr.splitlines()  # one line a problem, in file order
     assert problems[:3] == [
-        f"{source}:2: Invalid resource id 'bad id': ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
+        f"{source}:2: Organization.id: 'bad id' is not a valid id: 1 to 64 characters of A-Z, a-z, 0-9, '-' "
+        "and '.' were expected",
         f"{source}:3: Unknown resource type 'Nonsense': not a FHIR R4 resource type",
         f"{source}:4: Failed to parse the line as JSON: unexpected end of data: line 1 column 32 (char 31)",
     ]
-    assert problems[3].startswith(f"{source}:7: Organization/shapeless: The resource cannot be indexed")
+    assert problems[3] == (f"{source}:7: Organization.identifier: Element 'identifier' repeats: a JSON array was "
+                           "expected, not the string 'not-a-list'")
     assert len(problems) == 4
     assert "request body" not in result.stderr
     assert re.search(r"^\s+Organization\s+2$", result.stdout, re.MULTILINE)  # good-1 twice, not shapeless
@@ -83,9 +85,11 @@ async def test_loaded_search_parameters_index_later_batches(database_url, db, tm
     source = tmp_path / "with-parameters.ndjson"
     source.write_bytes(b"\n".join([
         orjson.dumps({"resourceType": "SearchParameter", "id": "nickname", "url": "http://example.org/sp/nickname",
-                      "name": "nickname", "status": "active", "code": "nickname", "base": ["Organization"],
-                      "type": "string", "expression": "Organization.alias"}),
-        b'{"resourceType":"SearchParameter","id":"broken","code":"x","base":["Organization"],"type":"string"}',
+                      "name": "nickname", "status": "active", "description": "Aliases", "code": "nickname",
+                      "base": ["Organization"], "type": "string", "expression": "Organization.alias"}),
+        # Valid R4, but a parameter without an expression cannot be used.
+        b'{"resourceType":"SearchParameter","id":"broken","url":"http://example.org/sp/x","name":"x",'
+        b'"status":"active","description":"x","code":"x","base":["Organization"],"type":"string"}',
         b'{"resourceType":"Organization","id":"org-1","alias":["Speedy"]}',
     ]))
     result = run_load(database_url, "--batch-size", "1", str(source))
@@ -136,10 +140,12 @@ async def test_an_invalid_bundle_entry_is_one_line_naming_it(database_url, db, t
     assert result.returncode == 1
     problems = result.stderr.splitlines()
     assert problems[:2] == [
-        f"{source}: entry 2: Invalid resource id 'not fine!': ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'",
+        f"{source}: entry 2: Organization.id: 'not fine!' is not a valid id: 1 to 64 characters of A-Z, a-z, "
+        "0-9, '-' and '.' were expected",
         f"{source}: entry 3: the entry holds no resource (a JSON object in 'resource')",
     ]
-    assert problems[2].startswith(f"{source}: entry 4: Organization/unindexable: The resource cannot be indexed")
+    assert problems[2] == (f"{source}: entry 4: Organization.identifier: Element 'identifier' repeats: a JSON "
+                           "array was expected, not the string 'x'")
     assert len(problems) == 3
     assert "3 invalid resources skipped" in result.stdout
     assert await db.fetchval("SELECT array_agg(fhir_id) FROM resource") == ["fine"]
@@ -171,3 +177,28 @@ async def test_an_unreadable_file_is_one_line(database_url, db, tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"error: {source}: cannot be read: Not a gzipped file (b'th')"]
     assert "Traceback" not in result.stderr
+
+
+async def test_a_resource_that_is_not_valid_r4_is_one_line_naming_each_problem(database_url, db, tmp_path):
+    source = tmp_path / "mixed.ndjson"
+    source.write_bytes(b"\n".join([
+        b'{"resourceType":"Patient","id":"ok-1","name":[{"family":"' + "Ågren ".encode() * 150_000 + b'"}]}',
+        b'{"resourceType":"Patient","id":"bad-1","active":"yes","birthDate":"2020-13-45","nickname":"Bob"}',
+        b'{"resourceType":"Patient","id":"bad-2","name":[{"family":"a\\u0000b"}]}',
+        b'{"resourceType":"Patient","id":"deep","x":' + b"[" * 300 + b"]" * 300 + b"}",
+        b'{"resourceType":"Patient","id":"ok-2"}',
+    ]))
+    result = run_load(database_url, str(source))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{source}:2: Patient.active: A boolean must be JSON true or false, not the string 'yes'; Patient.birthDate: "
+        "'2020-13-45' is not a valid date: YYYY, YYYY-MM or YYYY-MM-DD was expected; Patient.nickname: Unknown "
+        "element 'nickname' in Patient",
+        f"{source}:3: Patient.name[0].family: Control character U+0000 at position 1: strings may hold no control "
+        "characters but tab, CR and LF",
+        f"{source}:4: The line nests JSON objects and arrays more than 100 levels deep, the most this server accepts",
+    ]
+    assert "3 invalid resources skipped" in result.stdout
+    assert await db.fetchval("SELECT array_agg(fhir_id ORDER BY fhir_id) FROM resource") == ["ok-1", "ok-2"]
+    family = await db.fetchval("SELECT body FROM resource WHERE fhir_id = 'ok-1'")
+    assert len(orjson.loads(family)["name"][0]["family"]) == 900_000  # stored whole, indexed by a prefix

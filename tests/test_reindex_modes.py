@@ -23,8 +23,8 @@ from tests.test_reindex_http import parameters, poll_until_ended
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 BODIES = "SELECT version, body FROM resource_version"
 ALIAS = {"resourceType": "SearchParameter", "id": "org-alias", "url": "http://example.org/SearchParameter/org-alias",
-         "name": "alias", "status": "active", "code": "alias", "base": ["Organization"], "type": "string",
-         "expression": "Organization.alias"}
+         "name": "alias", "status": "active", "description": "An organization's aliases", "code": "alias",
+         "base": ["Organization"], "type": "string", "expression": "Organization.alias"}
 # Every index row with its physical address: a row rewritten by DELETE and COPY gets a new ctid.
 ROW_ADDRESSES = " UNION ALL ".join(
     f"SELECT '{table}' AS tbl, ctid::text AS ctid, res_id, sp_hash FROM {table}" for table in TABLE_COLUMNS)

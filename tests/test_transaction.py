@@ -69,7 +69,7 @@ async def test_one_invalid_entry_writes_nothing_and_is_named(client, db):
     before = await row_counts(db)
     entries = network()
     entries.append(entry("DELETE", f"Organization?identifier={SYSTEM}|doomed"))  # done first, then undone
-    entries[32]["resource"]["name"] = "not a list of HumanName"  # cannot be indexed: refused as a single PUT is
+    entries[32]["resource"]["name"] = "not a list of HumanName"  # not valid R4: refused as a single PUT is
     response = await client.post("/fhir", json=bundle("transaction", entries))
     assert response.status == 400
     diagnostics = (await response.json())["issue"][0]["diagnostics"]
@@ -272,7 +272,7 @@ async def test_racing_transactions_with_one_conditional_create_make_one_resource
 async def test_a_search_parameter_written_in_a_bundle_is_in_force_when_it_returns(client, db):
     nickname = {"resourceType": "SearchParameter", "url": "http://example.org/sp/nickname", "name": "nickname",
                 "status": "active", "code": "nickname", "base": ["Organization"], "type": "string",
-                "expression": "Organization.alias"}
+                "description": "An organization's other names", "expression": "Organization.alias"}
     response = await send(client, bundle("transaction", [post(nickname), post(org("Before", alias=["Bee"]))]))
     assert statuses(response) == ["201 Created", "201 Created"]
     assert await db.fetchval("SELECT count(*) FROM search_parameter_change") == 1

@@ -92,7 +92,7 @@ async def test_replicas_deleting_at_once_delete_every_expired_job_once(database_
 
 NICKNAME = {"resourceType": "SearchParameter", "id": "nickname", "url": "http://example.org/sp/nickname",
             "name": "nickname", "status": "active", "code": "nickname", "base": ["Organization"], "type": "string",
-            "expression": "Organization.alias"}
+            "description": "An organization's other names", "expression": "Organization.alias"}
 SHORT_NAME = {**NICKNAME, "id": "short-name", "url": "http://example.org/sp/short-name", "code": "short-name",
               "base": ["Location"], "expression": "Location.alias"}
 TRIAL = {**NICKNAME, "id": "trial", "url": "http://example.org/sp/trial", "code": "trial",

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from service.fhir.outcome import Issue
 
 Severity = Literal["fatal", "error", "warning", "information"]
 
 
 class FhirError(Exception):
-    """A refused request: HTTP status, OperationOutcome issue code and diagnostics.
+    """A refused request: HTTP status, OperationOutcome issue code and diagnostics, or the `issues` to
+    list when there are several (`diagnostics` then sums them up, for logs and the loader).
 
     Raised anywhere below the HTTP layer; the error middleware turns it into the response.
     """
@@ -20,6 +25,7 @@ class FhirError(Exception):
         code: str = "processing",
         severity: Severity = "error",
         headers: dict[str, str] | None = None,
+        issues: Sequence[Issue] = (),
     ) -> None:
         super().__init__(diagnostics)
         self.status = status
@@ -27,6 +33,7 @@ class FhirError(Exception):
         self.code = code
         self.severity = severity
         self.headers = headers or {}
+        self.issues = issues
 
 
 def invalid(diagnostics: str) -> FhirError:

@@ -17,6 +17,9 @@ import orjson
 # made spaces, what is left splits into literals and number tokens.
 _PUNCTUATION_TO_SPACE = bytes.maketrans(b"{}[],:\t\n\r", b" " * 9)
 _LITERALS = frozenset((b"true", b"false", b"null"))
+# Objects and arrays alike as `[` and `]`, and everything else deleted: what is left is the nesting.
+_OPENERS_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 
 
 def parse(raw: bytes) -> tuple[Any, Any]:
@@ -32,15 +35,33 @@ def loads(raw: bytes) -> Any:
     return parse(raw)[1]
 
 
+def nested_deeper(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text `raw` nests objects and arrays more than `limit` levels deep (the outermost
+    is level 1). Text that is not JSON may be answered either way: the parser refuses it next."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
+    brackets = _outside_strings(raw).translate(_OPENERS_AS_BRACKETS, _NOT_BRACKETS)
+    for _level in range(limit):  # each pass removes the innermost level
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            return False  # empty, or unbalanced
+        brackets = inner
+    return bool(brackets)
+
+
+def _outside_strings(raw: bytes) -> bytes:
+    """The JSON text `raw` without the content of its strings."""
+    if b"\\" in raw:
+        # Escaped backslashes, then escaped quotes, go first: every quote left opens or closes a string.
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(raw.split(b'"')[::2])
+
+
 def _numbers_survive(raw: bytes, values: Any) -> bool:
     """Whether orjson writes back every number of `raw` (JSON that orjson read as `values`) as written."""
     if orjson.dumps(values) == raw.strip():  # orjson's own text, as machine-written NDJSON often is
         return True
-    if b"\\" in raw:
-        # Escaped backslashes, then escaped quotes, go first: every quote left opens or closes a string.
-        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(raw.split(b'"')[::2])
-    tokens = set(outside_strings.translate(_PUNCTUATION_TO_SPACE).split()) - _LITERALS
+    tokens = set(_outside_strings(raw).translate(_PUNCTUATION_TO_SPACE).split()) - _LITERALS
     return all(orjson.dumps(orjson.loads(token)) == token for token in tokens)
 
 

@@ -16,15 +16,20 @@ class Issue:
     severity: Severity
     code: str
     diagnostics: str
+    expression: str | None = None  # FHIRPath of the element concerned, e.g. `Patient.name[0].given[1]`
 
-    def to_json(self) -> dict[str, str]:
-        return {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        if self.expression is not None:
+            found["expression"] = [self.expression]
+        return found
 
 
 def operation_outcome(*issues: Issue) -> dict[str, Any]:
     """An OperationOutcome with one narrative table row per issue, in the layout of the seed."""
     rows = "".join(
-        f'<tr><td style="font-weight: bold;">{issue.severity.upper()}</td><td>[]</td>'
+        f'<tr><td style="font-weight: bold;">{issue.severity.upper()}</td>'
+        f"<td>[{escape(issue.expression or '', quote=False)}]</td>"
         f"<td>{escape(issue.diagnostics, quote=False)}</td></tr>"
         for issue in issues
     )

@@ -14,9 +14,14 @@ from service.fhir import exact_json
 from service.fhir.errors import FhirError, invalid, not_found
 from service.fhir.instant import format_instant
 from service.fhir.integers import MAX_INTEGER, parse_natural
+from service.fhir.outcome import Issue
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.fhir.validation import resource_issues
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# Deeper JSON is refused before it is parsed: R4 resources nest a few levels (extensions of extensions,
+# questionnaire items in items: a few dozen at the very most), and the JSON encoder stops at 255.
+MAX_DEPTH = 100
 T = TypeVar("T")
 
 
@@ -67,6 +72,9 @@ def parse_resource(raw: bytes, source: str = "request body") -> Submitted:
 def _decode(raw: bytes, loads: Callable[[bytes], T], source: str) -> T:
     if not raw.strip():
         raise invalid(f"The {source} is empty; a FHIR resource in JSON was expected")
+    if exact_json.nested_deeper(raw, MAX_DEPTH):
+        raise FhirError(400, f"The {source} nests JSON objects and arrays more than {MAX_DEPTH} levels deep, "
+                             f"the most this server accepts", code="structure")
     try:
         return loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -80,16 +88,27 @@ def _json_object(parsed: Any, source: str) -> dict[str, Any]:
 
 
 def check_resource(resource: dict[str, Any], expected_type: str) -> dict[str, Any]:
-    """The body of a create or update: a resource of the type in the URL."""
+    """The body of a create or update: a valid R4 resource of the type in the URL. Every structural
+    problem is an issue of the one 400 (service/fhir/validation.py)."""
+    issues = resource_problems(resource, expected_type)
+    if issues:
+        raise FhirError(400, "; ".join(_located(issue) for issue in issues), code=issues[0].code, issues=issues)
+    return resource
+
+
+def resource_problems(resource: dict[str, Any], expected_type: str) -> list[Issue]:
+    """What makes `resource` not a valid R4 resource of `expected_type`: its type, else its structure."""
     res_type = resource.get("resourceType")
     if not isinstance(res_type, str) or not res_type:
-        raise invalid("The resource has no 'resourceType' element")
+        return [Issue("error", "invalid", "The resource has no 'resourceType' element")]
     if res_type != expected_type:
-        raise invalid(f"The resource type '{res_type}' does not match the type '{expected_type}' in the URL")
-    meta = resource.get("meta", {})
-    if not isinstance(meta, dict):
-        raise invalid("The element 'meta' must be a JSON object")
-    return resource
+        return [Issue("error", "invalid",
+                      f"The resource type '{res_type}' does not match the type '{expected_type}' in the URL")]
+    return resource_issues(resource)
+
+
+def _located(issue: Issue) -> str:
+    return f"{issue.expression}: {issue.diagnostics}" if issue.expression else issue.diagnostics
 
 
 def check_update_id(resource: dict[str, Any], url_id: str) -> None:

@@ -43,6 +43,7 @@ DATABASE_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.Cannot
 RETRY_BUSY_SECONDS, RETRY_DATABASE_SECONDS = "1", "5"
 # What the access log says of a request whose client went away before its answer (nginx's code for it).
 CLIENT_GONE = 499
+LOGGED_REASON = 1000  # characters of a refusal's diagnostics logged (an invalid body may have 100 issues)
 
 
 def _trace_id(request: web.Request) -> str | None:
@@ -88,9 +89,9 @@ async def fhir_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except FhirError as exc:
-        log.info("request_refused", status=exc.status, reason=exc.diagnostics)
-        issue = Issue(exc.severity, exc.code, exc.diagnostics)
-        return outcome_response(request, exc.status, issue, headers=exc.headers)
+        log.info("request_refused", status=exc.status, reason=exc.diagnostics[:LOGGED_REASON])
+        issues = exc.issues or (Issue(exc.severity, exc.code, exc.diagnostics),)
+        return outcome_response(request, exc.status, *issues, headers=exc.headers)
     except web.RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a body that is not gzip
         reason = str(exc).replace("\n", " ").strip()
         return outcome_response(request, 400, Issue("error", "invalid", f"The request body cannot be read: {reason}"))

@@ -18,6 +18,8 @@ No aiohttp here, so the rules are tested (and read) on their own. The rules:
   (`Type.create`), which is the one rule that depends on more than method and path.
 - `POST /` (a batch or transaction Bundle): a valid token; each entry needs what its request would need alone,
   checked by the handler (`service.http.bundle_plan`) once the Bundle is read.
+- `POST /{Type}/$validate`: a valid token only: it reads and writes nothing, and its answer depends on the
+  body sent and the public R4 definitions alone.
 - `GET /_history` (system history, every type): `Type.read` for every resource type, which in practice
   only a role-map entry such as `auditor=*.read` grants.
 - A path naming an unknown resource type needs no privilege: the handler answers 404 (the types are public
@@ -77,6 +79,8 @@ def rule_for(method: str, path: str, if_none_exist: bool = False) -> Rule | None
         return AUTHENTICATED
     if len(parts) == 3 and (method, parts[2]) in _INSTANCE_OPERATIONS:
         return Rule(REINDEX_RULE.privileges | {f"{res_type}.read"}, user_type=SYSTEM)
+    if (method, parts[1:]) == ("POST", ["$validate"]):
+        return AUTHENTICATED
     action = _rest_action(method, parts[1:])
     return Rule(frozenset({f"{res_type}.{action}"})) if action else None
 

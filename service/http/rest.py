@@ -16,10 +16,12 @@ from service.fhir.resource import (
     check_resource,
     check_type,
     check_update_id,
+    parse_body,
     parse_resource,
     parse_version_tag,
 )
 from service.fhir.summary import parse_elements, parse_summary, subset, subsets
+from service.fhir.validate_operation import validation_outcome
 from service.http.keys import STORE
 from service.http.responses import fhir_response, outcome_response
 from service.http.urls import base_url
@@ -90,6 +92,12 @@ async def update(request: web.Request) -> web.Response:
     resource = parse_resource(await request.read())
     check_update_id(check_resource(resource.values, res_type), fhir_id)
     return written(request, await request.app[STORE].update(resource, fhir_id, if_match(request)))
+
+
+async def validate(request: web.Request) -> web.Response:
+    """`$validate`: 200 with the problems of the resource sent, nothing stored."""
+    res_type = check_type(request.match_info["type"])
+    return outcome_response(request, 200, *validation_outcome(parse_body(await request.read()), res_type))
 
 
 async def delete(request: web.Request) -> web.Response:

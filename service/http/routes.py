@@ -28,6 +28,7 @@ def add_routes(app: web.Application, base: str) -> None:
     # `_history` and `_search` are registered before `{id}`: ids cannot start with '_', so they never overlap.
     app.router.add_get(f"{base}/{{type}}/_history", history.type_history)
     app.router.add_post(f"{base}/{{type}}/_search", search.search_post)
+    app.router.add_post(f"{base}/{{type}}/$validate", rest.validate)
     app.router.add_get(f"{base}/{{type}}", search.search_get)
     app.router.add_post(f"{base}/{{type}}", conditional.create)  # plain create without If-None-Exist
     app.router.add_put(f"{base}/{{type}}", conditional.update)

@@ -1,8 +1,9 @@
 """Search values: one parsed alternative of a parameter, per parameter type.
 
 A parameter's query value is split on unescaped commas (OR); each part becomes one of the value
-classes below. Query values are normalised like index rows (service/search/values.py), so they
-compare with the stored columns directly.
+classes below. Query values are normalised and bounded like index rows (service/search/values.py and
+bounds.py), so they compare with the stored columns directly: a value longer than the indexed prefix
+matches on that prefix (`:contains` excepted: it looks within the prefix only).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from service.fhir.errors import invalid
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.search.bounds import STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH, bounded
 from service.search.dates import date_range
 from service.search.values import base_of, normalize, reference_target
 
@@ -118,19 +120,21 @@ def split_prefix(text: str) -> tuple[str, str]:
 def parse_string(text: str, modifier: str | None) -> StringMatch:
     text = unescape(text)
     if modifier == "exact":
-        return StringMatch("exact", text)
-    return StringMatch(modifier or "prefix", normalize(text))
+        return StringMatch("exact", bounded(text, STRING_LENGTH))
+    if modifier == "contains":
+        return StringMatch("contains", normalize(text))
+    return StringMatch(modifier or "prefix", bounded(normalize(bounded(text, STRING_LENGTH)), STRING_LENGTH))
 
 
 def parse_token(text: str, modifier: str | None) -> TokenMatch | TokenText:
     if modifier == "text":
-        return TokenText(unescape(text))
+        return TokenText(bounded(unescape(text), TOKEN_LENGTH))
     parts = split_unescaped(text, "|")
     if len(parts) > 2:
-        raise invalid(f"Invalid token '{text}': expected [system|]code")
+        raise invalid(f"Invalid token '{text[:40]}': expected [system|]code")
     if len(parts) == 1:
-        return TokenMatch(unescape(parts[0]), None, "any")
-    system, code = unescape(parts[0]), unescape(parts[1]) or None
+        return TokenMatch(bounded(unescape(parts[0]), TOKEN_LENGTH), None, "any")
+    system, code = bounded(unescape(parts[0]), TOKEN_LENGTH), bounded(unescape(parts[1]), TOKEN_LENGTH) or None
     if not system:
         if code is None:
             raise invalid(f"Invalid token '{text}': neither a system nor a code")
@@ -148,8 +152,8 @@ def parse_reference(text: str, type_modifier: str | None, targets: tuple[str, ..
         type_name, _, url = reference_target(text) or (None, None, text)
         base = base_of(url) if type_name and url else None
         if base is None or (base not in local_bases and base != request_base):
-            return ReferenceMatch((), None, url)
-        text, url = text[len(base) + 1:], (None if base in local_bases else url)
+            return ReferenceMatch((), None, bounded(url, URL_LENGTH))
+        text, url = text[len(base) + 1:], (None if base in local_bases else bounded(url, URL_LENGTH))
     parts = text.split("/")
     if len(parts) == 4 and parts[2] == "_history":
         parts = parts[:2]
@@ -214,11 +218,11 @@ def parse_quantity(text: str) -> QuantityMatch:
     number = parse_number(parts[0])
     if len(parts) == 1:
         return QuantityMatch(number, None, None)
-    return QuantityMatch(number, parts[1] or None, parts[2] or None)
+    return QuantityMatch(number, bounded(parts[1], TOKEN_LENGTH) or None, bounded(parts[2], TOKEN_LENGTH) or None)
 
 
 def parse_uri(text: str, modifier: str | None) -> UriMatch:
-    return UriMatch(modifier or "exact", unescape(text))
+    return UriMatch(modifier or "exact", bounded(unescape(text), URI_LENGTH))
 
 
 def parse_missing(text: str) -> MissingMatch:

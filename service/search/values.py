@@ -14,6 +14,7 @@ from typing import Any
 
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.bindings import implied_systems
+from service.search.bounds import ID_LENGTH, STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH, bounded
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.model import is_a, type_from_suffix
 from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, Row, StringRow, TokenRow, UriRow
@@ -37,8 +38,6 @@ QUANTITY_TYPES = frozenset("Quantity Age Duration Count Distance SimpleQuantity 
 HUMAN_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")  # as HAPI
 ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country")  # as HAPI: not `text`
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
-
-
 def normalize(text: str) -> str:
     """Lower case without accents (NFD, combining marks dropped): the default string match."""
     if text.isascii():
@@ -57,10 +56,14 @@ def decimal(number: object) -> Decimal | None:
         return None
 
 
+def string_row(code: str, text: str) -> Row:
+    """The row of a non-empty string: its bounded prefix, normalized and as written."""
+    text = text[:STRING_LENGTH]
+    return new_string_row((code, text.lower() if text.isascii() else normalize(text)[:STRING_LENGTH], text))
+
+
 def string_rows(code: str, value: Any) -> tuple[Row, ...]:
-    if not value or value.__class__ is not str:
-        return NONE
-    return (new_string_row((code, value.lower() if value.isascii() else normalize(value), value)),)
+    return (string_row(code, value),) if value and value.__class__ is str else NONE
 
 
 def parts_rows(parts: tuple[str, ...]) -> Converter:
@@ -72,9 +75,8 @@ def parts_rows(parts: tuple[str, ...]) -> Converter:
             if item is None:
                 continue
             for text in item if item.__class__ is list else (item,):
-                if text and text.__class__ is str:  # the ASCII test inlines the common case of normalize
-                    normalized = text.lower() if text.isascii() else normalize(text)
-                    rows.append(new_string_row((code, normalized, text)))
+                if text and text.__class__ is str:
+                    rows.append(string_row(code, text))
         return tuple(rows)
     return convert
 
@@ -82,7 +84,14 @@ def parts_rows(parts: tuple[str, ...]) -> Converter:
 def plain_token(code: str, value: object) -> tuple[Row, ...]:
     if type(value) is bool:
         return (new_token_row((code, None, "true" if value else "false", None)),)
-    return (new_token_row((code, None, value, None)),) if type(value) is str and value else NONE
+    return (new_token_row((code, None, bounded(value, TOKEN_LENGTH), None)),) if type(value) is str and value else NONE
+
+
+def token_row(code: str, system: Any, value: Any, text: Any) -> Row:
+    """A token row of bounded values (each is a string or None in a valid resource)."""
+    if len(system or "") + len(value or "") + len(text or "") > TOKEN_LENGTH:  # rare: one may be long
+        system, value, text = bounded(system, TOKEN_LENGTH), bounded(value, TOKEN_LENGTH), bounded(text, TOKEN_LENGTH)
+    return new_token_row((code, system, value, text))
 
 
 @cache
@@ -93,14 +102,14 @@ def bound_code_token(path: str) -> Converter:
 
     def convert(code: str, value: object) -> tuple[Row, ...]:
         if type(value) is str and value:
-            return (new_token_row((code, systems.get(value), value, None)),)
+            return (new_token_row((code, systems.get(value), bounded(value, TOKEN_LENGTH), None)),)
         return NONE
     return convert
 
 
 def coding_token(code: str, coding: dict[str, Any]) -> tuple[Row, ...]:
     value = coding.get("code")
-    return (new_token_row((code, coding.get("system"), value, coding.get("display"))),) if value else NONE
+    return (token_row(code, coding.get("system"), value, coding.get("display")),) if value else NONE
 
 
 def codeable_concept_tokens(code: str, concept: dict[str, Any]) -> tuple[Row, ...]:
@@ -109,10 +118,10 @@ def codeable_concept_tokens(code: str, concept: dict[str, Any]) -> tuple[Row, ..
     for coding in concept.get("coding", NONE):
         value = coding.get("code")
         if value:  # a coding without a code has nothing to match
-            rows.append(new_token_row((code, coding.get("system"), value, coding.get("display"))))
+            rows.append(token_row(code, coding.get("system"), value, coding.get("display")))
     text = concept.get("text")
     if text:
-        rows.append(new_token_row((code, None, None, text)))
+        rows.append(new_token_row((code, None, None, bounded(text, TOKEN_LENGTH))))
     return tuple(rows)
 
 
@@ -121,13 +130,13 @@ def identifier_token(code: str, identifier: dict[str, Any]) -> tuple[Row, ...]:
     if not value:
         return NONE
     type_text = (identifier.get("type") or {}).get("text")
-    return (new_token_row((code, identifier.get("system"), value, type_text)),)
+    return (token_row(code, identifier.get("system"), value, type_text),)
 
 
 def contact_point_token(code: str, contact: dict[str, Any]) -> tuple[Row, ...]:
     """ContactPoint.system (phone, email...) as the token system, as HAPI does."""
     value = contact.get("value")
-    return (new_token_row((code, contact.get("system"), value, None)),) if value else NONE
+    return (token_row(code, contact.get("system"), value, None),) if value else NONE
 
 
 def date_rows(code: str, value: object) -> tuple[Row, ...]:
@@ -160,14 +169,16 @@ def quantity_rows(code: str, quantity: dict[str, Any]) -> tuple[Row, ...]:
     if value is None:
         return NONE
     system, unit_code, unit = quantity.get("system"), quantity.get("code"), quantity.get("unit")
-    return (new_quantity_row((code, value, system, unit_code, unit)),)
+    return (new_quantity_row((code, value, bounded(system, TOKEN_LENGTH), bounded(unit_code, TOKEN_LENGTH),
+                              bounded(unit, TOKEN_LENGTH))),)
 
 
 def money_rows(code: str, money: dict[str, Any]) -> tuple[Row, ...]:
     value, currency = decimal(money.get("value")), money.get("currency")
     if value is None:
         return NONE
-    return (new_quantity_row((code, value, CURRENCY_SYSTEM if currency else None, currency, None)),)
+    return (new_quantity_row((code, value, CURRENCY_SYSTEM if currency else None, bounded(currency, TOKEN_LENGTH),
+                              None)),)
 
 
 def range_rows(bound_rows: Converter) -> Converter:
@@ -179,7 +190,7 @@ def range_rows(bound_rows: Converter) -> Converter:
 
 
 def uri_rows(code: str, value: object) -> tuple[Row, ...]:
-    return (new_uri_row((code, value)),) if type(value) is str and value else NONE
+    return (new_uri_row((code, bounded(value, URI_LENGTH))),) if type(value) is str and value else NONE
 
 
 @lru_cache(maxsize=65536)  # the same subject, encounter, practitioner recur across resources
@@ -192,7 +203,7 @@ def reference_target(reference: str) -> tuple[str | None, str | None, str | None
     parts = reference.split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
-    typed = len(parts) >= 2 and parts[-2] in RESOURCE_TYPES and bool(parts[-1])
+    typed = len(parts) >= 2 and parts[-2] in RESOURCE_TYPES and 0 < len(parts[-1]) <= ID_LENGTH
     if "://" in reference:
         return (parts[-2], parts[-1], "/".join(parts)) if typed else (None, None, "/".join(parts))
     return (parts[-2], parts[-1], None) if typed and len(parts) == 2 else None
@@ -215,13 +226,16 @@ def reference_rows(local_bases: tuple[str, ...]) -> Converter:
             return NONE
         url = target[2]
         if url is not None:
-            target = (target[0], target[1], None) if target[0] and base_of(url) in local_bases else (None, None, url)
+            local = target[0] and base_of(url) in local_bases
+            target = (target[0], target[1], None) if local else (None, None, bounded(url, URL_LENGTH))
         return (new_reference_row((code, *target)),)
     return convert
 
 
 def canonical_rows(code: str, value: object) -> tuple[Row, ...]:
-    return (new_reference_row((code, None, None, value)),) if type(value) is str and value else NONE
+    if type(value) is not str or not value:
+        return NONE
+    return (new_reference_row((code, None, None, bounded(value, URL_LENGTH))),)
 
 
 def extension_rows(parameter_type: str, local_bases: tuple[str, ...]) -> Converter:
