@@ -50,7 +50,9 @@ class SearchParameter:
 
     @property
     def indexed(self) -> bool:
-        """Whether extraction produces rows for it (composite and special ones are left out)."""
+        """Whether extraction produces rows for it (special ones are left out)."""
+        if self.type == "composite":
+            return bool(self.expression) and bool(self.component)
         return self.type in INDEXED_TYPES and bool(self.expression)
 
 

@@ -81,8 +81,14 @@ class MissingMatch:
     missing: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CompositeMatch:
+    parts: tuple[tuple[str, ComponentValue], ...]  # (component parameter type, its value), in component order
+
+
+ComponentValue = StringMatch | TokenMatch | ReferenceMatch | DateMatch | NumberMatch | QuantityMatch | UriMatch
 QueryValue = (StringMatch | TokenMatch | TokenText | ReferenceMatch | DateMatch | NumberMatch | QuantityMatch
-              | UriMatch | MissingMatch)
+              | UriMatch | MissingMatch | CompositeMatch)
 
 
 def split_unescaped(text: str, separator: str) -> list[str]:

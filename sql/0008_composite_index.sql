@@ -1,0 +1,11 @@
+-- Composite search parameters (service/search/composite.py): one row per combination of the component values
+-- of one element, so the components of a match come from the same element. `parts` is a JSON array holding
+-- each component's row fields by name; a search reads it with jsonb_to_record and the component type's
+-- usual conditions. Text, not jsonb, so the stored value reads back exactly as written (a reindex compares them).
+CREATE TABLE idx_composite (
+    res_id  bigint NOT NULL,
+    sp_hash bigint NOT NULL,
+    parts   text COLLATE "C" NOT NULL
+);
+CREATE INDEX idx_composite_param ON idx_composite (sp_hash);
+CREATE INDEX idx_composite_res ON idx_composite (res_id);
