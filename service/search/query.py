@@ -21,6 +21,7 @@ from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
 from service.search.includes import Include, parse_include
 from service.search.limits import check_limits
+from service.search.near import NearMatch, parse_near
 from service.search.query_values import (
     CompositeMatch,
     MissingMatch,
@@ -199,6 +200,8 @@ def parse_value(definition: SearchParameter, text: str, modifier: str | None, ty
     kind = definition.type
     if kind == "composite":
         return parse_composite(definition, text, context)
+    if kind == "special":  # `near`, the one special parameter searched (definitions.py)
+        return parse_near(text)
     if kind == "string":
         return parse_string(text, modifier)
     if kind == "token":
@@ -225,7 +228,7 @@ def parse_composite(definition: SearchParameter, text: str, context: SearchConte
         if not part:
             raise invalid(f"Parameter '{definition.code}' has an empty component in '{text}'")
         value = parse_value(component, part, None, None, context)
-        assert not isinstance(value, (CompositeMatch, TokenText, MissingMatch))  # no modifier, simple types only
+        assert not isinstance(value, (CompositeMatch, TokenText, MissingMatch, NearMatch))  # simple types only
         values.append((component.type, value))
     return CompositeMatch(tuple(values))
 
@@ -277,7 +280,7 @@ def parse_sort(types: tuple[str, ...], text: str, registry: Registry) -> list[So
 
 def sort_kind(registry: Registry, resource_type: str, code: str) -> str:
     compiled = registry.parameter(resource_type, code)
-    if compiled is None or not compiled.definition.indexed or compiled.definition.type == "composite":
+    if compiled is None or not compiled.definition.indexed or compiled.definition.type in ("composite", "special"):
         raise invalid(f"Cannot sort on '{code}': not a searchable parameter of '{resource_type}'")
     return compiled.definition.type
 

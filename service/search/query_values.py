@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from service.fhir.errors import invalid
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.dates import date_range
+from service.search.near import NearMatch
 from service.search.values import base_of, normalize, reference_target
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
@@ -88,7 +89,7 @@ class CompositeMatch:
 
 ComponentValue = StringMatch | TokenMatch | ReferenceMatch | DateMatch | NumberMatch | QuantityMatch | UriMatch
 QueryValue = (StringMatch | TokenMatch | TokenText | ReferenceMatch | DateMatch | NumberMatch | QuantityMatch
-              | UriMatch | MissingMatch | CompositeMatch)
+              | UriMatch | MissingMatch | CompositeMatch | NearMatch)
 
 
 def split_unescaped(text: str, separator: str) -> list[str]:

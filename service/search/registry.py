@@ -24,7 +24,8 @@ from service.search.shapes import shape_converter
 from service.search.values import Converter, element_converter
 
 NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
-SINKS = ("string", "token", "date", "number", "quantity", "uri", "reference")  # IndexRows field order
+# The parameter types of the IndexRows fields, in order (a `special` one is `near`, see definitions.py).
+SINKS = ("string", "token", "date", "number", "quantity", "uri", "reference", "special")
 # One branch to extract: (code, sink index, rest runner | None, converter).
 Entry = tuple[str, int, Runner | None, Converter]
 Sinks = tuple[list[Row], ...]  # the rows of each index type, in IndexRows order
@@ -201,7 +202,7 @@ class Registry:
 
 def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> Sinks:
     """The rows of every parameter, per index type (IndexRows order), with duplicates."""
-    sinks: Sinks = ([], [], [], [], [], [], [])
+    sinks: Sinks = ([], [], [], [], [], [], [], [])
     if plan.from_root:
         run_entries(plan.from_root, [resource], sinks)
     by_key = plan.by_key

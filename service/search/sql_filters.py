@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from service.search.composite import COMPONENT_COLUMNS
+from service.search.near import NearMatch, near_condition
 from service.search.param_hash import sp_hash
 from service.search.query_values import (
     CompositeMatch,
@@ -27,7 +28,8 @@ from service.search.query_values import (
 from service.search.terms import Term
 
 TABLES = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
-          "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference", "composite": "idx_composite"}
+          "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference", "composite": "idx_composite",
+          "special": "idx_position"}
 # Row range [low, high] against the query value's range [ql, qh] (FHIR R4 search, prefixes on ranges).
 # Redundant bounds (low <= high always) give each arm an index range on `low` or `high`.
 DATE_CONDITIONS = {
@@ -149,6 +151,8 @@ def value_condition(value: object, params: Parameters) -> str:
         return uri_condition(value, params)
     if isinstance(value, CompositeMatch):
         return composite_condition(value, params)
+    if isinstance(value, NearMatch):
+        return near_condition(value, lambda number: params.add(number, "::float8"))
     raise TypeError(f"not a search value: {value!r}")
 
 

@@ -16,7 +16,17 @@ from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.bindings import implied_systems
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.model import is_a, type_from_suffix
-from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, Row, StringRow, TokenRow, UriRow
+from service.search.rows import (
+    DateRow,
+    NumberRow,
+    PositionRow,
+    QuantityRow,
+    ReferenceRow,
+    Row,
+    StringRow,
+    TokenRow,
+    UriRow,
+)
 
 # The value is parsed JSON of the FHIR type the converter was picked for.
 Converter = Callable[[str, Any], tuple[Row, ...]]
@@ -234,6 +244,14 @@ def extension_rows(parameter_type: str, local_bases: tuple[str, ...]) -> Convert
     return convert
 
 
+def position_rows(code: str, position: dict[str, Any]) -> tuple[Row, ...]:
+    """Location.position's latitude and longitude (degrees), when both are numbers within range."""
+    latitude, longitude = decimal(position.get("latitude")), decimal(position.get("longitude"))
+    if latitude is None or longitude is None or abs(latitude) > 90 or abs(longitude) > 180:
+        return NONE
+    return (PositionRow(code, float(latitude), float(longitude)),)
+
+
 def no_rows(code: str, value: object) -> tuple[Row, ...]:
     return NONE
 
@@ -266,6 +284,8 @@ def element_converter(parameter_type: str, fhir_type: str, path: str, local_base
     """`converter`, for the element at a known definition path: a bound `code` token gets its system."""
     if parameter_type == "token" and fhir_type == "code" and implied_systems(path):
         return bound_code_token(path)
+    if parameter_type == "special":  # `near`, the one special parameter indexed (definitions.py)
+        return position_rows
     return converter(parameter_type, fhir_type, local_bases)
 
 

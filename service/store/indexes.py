@@ -13,6 +13,7 @@ from service.search.rows import (
     DateRow,
     IndexRows,
     NumberRow,
+    PositionRow,
     QuantityRow,
     ReferenceRow,
     Row,
@@ -31,6 +32,7 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "idx_quantity": ("res_id", "sp_hash", "value", "system", "unit_code", "unit"),
     "idx_uri": ("res_id", "sp_hash", "uri"),
     "idx_reference": ("res_id", "sp_hash", "target_type", "target_id", "target_url"),
+    "idx_position": ("res_id", "sp_hash", "latitude", "longitude"),
     "idx_composite": ("res_id", "sp_hash", "parts"),
 }
 _FIELD_TABLES = tuple(zip(IndexRows._fields, INDEX_TABLES))  # the fields before `missing`, one per table
@@ -148,7 +150,7 @@ async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -
 
 # The row type of each index table, in the order of INDEX_TABLES (missing rows carry only the code).
 _ROW_TYPES = dict(zip(INDEX_TABLES, (StringRow, TokenRow, DateRow, NumberRow, QuantityRow, UriRow, ReferenceRow,
-                                     CompositeRow)))
+                                     PositionRow, CompositeRow)))
 _FIELDS = dict(zip(INDEX_TABLES, IndexRows._fields))
 
 

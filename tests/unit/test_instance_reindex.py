@@ -15,6 +15,7 @@ from service.search.rows import (
     DateRow,
     IndexRows,
     NumberRow,
+    PositionRow,
     QuantityRow,
     ReferenceRow,
     StringRow,
@@ -53,6 +54,7 @@ def test_every_type_of_row_as_added() -> None:
         uris=(UriRow("url", "http://x/y"),),
         references=(ReferenceRow("partof", "Organization", "123", None),
                     ReferenceRow("endpoint", None, None, "http://other/Endpoint/9")),
+        positions=(PositionRow("near", 41.5, -71.25),),
         composites=(CompositeRow("code-value-string", '[{"value":"x"},{"normalized":"y","exact":"Y"}]'),),
         missing=frozenset({"type"}),
     )
@@ -60,7 +62,8 @@ def test_every_type_of_row_as_added() -> None:
     assert result["resourceType"] == "Parameters"
     assert [parameter["name"] for parameter in result["parameter"]] == [
         "Narrative", "Message", "DateIndexes", "NumberIndexes", "QuantityIndexes", "UriIndexes", "StringIndexes",
-        "TokenIndexes", "ResourceLinks", "CompositeIndexes", "MissingIndexes",
+        "TokenIndexes", "ResourceLinks", "CoordinateIndexes", "CompositeIndexes",
+        "MissingIndexes",
     ]
     assert by_name(result)["Message"] == {"name": "Message", "valueString": "Reindex completed in 12ms"}
     assert section(result, "DateIndexes") == [{"code": "birthdate", "Action": "ADD", "Type": "Date",
@@ -86,6 +89,8 @@ def test_every_type_of_row_as_added() -> None:
         {"code": "endpoint", "Action": "ADD", "Type": "Reference", "TargetUrl": "http://other/Endpoint/9"},
         {"code": "partof", "Action": "ADD", "Type": "Reference", "TargetId": "Organization/123"},
     ]
+    assert section(result, "CoordinateIndexes") == [{"code": "near", "Action": "ADD", "Type": "Coords",
+                                                     "Latitude": 41.5, "Longitude": -71.25}]
     assert section(result, "CompositeIndexes") == [{"code": "code-value-string", "Action": "ADD", "Type": "Composite",
                                                     "Value": '[{"value":"x"},{"normalized":"y","exact":"Y"}]'}]
     assert section(result, "MissingIndexes") == [{"code": "type", "Action": "ADD", "Missing": True}]

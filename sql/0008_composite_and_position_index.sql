@@ -9,3 +9,14 @@ CREATE TABLE idx_composite (
 );
 CREATE INDEX idx_composite_param ON idx_composite (sp_hash);
 CREATE INDEX idx_composite_res ON idx_composite (res_id);
+
+-- `near` (Location.position): degrees as written. A search narrows by a latitude range (the index), then keeps
+-- the rows within the great-circle distance.
+CREATE TABLE idx_position (
+    res_id    bigint NOT NULL,
+    sp_hash   bigint NOT NULL,
+    latitude  double precision NOT NULL,
+    longitude double precision NOT NULL
+);
+CREATE INDEX idx_position_coords ON idx_position (sp_hash, latitude, longitude);
+CREATE INDEX idx_position_res ON idx_position (res_id);
