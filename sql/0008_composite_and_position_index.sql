@@ -7,7 +7,8 @@ CREATE TABLE idx_composite (
     sp_hash bigint NOT NULL,
     parts   text COLLATE "C" NOT NULL
 );
-CREATE INDEX idx_composite_param ON idx_composite (sp_hash);
+-- Most composites start with a token (a code): searches give its value, so this index finds the rows of one code.
+CREATE INDEX idx_composite_first_value ON idx_composite (sp_hash, ((parts::jsonb -> 0) ->> 'value'));
 CREATE INDEX idx_composite_res ON idx_composite (res_id);
 
 -- `near` (Location.position): degrees as written. A search narrows by a latitude range (the index), then keeps

@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from service.fhir.errors import invalid
+from service.search.rows import PositionRow, Row
 
 EARTH_RADIUS_KM = 6371.0  # the mean radius
 MAX_DISTANCE_KM = 10_000.0  # HAPI's limit: a box beyond it would wrap around the globe
@@ -19,6 +22,19 @@ UNITS_KM = {"": 1.0, "km": 1.0, "m": 0.001, "mi": 1.609344, "[mi_i]": 1.609344}
 # The haversine great-circle distance in km from the query point to the row's position.
 DISTANCE_SQL = ("{r} * 2 * asin(least(1.0, sqrt(power(sin(radians(latitude - {lat}) / 2), 2) + cos(radians({lat})) "
                 "* cos(radians(latitude)) * power(sin(radians(longitude - {lon}) / 2), 2))))")
+
+
+def position_rows(code: str, position: dict[str, Any]) -> tuple[Row, ...]:
+    """Location.position's latitude and longitude (degrees), when both are numbers within range."""
+    latitude: Any = position.get("latitude")
+    longitude: Any = position.get("longitude")
+    if not (is_number(latitude) and is_number(longitude) and abs(latitude) <= 90 and abs(longitude) <= 180):
+        return ()
+    return (PositionRow(code, float(latitude), float(longitude)),)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, Decimal)) and type(value) is not bool and math.isfinite(value)
 
 
 @dataclass(frozen=True, slots=True)

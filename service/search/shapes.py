@@ -9,8 +9,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from service.search.near import position_rows
 from service.search.rows import Row
-from service.search.values import Converter, converter, position_rows
+from service.search.values import Converter, converter
 
 # Distinctive keys, checked in order (a Quantity and an Identifier both have `value`: see below).
 SHAPES = (

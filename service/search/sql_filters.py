@@ -243,6 +243,9 @@ def composite_condition(value: CompositeMatch, params: Parameters) -> str:
     """Every component matches its part of the same row: each part read back as a record with the columns of
     its type's table, so the usual condition applies to it unchanged."""
     conditions = []
+    kind, first = value.parts[0]
+    if kind == "token" and isinstance(first, TokenMatch) and first.code is not None:  # served by an index
+        conditions.append(f"(parts::jsonb -> 0) ->> 'value' = {params.add(first.code)}")
     for position, (kind, part) in enumerate(value.parts):
         record = f"jsonb_to_record(parts::jsonb -> {position}) AS part({COMPONENT_COLUMNS[kind]})"
         conditions.append(f"EXISTS (SELECT FROM {record} WHERE {value_condition(part, params)})")

@@ -16,10 +16,10 @@ from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.bindings import implied_systems
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.model import is_a, type_from_suffix
+from service.search.near import position_rows
 from service.search.rows import (
     DateRow,
     NumberRow,
-    PositionRow,
     QuantityRow,
     ReferenceRow,
     Row,
@@ -242,14 +242,6 @@ def extension_rows(parameter_type: str, local_bases: tuple[str, ...]) -> Convert
                 return converter(parameter_type, type_from_suffix(key[5:]), local_bases)(code, value)
         return NONE
     return convert
-
-
-def position_rows(code: str, position: dict[str, Any]) -> tuple[Row, ...]:
-    """Location.position's latitude and longitude (degrees), when both are numbers within range."""
-    latitude, longitude = decimal(position.get("latitude")), decimal(position.get("longitude"))
-    if latitude is None or longitude is None or abs(latitude) > 90 or abs(longitude) > 180:
-        return NONE
-    return (PositionRow(code, float(latitude), float(longitude)),)
 
 
 def no_rows(code: str, value: object) -> tuple[Row, ...]:
