@@ -184,3 +184,24 @@ async def test_missing_composite(client):
     assert await search(client, "code-value-quantity:missing", "false") == with_value
     missing = await search(client, "code-value-quantity:missing", "true")
     assert missing == {o["id"] for o in observations()} - with_value
+
+
+async def post(client, resource: Element) -> str:
+    response = await client.post(f"/fhir/{resource['resourceType']}", data=orjson.dumps(resource), headers=FHIR_JSON)
+    assert response.status == 201, await response.text()
+    return (await response.json(content_type=None))["id"]
+
+
+async def test_date_and_number_components(client):
+    code = {"coding": [{"system": LOINC, "code": "21112-8"}]}
+    dated = await post(client, {"resourceType": "Observation", "status": "final", "code": code,
+                                "valueDateTime": "2019-03-04"})
+    assert await search(client, "code-value-date", f"{LOINC}|21112-8$ge2019-03") == {dated}
+    assert await search(client, "code-value-date", f"{LOINC}|21112-8$lt2019-03") == set()
+    # The chromosome comes from the resource (`%resource`), start and end from each variant.
+    sequence = await post(client, {"resourceType": "MolecularSequence", "coordinateSystem": 0,
+                                   "referenceSeq": {"chromosome": {"coding": [{"system": "urn:chr", "code": "7"}]}},
+                                   "variant": [{"start": 100, "end": 200}, {"start": 500, "end": 600}]})
+    url = "/fhir/MolecularSequence?chromosome-variant-coordinate="
+    assert await search_ids(client, url + quote("urn:chr|7$ge500$le600")) == {sequence}
+    assert await search_ids(client, url + quote("urn:chr|7$ge150$le250")) == set()  # start of one, end of another
