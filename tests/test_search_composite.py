@@ -205,3 +205,15 @@ async def test_date_and_number_components(client):
     url = "/fhir/MolecularSequence?chromosome-variant-coordinate="
     assert await search_ids(client, url + quote("urn:chr|7$ge500$le600")) == {sequence}
     assert await search_ids(client, url + quote("urn:chr|7$ge150$le250")) == set()  # start of one, end of another
+
+
+async def test_document_relationship_reads_its_components_in_expression_order(client):
+    target = await post(client, {"resourceType": "DocumentReference", "status": "current",
+                                 "content": [{"attachment": {"url": "http://example.org/a"}}]})
+    newer = await post(client, {"resourceType": "DocumentReference", "status": "current",
+                                "content": [{"attachment": {"url": "http://example.org/b"}}],
+                                "relatesTo": [{"code": "replaces",
+                                               "target": {"reference": f"DocumentReference/{target}"}}]})
+    url = "/fhir/DocumentReference?relationship="
+    assert await search_ids(client, url + quote(f"replaces$DocumentReference/{target}")) == {newer}
+    assert await search_ids(client, url + quote(f"transforms$DocumentReference/{target}")) == set()

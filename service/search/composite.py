@@ -32,6 +32,9 @@ COMPONENT_COLUMNS = {
     "reference": "target_type text, target_id text, target_url text",
     "uri": "uri text",
 }
+# R4 (4.0.1) gives DocumentReference `relationship` the definitions of its two components in the wrong order (its
+# `code` is the relation token, its `target` the reference): these composites take theirs reversed.
+REVERSED_COMPONENTS = frozenset({"http://hl7.org/fhir/SearchParameter/DocumentReference-relationship"})
 ComponentRows = Callable[[dict[str, Any], Any], list[Row]]  # (resource, element) -> one component's rows
 RESOURCE_VARIABLE = "%resource."  # a component read from the resource, not the element (MolecularSequence)
 
@@ -66,6 +69,8 @@ def component_definitions(definition: SearchParameter) -> tuple[SearchParameter,
             raise InvalidSearchParameter(f"composite {definition.code!r}: component {component.definition!r} is "
                                          "not a known search parameter of a simple type")
         named.append(found)
+    if definition.url in REVERSED_COMPONENTS:
+        named.reverse()
     if len(named) < 2:
         raise InvalidSearchParameter(f"composite {definition.code!r} needs at least two components")
     return tuple(named)
