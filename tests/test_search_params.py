@@ -311,7 +311,7 @@ async def test_value_quantity(client, search, test):
     ("/fhir/Patient?birthdate=gt2020-13", "Invalid date"),
     ("/fhir/Patient?gender:contains=m", "Modifier ':contains' is not supported"),
     ("/fhir/Observation?subject.name=x", "name the type"),
-    ("/fhir/Observation?combo-code-value-quantity=x", "is not supported"),
+    ("/fhir/Observation?combo-code-value-quantity=x", "expects 2 values separated by '$'"),
     ("/fhir/Observation?value-quantity=abc", "Invalid number"),
     ("/fhir/Organization?_sort=nonsense", "Cannot sort on 'nonsense'"),
     ("/fhir/Organization?_count=x", "Invalid _count"),

@@ -2,7 +2,7 @@
 
 Interactions and operations come from the route table (service/fhir/capability_routes.py), search parameters
 from the registry: every parameter a search accepts (built-in and custom, as they are added), and none that a
-search refuses (composite and special ones such as `_text`, `_content` and `_query`).
+search refuses (special ones such as `_text`, `_content` and `_query`).
 """
 
 from __future__ import annotations

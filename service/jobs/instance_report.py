@@ -88,6 +88,10 @@ _SECTIONS = (
     _Section("StringIndexes", "strings", "String", _string_values),
     _Section("TokenIndexes", "tokens", "Token", _token_values),
     _Section("ResourceLinks", "references", "Reference", _reference_values),
+    _Section("CoordinateIndexes", "positions", "Coords", lambda row: [
+        _part("Latitude", "valueDecimal", row.latitude), _part("Longitude", "valueDecimal", row.longitude)]),
+    # HAPI has no table of composite values (it joins its other tables): a section of this server's own.
+    _Section("CompositeIndexes", "composites", "Composite", lambda row: [_part("Value", "valueString", row.parts)]),
 )
 _MISSING_SECTION = "MissingIndexes"
 

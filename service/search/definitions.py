@@ -22,6 +22,7 @@ PARAMETER_TYPES = frozenset(
 )
 INDEXED_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 ABSTRACT_BASES = frozenset({"Resource", "DomainResource"})
+NEAR_EXPRESSION = "Location.position"  # the one R4 special parameter indexed: `near`, by coordinates
 
 
 class InvalidSearchParameter(ValueError):
@@ -50,7 +51,11 @@ class SearchParameter:
 
     @property
     def indexed(self) -> bool:
-        """Whether extraction produces rows for it (composite and special ones are left out)."""
+        """Whether extraction produces rows for it (special ones other than `near` are left out)."""
+        if self.type == "composite":
+            return bool(self.expression) and bool(self.component)
+        if self.type == "special":
+            return self.expression == NEAR_EXPRESSION
         return self.type in INDEXED_TYPES and bool(self.expression)
 
 

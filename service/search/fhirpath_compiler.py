@@ -32,6 +32,8 @@ Runner = Callable[[list[Any]], list[Any]]  # parsed JSON values in, parsed JSON 
 Step = str | Runner  # a str step reads that JSON key of every item
 TYPE_NAMES = RESOURCE_TYPES | {"Resource", "DomainResource"}
 LITERAL_TYPES = {str: "string", bool: "boolean", int: "integer", float: "decimal"}
+# FHIRPath's own name of a type where a definition uses it for the FHIR one (code-value-date: `as(DateTime)`).
+SYSTEM_TYPES = {"DateTime": "dateTime"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ def children(branches: list[Branch], name: str) -> list[Branch]:
 
 
 def of_type(branches: list[Branch], type_name: str) -> list[Branch]:
+    type_name = SYSTEM_TYPES.get(type_name, type_name)
     if any(b.type == "Resource" for b in branches):
         raise Unsupported("the type of a contained resource is not known statically")
     if type_name in model.PRIMITIVE_TYPES:  # exact: `source as uri` must not pick `sourceCanonical`

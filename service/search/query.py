@@ -16,12 +16,17 @@ from service.fhir.errors import invalid
 from service.fhir.paging import parse_count
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.fhir.summary import parse_elements, parse_summary
+from service.search.composite import component_definitions
 from service.search.cursor import Cursor, decode_cursor
 from service.search.definitions import SearchParameter
 from service.search.includes import Include, parse_include
 from service.search.limits import check_limits
+from service.search.near import NearMatch, parse_near
 from service.search.query_values import (
+    CompositeMatch,
+    MissingMatch,
     QueryValue,
+    TokenText,
     parse_date,
     parse_missing,
     parse_number,
@@ -193,6 +198,10 @@ def simple_term(resource_type: str, definition: SearchParameter, modifier: str |
 def parse_value(definition: SearchParameter, text: str, modifier: str | None, type_modifier: str | None,
                 context: SearchContext) -> QueryValue:
     kind = definition.type
+    if kind == "composite":
+        return parse_composite(definition, text, context)
+    if kind == "special":  # `near`, the one special parameter searched (definitions.py)
+        return parse_near(text)
     if kind == "string":
         return parse_string(text, modifier)
     if kind == "token":
@@ -206,6 +215,22 @@ def parse_value(definition: SearchParameter, text: str, modifier: str | None, ty
     if kind == "quantity":
         return parse_quantity(text)
     return parse_uri(text, modifier)
+
+
+def parse_composite(definition: SearchParameter, text: str, context: SearchContext) -> CompositeMatch:
+    """`a$b`: each part a value of its component's parameter, with that type's prefixes and syntax."""
+    components = component_definitions(definition)
+    parts = split_unescaped(text, "$")
+    if len(parts) != len(components):
+        raise invalid(f"Parameter '{definition.code}' expects {len(components)} values separated by '$': '{text}'")
+    values = []
+    for component, part in zip(components, parts):
+        if not part:
+            raise invalid(f"Parameter '{definition.code}' has an empty component in '{text}'")
+        value = parse_value(component, part, None, None, context)
+        assert not isinstance(value, (CompositeMatch, TokenText, MissingMatch, NearMatch))  # simple types only
+        values.append((component.type, value))
+    return CompositeMatch(tuple(values))
 
 
 def apply_controls(query: SearchQuery, controls: dict[str, list[str]], context: SearchContext) -> SearchQuery:
@@ -255,7 +280,7 @@ def parse_sort(types: tuple[str, ...], text: str, registry: Registry) -> list[So
 
 def sort_kind(registry: Registry, resource_type: str, code: str) -> str:
     compiled = registry.parameter(resource_type, code)
-    if compiled is None or not compiled.definition.indexed:
+    if compiled is None or not compiled.definition.indexed or compiled.definition.type in ("composite", "special"):
         raise invalid(f"Cannot sort on '{code}': not a searchable parameter of '{resource_type}'")
     return compiled.definition.type
 

@@ -16,6 +16,7 @@ from service.fhir.errors import invalid
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.bounds import STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH, bounded
 from service.search.dates import date_range
+from service.search.near import NearMatch
 from service.search.values import base_of, normalize, reference_target
 
 PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
@@ -83,8 +84,14 @@ class MissingMatch:
     missing: bool
 
 
+@dataclass(frozen=True, slots=True)
+class CompositeMatch:
+    parts: tuple[tuple[str, ComponentValue], ...]  # (component parameter type, its value), in component order
+
+
+ComponentValue = StringMatch | TokenMatch | ReferenceMatch | DateMatch | NumberMatch | QuantityMatch | UriMatch
 QueryValue = (StringMatch | TokenMatch | TokenText | ReferenceMatch | DateMatch | NumberMatch | QuantityMatch
-              | UriMatch | MissingMatch)
+              | UriMatch | MissingMatch | CompositeMatch | NearMatch)
 
 
 def split_unescaped(text: str, separator: str) -> list[str]:

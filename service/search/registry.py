@@ -11,22 +11,25 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from service.fhir.resource_types import RESOURCE_TYPES
+from service.search.composite import CompiledComposite, compile_composite
 from service.search.definitions import InvalidSearchParameter, SearchParameter, custom_definition, load_builtin
 from service.search.fallback import SyntaxProblem, check_syntax, fallback_runner
 from service.search.fhirpath_compiler import CompiledBranch, Runner, compile_expression
 from service.search.fhirpath_parser import UnknownElement, Unsupported
-from service.search.rows import IndexRows, Row
+from service.search.rows import CompositeRow, IndexRows, Row
 from service.search.shapes import shape_converter
 from service.search.values import Converter, element_converter
 
 NOT_DOMAIN_RESOURCES = frozenset({"Bundle", "Binary", "Parameters"})
-SINKS = ("string", "token", "date", "number", "quantity", "uri", "reference")  # IndexRows field order
+# The parameter types of the IndexRows fields, in order (a `special` one is `near`, see definitions.py).
+SINKS = ("string", "token", "date", "number", "quantity", "uri", "reference", "special")
 # One branch to extract: (code, sink index, rest runner | None, converter).
 Entry = tuple[str, int, Runner | None, Converter]
 Sinks = tuple[list[Row], ...]  # the rows of each index type, in IndexRows order
+R = TypeVar("R", Row, CompositeRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class CompiledParameter:
     resource_type: str
     branches: tuple[tuple[CompiledBranch, Converter], ...]  # empty for composite and special parameters
     compiled: bool  # False: evaluated by fhirpathpy
+    composite: CompiledComposite | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,7 @@ class ExtractionPlan:
     by_key: dict[str, tuple[Entry, ...]]
     from_root: tuple[Entry, ...]  # branches that start from [resource]
     codes: frozenset[str]
+    composites: tuple[CompiledComposite, ...] = ()
 
 
 def concrete_bases(definition: SearchParameter) -> list[str]:
@@ -68,6 +73,9 @@ def compile_parameter(definition: SearchParameter, resource_type: str,
                       local_bases: tuple[str, ...] = ()) -> CompiledParameter:
     """Compile one definition for one resource type; raises InvalidSearchParameter."""
     expression = definition.expression
+    if definition.type == "composite" and definition.indexed:
+        return CompiledParameter(definition, resource_type, (), True, compile_composite(definition, resource_type,
+                                                                                        local_bases))
     if not definition.indexed or not expression:  # an indexed one has an expression: this says so to mypy
         if expression:  # composite/special: not extracted here, but must be valid FHIRPath
             check_syntax(expression)
@@ -91,14 +99,19 @@ def build_plan(parameters: Iterable[CompiledParameter]) -> ExtractionPlan:
     by_key: defaultdict[str, list[Entry]] = defaultdict(list)
     from_root: list[Entry] = []
     codes: set[str] = set()
+    composites = []
     for parameter in parameters:
         code = parameter.definition.code
+        if parameter.composite is not None:
+            composites.append(parameter.composite)
+            codes.add(code)
         for branch, convert in parameter.branches:  # only indexed types have branches
             sink = SINKS.index(parameter.definition.type)
             entry: Entry = (code, sink, branch.rest, convert)
             (by_key[branch.first_key] if branch.first_key else from_root).append(entry)
             codes.add(code)
-    return ExtractionPlan({k: tuple(v) for k, v in by_key.items()}, tuple(from_root), frozenset(codes))
+    return ExtractionPlan({k: tuple(v) for k, v in by_key.items()}, tuple(from_root), frozenset(codes),
+                          tuple(composites))
 
 
 def run_entries(entries: tuple[Entry, ...], start: list[Any], sinks: Sinks) -> None:
@@ -110,14 +123,14 @@ def run_entries(entries: tuple[Entry, ...], start: list[Any], sinks: Sinks) -> N
                 rows += convert(code, value)
 
 
-def unique(rows: list[Row]) -> tuple[Row, ...]:
+def unique(rows: list[R]) -> tuple[R, ...]:
     """The rows without repeats, in first-seen order. A few rows are compared pairwise, which is cheaper
     than hashing the fresh Decimal and datetime values they hold (rows of different codes differ at once)."""
     if len(rows) < 2:
         return tuple(rows)
     if len(rows) > 4:
         return tuple(dict.fromkeys(rows))
-    kept: list[Row] = []
+    kept: list[R] = []
     for row in rows:
         if row not in kept:
             kept.append(row)
@@ -179,15 +192,17 @@ class Registry:
             plan = self._plans[resource_type] = build_plan(self._parameters[resource_type].values())
         try:
             sinks = collect(plan, resource)
+            composites = [row for composite in plan.composites for row in composite.rows(resource)]
         except (AttributeError, TypeError) as problem:  # e.g. a string where an object belongs
             raise ValueError(f"malformed {resource_type}/{resource.get('id')}: {problem}") from None
         produced = {row[0] for rows in sinks for row in rows}  # cheaper than tracking it per parameter
-        return IndexRows._make((*map(unique, sinks), plan.codes.difference(produced)))
+        produced.update(row.code for row in composites)
+        return IndexRows._make((*map(unique, sinks), unique(composites), plan.codes.difference(produced)))
 
 
 def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> Sinks:
     """The rows of every parameter, per index type (IndexRows order), with duplicates."""
-    sinks: Sinks = ([], [], [], [], [], [], [])
+    sinks: Sinks = ([], [], [], [], [], [], [], [])
     if plan.from_root:
         run_entries(plan.from_root, [resource], sinks)
     by_key = plan.by_key

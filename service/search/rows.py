@@ -59,8 +59,19 @@ class ReferenceRow(NamedTuple):
     target_url: str | None  # absolute or canonical URL, version (`_history/n`) dropped
 
 
+class PositionRow(NamedTuple):
+    code: str
+    latitude: float  # degrees
+    longitude: float
+
+
+class CompositeRow(NamedTuple):
+    code: str
+    parts: str  # a JSON array: per component, the fields of its row (after `code`) by name
+
+
 # Any one row: converters and the extraction sinks hold rows before IndexRows groups them per table.
-Row = StringRow | TokenRow | DateRow | NumberRow | QuantityRow | UriRow | ReferenceRow
+Row = StringRow | TokenRow | DateRow | NumberRow | QuantityRow | UriRow | ReferenceRow | PositionRow
 
 
 class IndexRows(NamedTuple):
@@ -73,16 +84,19 @@ class IndexRows(NamedTuple):
     quantities: tuple[QuantityRow, ...] = ()
     uris: tuple[UriRow, ...] = ()
     references: tuple[ReferenceRow, ...] = ()
-    missing: frozenset[str] = frozenset()  # applicable non-composite codes without any row (`:missing`)
+    positions: tuple[PositionRow, ...] = ()
+    composites: tuple[CompositeRow, ...] = ()
+    missing: frozenset[str] = frozenset()  # applicable codes without any row (`:missing`)
 
-    def tables(self) -> tuple[tuple[Row, ...], ...]:
-        """The row tuples of the seven value tables, in field order (`missing` is not one of them)."""
-        return (self.strings, self.tokens, self.dates, self.numbers, self.quantities, self.uris, self.references)
+    def tables(self) -> tuple[tuple[Row | CompositeRow, ...], ...]:
+        """The row tuples of the nine value tables, in field order (`missing` is not one of them)."""
+        return (self.strings, self.tokens, self.dates, self.numbers, self.quantities, self.uris, self.references,
+                self.positions, self.composites)
 
-    def all_rows(self) -> tuple[Row, ...]:
+    def all_rows(self) -> tuple[Row | CompositeRow, ...]:
         """Every row of every type, in the field order above."""
         return (*self.strings, *self.tokens, *self.dates, *self.numbers, *self.quantities, *self.uris,
-                *self.references)
+                *self.references, *self.positions, *self.composites)
 
 
 def only_codes(rows: IndexRows, codes: frozenset[str]) -> IndexRows:
@@ -95,7 +109,9 @@ def fingerprint(rows: IndexRows) -> int:
     """A stable signed 64-bit digest of a resource's index rows (a Postgres bigint), the same in every
     process: equal rows give equal fingerprints, so a reindex can tell changed rows without reading
     the stored ones back. Row order counts (extraction is deterministic); the missing codes are sorted."""
-    tables = rows.tables()
+    # Without position and composite rows, the seven first tables alone: the fingerprints of the resources that
+    # have none stay what they were before those were indexed, so a reindex after the upgrade rewrites fewer.
+    tables = rows.tables() if rows.positions or rows.composites else rows.tables()[:7]
     # Flat: each table's length, then every field of every row (a table's rows all have the same fields,
     # so this reads back unambiguously), then the missing codes. Decimal goes through `str`, keeping its scale.
     values = [*map(len, tables), *chain.from_iterable(chain.from_iterable(tables)), *sorted(rows.missing)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from service.search.near import position_rows
 from service.search.rows import Row
 from service.search.values import Converter, converter
 
@@ -54,6 +55,9 @@ def value_type(value: object) -> str:
 
 def shape_converter(parameter_type: str, local_bases: tuple[str, ...] = ()) -> Converter:
     """A converter that picks the typed converter per value (`local_bases` as for `converter`)."""
+    if parameter_type == "special":  # `near`: its values are Location.position elements
+        return position_rows
+
     def convert(code: str, value: object) -> tuple[Row, ...]:
         type_name = value_type(value)
         if type_name == "string" and parameter_type in ("date", "reference"):

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from service.search.composite import COMPONENT_COLUMNS
+from service.search.near import NearMatch, near_condition
 from service.search.param_hash import sp_hash
 from service.search.query_values import (
+    CompositeMatch,
     DateMatch,
     MissingMatch,
     NumberMatch,
@@ -25,7 +28,8 @@ from service.search.query_values import (
 from service.search.terms import Term
 
 TABLES = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
-          "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference"}
+          "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference", "composite": "idx_composite",
+          "special": "idx_position"}
 # Row range [low, high] against the query value's range [ql, qh] (FHIR R4 search, prefixes on ranges).
 # Redundant bounds (low <= high always) give each arm an index range on `low` or `high`.
 DATE_CONDITIONS = {
@@ -145,6 +149,10 @@ def value_condition(value: object, params: Parameters) -> str:
         return quantity_condition(value, params)
     if isinstance(value, UriMatch):
         return uri_condition(value, params)
+    if isinstance(value, CompositeMatch):
+        return composite_condition(value, params)
+    if isinstance(value, NearMatch):
+        return near_condition(value, lambda number: params.add(number, "::float8"))
     raise TypeError(f"not a search value: {value!r}")
 
 
@@ -229,3 +237,16 @@ def uri_condition(value: UriMatch, params: Parameters) -> str:
     if value.mode == "above":
         return f"uri = ANY({params.add(uri_ancestors(value.uri), '::text[]')})"
     return f"uri = {params.add(value.uri)}"
+
+
+def composite_condition(value: CompositeMatch, params: Parameters) -> str:
+    """Every component matches its part of the same row: each part read back as a record with the columns of
+    its type's table, so the usual condition applies to it unchanged."""
+    conditions = []
+    kind, first = value.parts[0]
+    if kind == "token" and isinstance(first, TokenMatch) and first.code is not None:  # served by an index
+        conditions.append(f"(parts::jsonb -> 0) ->> 'value' = {params.add(first.code)}")
+    for position, (kind, part) in enumerate(value.parts):
+        record = f"jsonb_to_record(parts::jsonb -> {position}) AS part({COMPONENT_COLUMNS[kind]})"
+        conditions.append(f"EXISTS (SELECT FROM {record} WHERE {value_condition(part, params)})")
+    return " AND ".join(conditions)

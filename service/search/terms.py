@@ -28,7 +28,7 @@ class UnknownParameter(Exception):
 class Term:
     resource_type: str
     code: str
-    kind: str  # the parameter's type: string, token, date, number, quantity, uri, reference
+    kind: str  # the parameter's type: string, token, date, number, quantity, uri, reference, composite, special (near)
     values: tuple[QueryValue, ...] = ()  # alternatives (OR)
     negated: bool = False  # `:not`: no value of the resource matches any alternative
     chain: Term | None = None  # the term the referenced (or, reversed, the referring) resources must match

@@ -17,7 +17,17 @@ from service.search.bindings import implied_systems
 from service.search.bounds import ID_LENGTH, STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH, bounded
 from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
 from service.search.model import is_a, type_from_suffix
-from service.search.rows import DateRow, NumberRow, QuantityRow, ReferenceRow, Row, StringRow, TokenRow, UriRow
+from service.search.near import position_rows
+from service.search.rows import (
+    DateRow,
+    NumberRow,
+    QuantityRow,
+    ReferenceRow,
+    Row,
+    StringRow,
+    TokenRow,
+    UriRow,
+)
 
 # The value is parsed JSON of the FHIR type the converter was picked for.
 Converter = Callable[[str, Any], tuple[Row, ...]]
@@ -280,6 +290,8 @@ def element_converter(parameter_type: str, fhir_type: str, path: str, local_base
     """`converter`, for the element at a known definition path: a bound `code` token gets its system."""
     if parameter_type == "token" and fhir_type == "code" and implied_systems(path):
         return bound_code_token(path)
+    if parameter_type == "special":  # `near`, the one special parameter indexed (definitions.py)
+        return position_rows
     return converter(parameter_type, fhir_type, local_bases)
 
 

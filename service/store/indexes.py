@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from service.db import Connection
 from service.search.param_hash import sp_hash
 from service.search.rows import (
+    CompositeRow,
     DateRow,
     IndexRows,
     NumberRow,
+    PositionRow,
     QuantityRow,
     ReferenceRow,
     Row,
@@ -30,8 +32,10 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "idx_quantity": ("res_id", "sp_hash", "value", "system", "unit_code", "unit"),
     "idx_uri": ("res_id", "sp_hash", "uri"),
     "idx_reference": ("res_id", "sp_hash", "target_type", "target_id", "target_url"),
+    "idx_position": ("res_id", "sp_hash", "latitude", "longitude"),
+    "idx_composite": ("res_id", "sp_hash", "parts"),
 }
-_FIELD_TABLES = tuple(zip(("strings", "tokens", "dates", "numbers", "quantities", "uris", "references"), INDEX_TABLES))
+_FIELD_TABLES = tuple(zip(IndexRows._fields, INDEX_TABLES))  # the fields before `missing`, one per table
 MISSING_COLUMNS = ("res_id", "sp_hash")
 TABLE_COLUMNS = {**INDEX_TABLES, "idx_missing": MISSING_COLUMNS}
 # One statement (one round trip) deletes a batch's rows from every table: all of them, or those of some codes.
@@ -145,14 +149,15 @@ async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -
 
 
 # The row type of each index table, in the order of INDEX_TABLES (missing rows carry only the code).
-_ROW_TYPES = dict(zip(INDEX_TABLES, (StringRow, TokenRow, DateRow, NumberRow, QuantityRow, UriRow, ReferenceRow)))
+_ROW_TYPES = dict(zip(INDEX_TABLES, (StringRow, TokenRow, DateRow, NumberRow, QuantityRow, UriRow, ReferenceRow,
+                                     PositionRow, CompositeRow)))
 _FIELDS = dict(zip(INDEX_TABLES, IndexRows._fields))
 
 
 async def read_index_rows(conn: Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
     """One resource's stored index rows as IndexRows; `codes` maps sp_hash to code (a row whose hash is
     not there, left by a parameter that no longer exists, shows under `?`)."""
-    fields: dict[str, list[Row]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
+    fields: dict[str, list[Row | CompositeRow]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
     missing = set()
     for table, statement in SELECT_BY_RESOURCE.items():
         for row in await conn.fetch(statement, res_id):

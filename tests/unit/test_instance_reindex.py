@@ -11,9 +11,11 @@ import pytest
 
 from service.jobs.instance_report import format_elapsed, instance_reindex_parameters
 from service.search.rows import (
+    CompositeRow,
     DateRow,
     IndexRows,
     NumberRow,
+    PositionRow,
     QuantityRow,
     ReferenceRow,
     StringRow,
@@ -52,13 +54,16 @@ def test_every_type_of_row_as_added() -> None:
         uris=(UriRow("url", "http://x/y"),),
         references=(ReferenceRow("partof", "Organization", "123", None),
                     ReferenceRow("endpoint", None, None, "http://other/Endpoint/9")),
+        positions=(PositionRow("near", 41.5, -71.25),),
+        composites=(CompositeRow("code-value-string", '[{"value":"x"},{"normalized":"y","exact":"Y"}]'),),
         missing=frozenset({"type"}),
     )
     result = instance_reindex_parameters(None, new, MS, dry_run=False)
     assert result["resourceType"] == "Parameters"
     assert [parameter["name"] for parameter in result["parameter"]] == [
         "Narrative", "Message", "DateIndexes", "NumberIndexes", "QuantityIndexes", "UriIndexes", "StringIndexes",
-        "TokenIndexes", "ResourceLinks", "MissingIndexes",
+        "TokenIndexes", "ResourceLinks", "CoordinateIndexes", "CompositeIndexes",
+        "MissingIndexes",
     ]
     assert by_name(result)["Message"] == {"name": "Message", "valueString": "Reindex completed in 12ms"}
     assert section(result, "DateIndexes") == [{"code": "birthdate", "Action": "ADD", "Type": "Date",
@@ -84,6 +89,10 @@ def test_every_type_of_row_as_added() -> None:
         {"code": "endpoint", "Action": "ADD", "Type": "Reference", "TargetUrl": "http://other/Endpoint/9"},
         {"code": "partof", "Action": "ADD", "Type": "Reference", "TargetId": "Organization/123"},
     ]
+    assert section(result, "CoordinateIndexes") == [{"code": "near", "Action": "ADD", "Type": "Coords",
+                                                     "Latitude": 41.5, "Longitude": -71.25}]
+    assert section(result, "CompositeIndexes") == [{"code": "code-value-string", "Action": "ADD", "Type": "Composite",
+                                                    "Value": '[{"value":"x"},{"normalized":"y","exact":"Y"}]'}]
     assert section(result, "MissingIndexes") == [{"code": "type", "Action": "ADD", "Missing": True}]
     orjson.dumps(result)  # every value is JSON-serialisable (no Decimal, no datetime)
 

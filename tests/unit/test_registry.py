@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from service.search.definitions import InvalidSearchParameter, load_builtin
@@ -44,7 +45,20 @@ def test_every_builtin_compiles_without_the_fallback(registry):
     for resource_type in ("Observation", "Patient", "Organization", "Bundle", "ActivityDefinition"):
         assert all(p.compiled for p in registry.parameters(resource_type))
     assert registry.parameter("Observation", "value-quantity").branches
-    assert not registry.parameter("Observation", "code-value-quantity").branches  # composite: not extracted
+    composite = registry.parameter("Observation", "code-value-quantity")
+    assert not composite.branches and composite.composite is not None  # rows of its own, per element
+
+
+def test_composite_rows_keep_the_components_of_one_element_together(registry):
+    def component(code, value):
+        return {"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
+    observation = {"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "bp"}]},
+                   "component": [component("sys", 120), component("dia", 80)]}
+    rows = [orjson.loads(row.parts) for row in registry.extract(observation).composites
+            if row.code == "component-code-value-quantity"]
+    assert sorted((parts[0]["value"], parts[1]["value"]) for parts in rows) == [("dia", "80"), ("sys", "120")]
+    assert "code-value-quantity" in registry.extract(observation).missing  # the Observation itself has no value
 
 
 def test_resource_level_parameters(registry):
