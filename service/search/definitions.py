@@ -22,6 +22,7 @@ PARAMETER_TYPES = frozenset(
 )
 INDEXED_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 ABSTRACT_BASES = frozenset({"Resource", "DomainResource"})
+FULL_TEXT_CODES = frozenset({"_text", "_content"})
 
 
 class InvalidSearchParameter(ValueError):
@@ -52,6 +53,15 @@ class SearchParameter:
     def indexed(self) -> bool:
         """Whether extraction produces rows for it (composite and special ones are left out)."""
         return self.type in INDEXED_TYPES and bool(self.expression)
+
+    @property
+    def full_text(self) -> bool:
+        """`_text` and `_content`: searched in the full-text table (sql/0010_resource_text.sql), not in index rows."""
+        return self.code in FULL_TEXT_CODES and not self.expression
+
+    @property
+    def searchable(self) -> bool:
+        return self.indexed or self.full_text
 
 
 def definition_from_json(data: dict[str, Any]) -> SearchParameter:
