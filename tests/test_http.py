@@ -44,7 +44,7 @@ async def test_accept_negotiation(client, accept, expected):
     headers = {"Accept": accept} if accept else {}
     response = await client.get("/fhir/metadata", headers=headers)
     assert response.status == 200
-    assert response.headers["Content-Type"] == f"{expected}; charset=UTF-8"
+    assert response.headers["Content-Type"] == f"{expected};charset=UTF-8"
 
 
 @pytest.mark.parametrize(("fmt", "expected"), [("json", "application/fhir+json"),

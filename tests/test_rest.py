@@ -20,7 +20,7 @@ async def test_create_then_read_round_trips(client):
     assert created["meta"]["versionId"] == "1"
     read = await client.get(f"/fhir/Organization/{fhir_id}")
     assert read.status == 200
-    assert read.headers["Content-Type"] == "application/fhir+json; charset=UTF-8"
+    assert read.headers["Content-Type"] == "application/fhir+json;charset=UTF-8"
     body = await read.json(content_type=None)
     assert body == created
     assert body["identifier"] == [{"system": "urn:x", "value": "1"}]

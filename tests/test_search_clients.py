@@ -48,8 +48,7 @@ async def test_unknown_underscore_parameters_are_ignored_and_said(client):
 
 @pytest.mark.parametrize(("url", "message"), [
     ("/fhir/Organization?nonsense=1", "Unknown search parameter 'nonsense'"),
-    ("/fhir/Organization?_text=acme", "'_text' (string) of 'Organization' is not supported"),
-    ("/fhir/Organization?_content=acme", "'_content' (string) of 'Organization' is not supported"),
+    ("/fhir/Organization?_query=acme", "'_query' (token) of 'Organization' is not supported"),
     ("/fhir/Organization?_list=42", "Unknown search parameter '_list'"),
     ("/fhir/Organization?_filter=name eq x", "Unknown search parameter '_filter'"),
 ])

@@ -1,8 +1,8 @@
 """The CapabilityStatement served at `/metadata`: exactly what the server does.
 
 Interactions and operations come from the route table (service/fhir/capability_routes.py), search parameters
-from the registry: every parameter a search accepts (built-in and custom, as they are added), and none that a
-search refuses (special ones such as `_text`, `_content` and `_query`).
+from the registry: every parameter a search accepts (built-in, composite and `near` included, custom ones as they
+are added, and the full-text `_text` and `_content`), and none that a search refuses (such as `_query`).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _resource(res_type: str, server: Server, registry: Registry) -> dict[str, An
 
 def _searchable(registry: Registry, res_type: str) -> list[CompiledParameter]:
     """The parameters a search of the type accepts, by code."""
-    parameters = (p for p in registry.parameters(res_type) if p.definition.indexed)
+    parameters = (p for p in registry.parameters(res_type) if p.definition.searchable)
     return sorted(parameters, key=lambda parameter: parameter.definition.code)
 
 
@@ -107,7 +107,7 @@ def _common(registry: Registry) -> list[SearchParameter]:
     first, *others = sorted(RESOURCE_TYPES)
     return [p.definition for p in _searchable(registry, first)
             if all((other_p := registry.parameter(other, p.definition.code)) is not None
-                   and other_p.definition.indexed and other_p.definition.type == p.definition.type
+                   and other_p.definition.searchable and other_p.definition.type == p.definition.type
                    for other in others)]
 
 

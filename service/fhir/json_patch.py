@@ -189,3 +189,18 @@ def _index(token: str, highest: int, at: list[str]) -> int:
 
 def _text(tokens: list[str]) -> str:
     return "".join("/" + token.replace("~", "~0").replace("/", "~1") for token in tokens)
+
+
+def apply_merge_patch(document: Any, patch: Any) -> Any:
+    """RFC 7386 JSON Merge Patch: objects merge member by member, `null` removes, anything else replaces.
+    `document` may be changed in place."""
+    if not isinstance(patch, dict):
+        return patch
+    if not isinstance(document, dict):
+        document = {}
+    for name, value in patch.items():
+        if value is None:
+            document.pop(name, None)
+        else:
+            document[name] = apply_merge_patch(document.get(name), value)
+    return document

@@ -67,8 +67,8 @@ async def create(request: web.Request) -> web.Response:
 def _existing(request: web.Request, result: WriteResult, found: Criteria) -> web.Response:
     """The reply when `If-None-Exist` matched: 200 with the existing resource, as HAPI answers."""
     version = result.version
-    headers = rest.version_headers(version)
-    headers["Location"] = f"{base_url(request)}/{version.res_type}/{version.fhir_id}/_history/{version.version}"
+    headers = rest.resource_headers(request, version)
+    headers["Location"] = headers["Content-Location"]
     prefer = rest.prefer_return(request)
     if prefer == "minimal":
         return fhir_response(request, 200, None, headers)

@@ -1,5 +1,6 @@
-"""`PATCH [type]/[id]` and `PATCH [type]?search`: JSON Patch (`application/json-patch+json`) or FHIRPath
-Patch (a `Parameters` body in a FHIR JSON media type).
+"""`PATCH [type]/[id]` and `PATCH [type]?search`: JSON Patch (`application/json-patch+json`), FHIRPath
+Patch (a `Parameters` body in a FHIR JSON media type) or, for any other object sent as `application/json`,
+JSON Merge Patch (RFC 7386, what fhirpy sends).
 
 The patch is applied, inside the write's transaction, to the stored body parsed with its numbers as text
 (`exact_json`), so numbers it does not touch keep their spelling; the values tree that checks and indexing
@@ -18,7 +19,7 @@ from aiohttp import web
 from service.fhir import exact_json
 from service.fhir.errors import FhirError, invalid
 from service.fhir.fhirpath_patch import apply_fhirpath_patch
-from service.fhir.json_patch import PatchError, apply_json_patch, plain
+from service.fhir.json_patch import PatchError, apply_json_patch, apply_merge_patch, plain
 from service.fhir.resource import Submitted, check_id, check_resource, check_type
 from service.http import rest
 from service.http.conditional import criteria
@@ -60,6 +61,9 @@ def patch_function(content_type: str, raw: bytes) -> Apply:
         if not isinstance(exact, list):
             raise invalid("A JSON Patch document must be a JSON array of operations")
         return lambda resource: _reported(lambda: apply_json_patch(resource, exact))
+    if content_type == "application/json" and isinstance(exact, dict) and values.get("resourceType") != "Parameters":
+        # fhirpy's `save(fields=...)` sends the changed elements as a plain JSON object: a merge patch.
+        return lambda resource: apply_merge_patch(resource, exact)
     if not isinstance(values, dict) or values.get("resourceType") != "Parameters":
         raise invalid(f"A FHIRPath Patch body must be a Parameters resource (send a JSON Patch as {JSON_PATCH})")
 

@@ -28,7 +28,9 @@ def fhir_response(
         data = orjson.dumps(exact_json.loads(body) if isinstance(body, bytes) else body, option=orjson.OPT_INDENT_2)
     else:
         data = body if isinstance(body, bytes) else orjson.dumps(body)
-    response = web.Response(status=status, body=data, headers=headers, content_type=media_type, charset="UTF-8")
+    # Written as HAPI writes it (no space before `charset`): some clients compare the header as a string.
+    headers = {**(headers or {}), "Content-Type": f"{media_type};charset=UTF-8"}
+    response = web.Response(status=status, body=data, headers=headers)
     if len(data) >= _COMPRESS_MIN_BYTES:
         response.enable_compression()
     return response

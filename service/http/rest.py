@@ -32,6 +32,15 @@ def version_headers(version: Version) -> dict[str, str]:
     return {"ETag": f'W/"{version.version}"', "Last-Modified": format_datetime(version.last_updated, usegmt=True)}
 
 
+def version_url(request: web.Request, version: Version) -> str:
+    return f"{base_url(request)}/{version.res_type}/{version.fhir_id}/_history/{version.version}"
+
+
+def resource_headers(request: web.Request, version: Version) -> dict[str, str]:
+    """The headers of a reply that shows one version: HAPI names it in `Content-Location` too."""
+    return {**version_headers(version), "Content-Location": version_url(request, version)}
+
+
 def _target(request: web.Request) -> tuple[str, str]:
     return check_type(request.match_info["type"]), check_id(request.match_info["id"])
 
@@ -53,7 +62,7 @@ def current_or_error(version: Version | None, res_type: str, fhir_id: str) -> Ve
 async def read(request: web.Request) -> web.Response:
     res_type, fhir_id = _target(request)
     version = current_or_error(await request.app[STORE].read(res_type, fhir_id), res_type, fhir_id)
-    return fhir_response(request, 200, _shown(request, version.body), version_headers(version))
+    return fhir_response(request, 200, _shown(request, version.body), resource_headers(request, version))
 
 
 async def vread(request: web.Request) -> web.Response:
@@ -66,7 +75,7 @@ async def vread(request: web.Request) -> web.Response:
     if found is None:
         raise not_found(f"Version {vid} of resource {res_type}/{fhir_id} is not known")
     body = current_or_error(found, res_type, fhir_id).body
-    return fhir_response(request, 200, _shown(request, body), version_headers(found))
+    return fhir_response(request, 200, _shown(request, body), resource_headers(request, found))
 
 
 def _shown(request: web.Request, body: bytes | None) -> dict[str, Any] | bytes | None:
@@ -114,10 +123,10 @@ async def delete(request: web.Request) -> web.Response:
 def written(request: web.Request, result: WriteResult) -> web.Response:
     """The reply to a create or update, shaped by `Prefer: return=`."""
     version = result.version
-    headers = version_headers(version)
+    headers = resource_headers(request, version)
     status = 201 if result.created else 200
     if result.created:
-        headers["Location"] = f"{base_url(request)}/{version.res_type}/{version.fhir_id}/_history/{version.version}"
+        headers["Location"] = headers["Content-Location"]
     prefer = prefer_return(request)
     if prefer == "minimal":
         return fhir_response(request, status, None, headers)

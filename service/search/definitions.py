@@ -23,6 +23,7 @@ PARAMETER_TYPES = frozenset(
 INDEXED_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 ABSTRACT_BASES = frozenset({"Resource", "DomainResource"})
 NEAR_EXPRESSION = "Location.position"  # the one R4 special parameter indexed: `near`, by coordinates
+FULL_TEXT_CODES = frozenset({"_text", "_content"})
 
 
 class InvalidSearchParameter(ValueError):
@@ -57,6 +58,15 @@ class SearchParameter:
         if self.type == "special":
             return self.expression == NEAR_EXPRESSION
         return self.type in INDEXED_TYPES and bool(self.expression)
+
+    @property
+    def full_text(self) -> bool:
+        """`_text` and `_content`: searched in the full-text table (sql/0010_resource_text.sql), not in index rows."""
+        return self.code in FULL_TEXT_CODES and not self.expression
+
+    @property
+    def searchable(self) -> bool:
+        return self.indexed or self.full_text
 
 
 def definition_from_json(data: dict[str, Any]) -> SearchParameter:

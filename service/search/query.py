@@ -26,6 +26,7 @@ from service.search.query_values import (
     CompositeMatch,
     MissingMatch,
     QueryValue,
+    StringMatch,
     TokenText,
     parse_date,
     parse_missing,
@@ -181,6 +182,8 @@ def parse_term(resource_type: str, name: str, value: str, context: SearchContext
 def simple_term(resource_type: str, definition: SearchParameter, modifier: str | None, value: str,
                 context: SearchContext) -> Term:
     kind, code = definition.type, definition.code
+    if definition.full_text:
+        return full_text_term(resource_type, code, modifier, value)
     if modifier == "missing":
         return Term(resource_type, code, kind, (parse_missing(value),))
     type_modifier = modifier if kind == "reference" and modifier in RESOURCE_TYPES else None
@@ -193,6 +196,16 @@ def simple_term(resource_type: str, definition: SearchParameter, modifier: str |
         raise invalid(f"Parameter '{code}' has no value: '{value}'")
     values = tuple(dict.fromkeys(parse_value(definition, part, modifier, type_modifier, context) for part in parts))
     return Term(resource_type, code, kind, values, negated=modifier == "not")
+
+
+def full_text_term(resource_type: str, code: str, modifier: str | None, value: str) -> Term:
+    """`_text` or `_content`: each alternative is a web-search expression (words, "phrases", `or`, `-word`)."""
+    if modifier:
+        raise invalid(f"Modifier ':{modifier}' is not supported on '{code}'")
+    parts = [part.strip() for part in split_unescaped(value, ",") if part.strip()]
+    if not parts:
+        raise invalid(f"Parameter '{code}' has no value: '{value}'")
+    return Term(resource_type, code, "string", tuple(StringMatch("text", part) for part in dict.fromkeys(parts)))
 
 
 def parse_value(definition: SearchParameter, text: str, modifier: str | None, type_modifier: str | None,

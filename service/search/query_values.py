@@ -28,7 +28,7 @@ NUMBER_DIGITS = 1000
 
 @dataclass(frozen=True, slots=True)
 class StringMatch:
-    mode: str  # "prefix" (on normalized), "exact" (on exact), "contains" (on normalized)
+    mode: str  # "prefix" (on normalized), "exact" (on exact), "contains" (on normalized), "text" (full text)
     text: str
 
 

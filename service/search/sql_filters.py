@@ -30,6 +30,7 @@ from service.search.terms import Term
 TABLES = {"string": "idx_string", "token": "idx_token", "date": "idx_date", "number": "idx_number",
           "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference", "composite": "idx_composite",
           "special": "idx_position"}
+FULL_TEXT_COLUMNS = {"_text": "narrative", "_content": "content"}
 # Row range [low, high] against the query value's range [ql, qh] (FHIR R4 search, prefixes on ranges).
 # Redundant bounds (low <= high always) give each arm an index range on `low` or `high`.
 DATE_CONDITIONS = {
@@ -96,13 +97,23 @@ def hash_test(types: tuple[str, ...], code: str, params: Parameters) -> str:
 def term_subquery(term: Term, params: Parameters) -> str:
     if term.chain is not None:
         return chain_subquery(term.chain, params.add(sp_hash(term.resource_type, term.code)), params)
-    code_test = hash_test(term.types, term.code, params)
     first = term.values[0]
+    if isinstance(first, StringMatch) and first.mode == "text":
+        return full_text_subquery(term, params)
+    code_test = hash_test(term.types, term.code, params)
     if isinstance(first, MissingMatch):
         table = "idx_missing" if first.missing else TABLES[term.kind]
         return f"SELECT res_id FROM {table} WHERE {code_test}"
     alternatives = " OR ".join(f"({code_test} AND {value_condition(value, params)})" for value in term.values)
     return f"SELECT res_id FROM {TABLES[term.kind]} WHERE {alternatives}"
+
+
+def full_text_subquery(term: Term, params: Parameters) -> str:
+    """`_text` or `_content` on the resource_text GIN indexes (sql/0010): any alternative's words match."""
+    column = FULL_TEXT_COLUMNS[term.code]
+    alternatives = " OR ".join(f"{column} @@ websearch_to_tsquery('simple', {params.add(value.text)})"
+                               for value in term.values if isinstance(value, StringMatch))
+    return f"SELECT res_id FROM resource_text WHERE {alternatives}"
 
 
 def chain_subquery(inner: Term, code_hash: str, params: Parameters) -> str:

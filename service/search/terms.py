@@ -71,7 +71,7 @@ def lookup(registry: Registry, resource_type: str, code: str) -> SearchParameter
     compiled = registry.parameter(resource_type, code)
     if compiled is None:
         raise UnknownParameter(f"Unknown search parameter '{code}' for resource type '{resource_type}'")
-    if not compiled.definition.indexed:
+    if not compiled.definition.searchable:
         kind = compiled.definition.type
         raise UnknownParameter(f"Search parameter '{code}' ({kind}) of '{resource_type}' is not supported")
     return compiled.definition
