@@ -127,7 +127,8 @@ async def open_service_database(settings: Settings) -> AsyncIterator[ServiceData
     acquire_timeout = settings.pool_acquire_timeout_ms / 1000
     async with _server(settings) as dsn, _pool(dsn, settings, settings.request_pool(), acquire_timeout) as requests:
         version = await _migrate(requests)
-        async with (_pool(dsn, settings, settings.job_pool()) as jobs,
+        # Named apart, so an operator (and a test) tells the job engine's statements from requests'.
+        async with (_pool(dsn, settings, settings.job_pool(), name=f"{APPLICATION_NAME} jobs") as jobs,
                     _pool(dsn, settings, settings.probe_pool(), name=f"{APPLICATION_NAME} probes") as probes):
             yield ServiceDatabase(requests, jobs, probes, version)
 

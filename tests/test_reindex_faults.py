@@ -78,8 +78,8 @@ async def test_dropped_connections_are_retried_and_the_job_completes(aiohttp_cli
                                   chunk_size=100_000)
     await wait_progress(db, started.job_id)
     dropped = await db.fetchval(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'fhir-reindex-service'")
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND application_name LIKE 'fhir-reindex-service%'")
     assert dropped > 0
     job = await wait_ended(db, started.job_id)
     assert job["state"] == "completed"
