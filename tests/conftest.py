@@ -121,6 +121,21 @@ def dataset_template(server_dsn: str, template_database: str) -> Iterator[Callab
         asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+# What the search modules read: both data sets, in one database per module (a module may write to it).
+SEARCH_DATASETS = ("plannet", "synthea-r4-2019")
+
+
+@pytest.fixture(scope="module")
+def search_database(server_dsn: str, dataset_template: Callable[..., str]) -> Iterator[str]:
+    """A copy of the session's template holding SEARCH_DATASETS, loaded and analysed; dropped afterwards."""
+    name = f"fhir_search_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_dsn, clone_statement(name, dataset_template(*SEARCH_DATASETS))))
+    try:
+        yield with_database(server_dsn, name)
+    finally:
+        asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def clone_statement(name: str, template: str) -> str:
     # FILE_COPY copies the template's files instead of writing every page to the WAL (PostgreSQL 15+'s
     # default); with the test server's settings that is the cheap way to clone a loaded database.

@@ -3,42 +3,19 @@ resources read straight from the NDJSON files (the oracle), and helpers to run s
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import unicodedata
-import uuid
-from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import orjson
 
 from service.settings import Settings
 from tests import tokens
-from tests.conftest import DATA_DIR, clone_statement, with_database
+from tests.conftest import DATA_DIR, SEARCH_DATASETS
 
-DATASETS = ("plannet", "synthea-r4-2019")
-
-
-def loaded_database(server_dsn: str, dataset_template: Callable[..., str]) -> Iterator[str]:
-    """A fresh database with both datasets loaded and analysed (a copy of the session's template, so a
-    module may write to it); dropped afterwards."""
-    name = f"fhir_search_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(server_dsn, clone_statement(name, dataset_template(*DATASETS))))
-    try:
-        yield with_database(server_dsn, name)
-    finally:
-        asyncio.run(_execute(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _execute(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+DATASETS = SEARCH_DATASETS
 
 
 def search_settings(database_url: str) -> Settings:

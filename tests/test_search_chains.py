@@ -20,7 +20,6 @@ from tests.search_data import (
     entries,
     folded,
     get_bundle,
-    loaded_database,
     resources,
     search_ids,
     search_settings,
@@ -29,11 +28,6 @@ from tests.tokens import bearer, claims, hs256
 
 TAXONOMY = "http://nucc.org/provider-taxonomy"
 HEIGHT = "http://loinc.org|8302-2"
-
-
-@pytest.fixture(scope="module")
-def search_database(server_dsn, dataset_template):
-    yield from loaded_database(server_dsn, dataset_template)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from tests.search_data import (
     folded,
     get_bundle,
     ids_where,
-    loaded_database,
     resources,
     search_ids,
     search_settings,
@@ -31,11 +30,6 @@ PLANNET_TYPE = "http://hl7.org/fhir/us/davinci-pdex-plan-net/CodeSystem/OrgTypeC
 PROFILE_BASE = "http://hl7.org/fhir/us/davinci-pdex-plan-net/StructureDefinition/"
 UCUM = "http://unitsofmeasure.org"
 ONE_MICROSECOND = timedelta(microseconds=1)
-
-
-@pytest.fixture(scope="module")
-def search_database(server_dsn, dataset_template):
-    yield from loaded_database(server_dsn, dataset_template)
 
 
 @pytest.fixture

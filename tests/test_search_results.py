@@ -21,7 +21,6 @@ from tests.search_data import (
     get_bundle,
     ids_where,
     links,
-    loaded_database,
     match_ids,
     resources,
     search_ids,
@@ -31,11 +30,6 @@ from tests.search_data import (
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 SUBSETTED = "SUBSETTED"
 NPI = "http://hl7.org/fhir/sid/us-npi"
-
-
-@pytest.fixture(scope="module")
-def search_database(server_dsn, dataset_template):
-    yield from loaded_database(server_dsn, dataset_template)
 
 
 @pytest.fixture

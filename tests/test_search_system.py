@@ -12,7 +12,6 @@ from tests.search_data import (
     folded,
     get_bundle,
     links,
-    loaded_database,
     resources,
     search_ids,
     search_settings,
@@ -22,11 +21,6 @@ from tests.tokens import bearer, claims, hs256
 PROFILES = "http://hl7.org/fhir/us/davinci-pdex-plan-net/StructureDefinition/"
 PLANNET_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "Endpoint", "HealthcareService",
                  "InsurancePlan", "OrganizationAffiliation")
-
-
-@pytest.fixture(scope="module")
-def search_database(server_dsn, dataset_template):
-    yield from loaded_database(server_dsn, dataset_template)
 
 
 @pytest.fixture

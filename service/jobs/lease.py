@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 
 from service.jobs.errors import describe
-from service.jobs.reindex_step import ChunkCancelled, ChunkPaused, JobEnded, LeaseLost
+from service.jobs.reindex_step import JobEnded, LeaseLost, control_stop
 from service.jobs.repository import ClaimedChunk
 from service.store.notifications import CONNECTION_ERRORS, reraise_if_cancelling
 
@@ -72,8 +72,4 @@ def _stop_reason(row: asyncpg.Record | None, chunk: ClaimedChunk) -> Exception |
         return JobEnded(f"job {chunk.job_id} ended while chunk {chunk.seq} ran")
     if not row["renewed"]:
         return LeaseLost(f"chunk {chunk.seq} of job {chunk.job_id} was taken over by another worker")
-    if row["cancel_requested"]:
-        return ChunkCancelled(f"job {chunk.job_id} was cancelled")
-    if row["paused"]:
-        return ChunkPaused(f"job {chunk.job_id} was paused")
-    return None
+    return control_stop(row, chunk)

@@ -123,11 +123,18 @@ def live_job(job: asyncpg.Record | None, chunk: ClaimedChunk) -> asyncpg.Record:
     """The job's row, read by a worker on the chunk; raises when it says the worker must stop."""
     if job is None or not job["running"]:
         raise JobEnded(f"job {chunk.job_id} ended while chunk {chunk.seq} ran")
-    if job["cancel_requested"]:
-        raise ChunkCancelled(f"job {chunk.job_id} was cancelled")
-    if job["paused"]:
-        raise ChunkPaused(f"job {chunk.job_id} was paused")
+    if stop := control_stop(job, chunk):
+        raise stop
     return job
+
+
+def control_stop(job: asyncpg.Record, chunk: ClaimedChunk) -> Exception | None:
+    """What an operator's cancel or pause of the job (as its row says) asks of the worker on the chunk."""
+    if job["cancel_requested"]:
+        return ChunkCancelled(f"job {chunk.job_id} was cancelled")
+    if job["paused"]:
+        return ChunkPaused(f"job {chunk.job_id} was paused")
+    return None
 
 
 async def _settle(writing: Writing, ending: BaseException) -> None:
