@@ -1,5 +1,6 @@
-"""Test fixtures: a real PostgreSQL (DATABASE_URL, else an embedded one), a migrated template database
-per session, a fresh database cloned from it per test, and the real app behind aiohttp's test client.
+"""Test fixtures: a real PostgreSQL (DATABASE_URL, else an embedded one) and template databases shared by
+the run's xdist workers (tests/databases.py), a fresh database cloned from one per test, and the real app
+behind aiohttp's test client.
 
 Authentication: `settings` run the app in hs256 mode with the secret of `tests/tokens.py`, and every test
 client made with `aiohttp_client` (so `client` too) sends `admin_token` (a SYSTEM user with every privilege)
@@ -11,12 +12,9 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -25,20 +23,11 @@ from aiohttp.test_utils import BaseTestServer, TestClient
 from service.app import create_app
 from service.db import load_migrations, migrate
 from service.settings import Settings
-from tests import tokens
+from tests import databases, tokens
+from tests.databases import TestRun, admin, clone_statement, shared_database, template_name, with_database
 
 # The third-party resources the tests load (tests/data/README.md); FHIR_TEST_DATA_DIR names another copy.
 DATA_DIR = Path(os.environ.get("FHIR_TEST_DATA_DIR") or Path(__file__).resolve().parent / "data")
-
-
-def with_database(dsn: str, database: str) -> str:
-    """The same server DSN pointing at another database (works for host and socket URIs)."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-# A throwaway server needs no crash safety: these make every commit and CREATE DATABASE cheap.
-TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 def run_load(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -56,31 +45,31 @@ def ndjson_files(*paths: str) -> list[str]:
     return [str(path) for path in found]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist's workers inherit the server and the run's id from the controlling process's environment.
+    if not hasattr(config, "workerinput"):
+        run = TestRun()
+        run.start()
+        config.stash[TEST_RUN] = run
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if run := config.stash.get(TEST_RUN, None):
+        run.finish()
+
+
+TEST_RUN = pytest.StashKey[TestRun]()
+
+
 @pytest.fixture(scope="session")
-def server_dsn() -> Iterator[str]:
-    """DSN of the server the tests use, connected to its maintenance database."""
-    if url := os.environ.get("DATABASE_URL"):
-        yield url
-        return
-    from service.embedded import EmbeddedPostgres
-
-    with tempfile.TemporaryDirectory(prefix="fhir-test-pg-") as tmp:
-        server = EmbeddedPostgres(Path(tmp), TEST_SERVER_SETTINGS)
-        yield asyncio.run(server.start())
-        asyncio.run(server.stop())
+def server_dsn() -> str:
+    """DSN of the run's server, connected to its maintenance database."""
+    return databases.server_dsn()
 
 
-async def _admin(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def _migrate_template(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
+async def _migrated(name: str) -> None:
+    await admin(databases.server_dsn(), f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(with_database(databases.server_dsn(), name))
     try:
         await migrate(conn, load_migrations())
     finally:
@@ -88,37 +77,28 @@ async def _migrate_template(dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def template_database(server_dsn: str) -> Iterator[str]:
-    """A migrated database that every test database is cloned from; unique per session."""
-    name = f"fhir_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    asyncio.run(_admin(server_dsn, f'CREATE DATABASE "{name}"'))
-    asyncio.run(_migrate_template(with_database(server_dsn, name)))
-    yield name
-    asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def template_database() -> str:
+    """The run's migrated, empty database, that every test database is cloned from."""
+    return asyncio.run(shared_database(template_name(), _migrated))
 
 
 @pytest.fixture(scope="session")
-def dataset_template(server_dsn: str, template_database: str) -> Iterator[Callable[..., str]]:
+def dataset_template(template_database: str) -> Callable[..., str]:
     """`dataset_template(*paths)`: a database with those files or directories of DATA_DIR loaded (by the
-    `load` command) and analysed, made once per session and cloned by every test that asks for it."""
-    made: dict[tuple[str, ...], str] = {}
-    lock = threading.Lock()
+    `load` command) and analysed, made once per run and cloned by every test that asks for it."""
+
+    async def load(name: str, paths: tuple[str, ...]) -> None:
+        dsn = databases.server_dsn()
+        await admin(dsn, clone_statement(name, template_database))
+        url = with_database(dsn, name)
+        result = await asyncio.to_thread(run_load, url, *ndjson_files(*paths))
+        assert result.returncode == 0, result.stderr
+        await admin(url, "ANALYZE")
 
     def template(*paths: str) -> str:
-        with lock:
-            if paths not in made:
-                name = f"fhir_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-                asyncio.run(_admin(server_dsn, clone_statement(name, template_database)))
-                made[paths] = name
-                url = with_database(server_dsn, name)
-                result = run_load(url, *ndjson_files(*paths))
-                assert result.returncode == 0, result.stderr
-                asyncio.run(_admin(url, "ANALYZE"))
-            return made[paths]
+        return asyncio.run(shared_database(template_name(*paths), lambda name: load(name, paths)))
 
-    yield template
-    for name in made.values():
-        asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return template
 
 
 # What the search modules read: both data sets, in one database per module (a module may write to it).
@@ -127,19 +107,13 @@ SEARCH_DATASETS = ("plannet", "synthea-r4-2019")
 
 @pytest.fixture(scope="module")
 def search_database(server_dsn: str, dataset_template: Callable[..., str]) -> Iterator[str]:
-    """A copy of the session's template holding SEARCH_DATASETS, loaded and analysed; dropped afterwards."""
+    """A copy of the run's template holding SEARCH_DATASETS, loaded and analysed; dropped afterwards."""
     name = f"fhir_search_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_dsn, clone_statement(name, dataset_template(*SEARCH_DATASETS))))
+    asyncio.run(admin(server_dsn, clone_statement(name, dataset_template(*SEARCH_DATASETS))))
     try:
         yield with_database(server_dsn, name)
     finally:
-        asyncio.run(_admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def clone_statement(name: str, template: str) -> str:
-    # FILE_COPY copies the template's files instead of writing every page to the WAL (PostgreSQL 15+'s
-    # default); with the test server's settings that is the cheap way to clone a loaded database.
-    return f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY'
+        asyncio.run(admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -149,9 +123,9 @@ async def database_url(request: pytest.FixtureRequest, server_dsn: str, template
     marker = request.node.get_closest_marker("dataset")
     source = await asyncio.to_thread(dataset_template, *marker.args) if marker else template_database
     name = f"fhir_t_{uuid.uuid4().hex[:12]}"
-    await _admin(server_dsn, clone_statement(name, source))
+    await admin(server_dsn, clone_statement(name, source))
     yield with_database(server_dsn, name)
-    await _admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from service.app import create_app
 from service.db import MigrationError, load_migrations, migrate
-from tests.conftest import with_database
+from tests.databases import with_database
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ from urllib.parse import quote
 import orjson
 import pytest
 
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, SEARCH_DATASETS
 from tests.search_data import search_ids
 
-SYNTHEA = pytest.mark.dataset("synthea-r4-2019")
+# Plan-Net adds no Observations: the search modules' template serves, where Synthea alone is another load.
+SYNTHEA = pytest.mark.dataset(*SEARCH_DATASETS)
 LOINC, SNOMED, UCUM = "http://loinc.org", "http://snomed.info/sct", "http://unitsofmeasure.org"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 Element = dict[str, Any]

@@ -8,7 +8,11 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SEARCH_DATASETS
 from tests.search_data import entries, get_bundle, resources
+
+# Synthea's Patients and Observations, from the search modules' template (Plan-Net adds neither).
+SEARCH_DATA = pytest.mark.dataset(*SEARCH_DATASETS)
 
 CODING = {"system", "version", "code", "display", "userSelected"}
 # Element -> its summary children (None: kept whole), as the R4 specification's "Σ" flags say.
@@ -76,7 +80,7 @@ def by_id(res_type: str) -> dict[str, dict[str, Any]]:
     return {resource["id"]: resource for resource in resources(res_type)}
 
 
-@pytest.mark.dataset("synthea-r4-2019")
+@SEARCH_DATA
 @pytest.mark.parametrize("mode", ["true", "text", "data", "false"])
 @pytest.mark.parametrize("res_type", ["Patient", "Observation"])
 async def test_summary_modes_on_search(client, res_type, mode):
@@ -90,7 +94,7 @@ async def test_summary_modes_on_search(client, res_type, mode):
         assert "versionId" in resource["meta"]
 
 
-@pytest.mark.dataset("synthea-r4-2019")
+@SEARCH_DATA
 async def test_summary_drops_elements_that_are_not_summary_at_every_level(client):
     """Addresses (a data type) lose their geolocation extension, not a summary element of Address."""
     patients = [r for r in resources("Patient") if any("extension" in a for a in r.get("address", []))]
@@ -101,7 +105,7 @@ async def test_summary_drops_elements_that_are_not_summary_at_every_level(client
     assert "text" not in patient and "extension" not in patient and "communication" not in patient
 
 
-@pytest.mark.dataset("synthea-r4-2019")
+@SEARCH_DATA
 @pytest.mark.parametrize("mode", ["true", "text", "data", "false"])
 async def test_summary_modes_on_read_and_vread(client, mode):
     patient = resources("Patient")[3]
@@ -113,7 +117,7 @@ async def test_summary_modes_on_read_and_vread(client, mode):
         assert subsetted(body) == (mode != "false")
 
 
-@pytest.mark.dataset("synthea-r4-2019")
+@SEARCH_DATA
 async def test_elements_win_over_summary_and_bad_modes_are_refused(client):
     patient = resources("Patient")[0]
     response = await client.get(f"/fhir/Patient/{patient['id']}?_summary=text&_elements=gender")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests import tokens
-from tests.conftest import with_database
+from tests.databases import with_database
 from tests.test_process import free_port
 
 HS256 = {"FHIR_AUTH_MODE": "hs256", "FHIR_HS256_SECRET": tokens.HS256_SECRET, "FHIR_REINDEX_WORKERS": "0",
