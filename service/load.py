@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -18,10 +18,12 @@ from service.console import StatusLine, format_rate
 from service.db import Connection, open_database
 from service.fhir.resource import Submitted
 from service.load_sources import Located, UnreadableSource, read_resources, source_files
+from service.pools import Pool
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
 from service.store.bulk import BatchResult, analyze_resources, write_batch
+from service.store.resources import SEARCH_PARAMETER
 from service.store.search_parameters import refresh_catalog
 
 log = structlog.get_logger(__name__)
@@ -72,17 +74,20 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int, stat
     started = time.perf_counter()
     try:
         files = source_files(paths)
-        async with open_database(settings) as database, database.pool.acquire() as conn:
-            pool = database.pool
+        async with (open_database(settings) as database, database.pool.acquire() as first,
+                    database.pool.acquire() as second):
             catalogs = Catalogs(Registry.builtin(settings.local_bases))
-            await refresh_catalog(pool, catalogs)
-            for path in files:
-                for batch in batches(read_resources(path, stats.report), batch_size):
-                    if await _load_batch(conn, batch, catalogs, stats):
-                        await refresh_catalog(pool, catalogs)  # later batches are indexed with them
-                    status.show(_progress_text(stats.total, time.perf_counter() - started))
+            await refresh_catalog(database.pool, catalogs)
+            writer = BatchWriter(database.pool, (first, second), catalogs, stats,
+                                 lambda: status.show(_progress_text(stats.total, time.perf_counter() - started)))
+            try:
+                for path in files:
+                    for batch in batches(read_resources(path, stats.report), batch_size):
+                        await writer.submit(batch)
+            finally:
+                await writer.drain()
             # Fresh planner statistics: searches right after a large load would otherwise plan blind.
-            await analyze_resources(conn)
+            await analyze_resources(first)
     except UnreadableSource as exc:
         status.finish()
         print(f"error: {exc}", file=sys.stderr)
@@ -92,13 +97,66 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int, stat
     return 1 if stats.invalid else 0
 
 
-async def _load_batch(conn: Connection, batch: list[Located], catalogs: Catalogs, stats: LoadStats) -> bool:
-    """Write one batch; True when it held SearchParameters."""
-    resources = [resource for _where, resource in batch]
-    result = await _write_batch(conn, resources, catalogs)
+# A batch being written: its resources, their (type, id) keys, its connection and the task writing it.
+_InFlight = tuple[list[Located], set[tuple[str, str]], Connection, "asyncio.Task[BatchResult]"]
+
+
+class BatchWriter:
+    """Writes batches in order, two at a time on two connections: while PostgreSQL writes one, this process
+    parses, validates and indexes the next (otherwise the two take turns and each waits half the time).
+    A batch that holds a resource of a batch in flight (a later version of it) waits until that one has
+    committed. A batch holding SearchParameters is written alone, and the catalog refreshed before the next
+    batch is indexed."""
+
+    def __init__(self, pool: Pool, connections: tuple[Connection, ...], catalogs: Catalogs, stats: LoadStats,
+                 written: Callable[[], None]) -> None:
+        self._pool = pool
+        self._idle = list(connections)
+        self._catalogs = catalogs
+        self._stats = stats
+        self._written = written
+        self._pending: deque[_InFlight] = deque()
+
+    async def submit(self, batch: list[Located]) -> None:
+        keys = {(resource.values["resourceType"], resource.values["id"]) for _where, resource in batch}
+        holds_parameters = any(res_type == SEARCH_PARAMETER for res_type, _id in keys)
+        if holds_parameters or any(keys & pending_keys for _batch, pending_keys, _conn, _task in self._pending):
+            await self.drain()  # a resource again (a later version): the earlier batch commits first
+        elif not self._idle:
+            await self._complete_oldest()
+        conn = self._idle.pop()
+        task = asyncio.create_task(_write_batch(conn, [resource for _where, resource in batch], self._catalogs))
+        self._pending.append((batch, keys, conn, task))
+        if holds_parameters:
+            await self.drain()
+            await refresh_catalog(self._pool, self._catalogs)  # later batches are indexed with them
+
+    async def drain(self) -> None:
+        """Wait for every batch in flight; after a failure, cancel the others (their transactions roll back)."""
+        try:
+            while self._pending:
+                await self._complete_oldest()
+        except BaseException:
+            for _batch, _keys, _conn, task in self._pending:
+                task.cancel()
+            await asyncio.gather(*(task for _batch, _keys, _conn, task in self._pending), return_exceptions=True)
+            self._pending.clear()
+            raise
+
+    async def _complete_oldest(self) -> None:
+        batch, _keys, conn, task = self._pending.popleft()
+        try:
+            result = await task
+        finally:
+            self._idle.append(conn)
+        _count_batch(batch, result, self._stats)
+        self._written()
+
+
+def _count_batch(batch: list[Located], result: BatchResult, stats: LoadStats) -> None:
+    """Count a written batch; its rejections (`Type/id: reason`) are reported with where each came from."""
     stats.created += result.created
     stats.updated += result.updated
-    # A rejection reads `Type/id: reason`; it is reported with where that resource came from.
     keys = [(place, f"{r.values['resourceType']}/{r.values['id']}", r.values["resourceType"]) for place, r in batch]
     where = {key: place for place, key, _type in keys}
     rejected = set()
@@ -107,7 +165,6 @@ async def _load_batch(conn: Connection, batch: list[Located], catalogs: Catalogs
         rejected.add(key)
         stats.report(f"{where[key]}: {line}")
     stats.loaded.update(res_type for _place, key, res_type in keys if key not in rejected)
-    return result.search_parameters > 0
 
 
 async def _write_batch(conn: Connection, resources: list[Submitted], catalogs: Catalogs) -> BatchResult:

@@ -102,6 +102,27 @@ async def test_loaded_search_parameters_index_later_batches(database_url, db, tm
     assert await db.fetchval("SELECT index_gen FROM resource WHERE fhir_id = 'org-1'") == generation
 
 
+async def test_batches_written_two_at_a_time_keep_the_file_order_of_versions(database_url, db, tmp_path):
+    """Batches of 3, each id again every 4 lines (so each batch shares ids with the one before it): a later version never overtakes an earlier one, and no batch
+    has to be written again (one holding a resource of the batch in flight waits for it instead)."""
+    lines = [{"resourceType": "Organization", "id": f"org-{n % 4}", "name": f"line {n}"} for n in range(60)]
+    source = tmp_path / "versions.ndjson"
+    source.write_bytes(b"\n".join(map(orjson.dumps, lines)))
+    result = run_load(database_url, "--batch-size", "3", str(source))
+    assert result.returncode == 0, result.stderr
+    assert "Loaded 60 resources (4 created, 56 updated)" in result.stdout
+    assert "load_batch_retried" not in result.stderr
+    last = {line["id"]: (n, line["name"]) for n, line in enumerate(lines)}
+    stored = {row["fhir_id"]: (row["version"], orjson.loads(row["body"])["name"])
+              for row in await db.fetch("SELECT fhir_id, version, body FROM resource")}
+    assert stored == {fhir_id: (sum(1 for line in lines if line["id"] == fhir_id), name)
+                      for fhir_id, (_n, name) in last.items()}
+    versions = await db.fetch("SELECT fhir_id, convert_from(body, 'UTF8')::jsonb ->> 'name' AS name "
+                              "FROM resource_version ORDER BY fhir_id, version")
+    assert [(row["fhir_id"], row["name"]) for row in versions] == sorted(
+        ((line["id"], line["name"]) for line in lines), key=lambda pair: (pair[0], int(pair[1].split()[1])))
+
+
 def write_bundle(path, entries: list[dict], bundle_type: str = "transaction") -> None:
     bundle = orjson.dumps({"resourceType": "Bundle", "type": bundle_type, "entry": entries})
     path.write_bytes(gzip.compress(bundle) if path.name.endswith(".gz") else bundle)
