@@ -103,8 +103,9 @@ async def test_loaded_search_parameters_index_later_batches(database_url, db, tm
 
 
 async def test_batches_written_two_at_a_time_keep_the_file_order_of_versions(database_url, db, tmp_path):
-    """Batches of 3, each id again every 4 lines (so each batch shares ids with the one before it): a later version never overtakes an earlier one, and no batch
-    has to be written again (one holding a resource of the batch in flight waits for it instead)."""
+    """Batches of 3, each id again every 4 lines, so each batch shares ids with the one before it: a later
+    version never overtakes an earlier one, and no batch has to be written again (one holding a resource of
+    the batch in flight waits for it instead)."""
     lines = [{"resourceType": "Organization", "id": f"org-{n % 4}", "name": f"line {n}"} for n in range(60)]
     source = tmp_path / "versions.ndjson"
     source.write_bytes(b"\n".join(map(orjson.dumps, lines)))
