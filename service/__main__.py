@@ -1,4 +1,4 @@
-"""Command line: `serve` (the default), `migrate`, `load FILE_OR_DIR...`, `reindex`."""
+"""Command line: `serve` (the default), `migrate`, `load FILE_OR_DIR...`, `reindex`, `fulltext on|off|status`."""
 
 from __future__ import annotations
 
@@ -105,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     controls.add_argument("--throttle", nargs=2, metavar=("JOB_ID", "RATE"),
                           help="limit a job to RATE resources per second over all workers (0: unthrottled)")
     _add_verbose(reindex)
+    fulltext = commands.add_parser("fulltext", help="switch full-text search (_text, _content) on or off for the "
+                                   "whole database, or show whether it is on")
+    fulltext.add_argument("action", choices=("on", "off", "status"))
+    _add_verbose(fulltext)
     return parser
 
 
@@ -140,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command in ("load", "reindex"):
+    if args.command in ("load", "reindex", "fulltext"):
         return _operator_command(args, settings)
     configure_logging(settings)
     command = run_migrations if args.command == "migrate" else serve
@@ -149,7 +153,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _operator_command(args: argparse.Namespace, settings: Settings) -> int:
-    """`load` and `reindex`: logs go above the progress line, and only warnings unless --verbose; Ctrl-C
+    """`load`, `reindex` and `fulltext`: logs go above the progress line, and only warnings unless --verbose; Ctrl-C
     ends the command without a traceback (`reindex --wait` handles it itself, to say what became of the job)."""
     status = StatusLine(sys.stderr)
     # A StatusLine is a text stream in all that logging uses of one (write, flush, isatty).
@@ -167,6 +171,10 @@ def _operator_coroutine(args: argparse.Namespace, settings: Settings, status: St
         from service.load import load_files
 
         return load_files(settings, args.files, args.batch_size, status)
+    if args.command == "fulltext":
+        from service.fulltext_cli import fulltext_command
+
+        return fulltext_command(settings, args.action, status)
     from service.reindex_cli import Waiting, cancel_job, control_job, run_reindex
 
     if args.cancel:

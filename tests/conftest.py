@@ -30,10 +30,15 @@ from tests.databases import TestRun, admin, clone_statement, shared_database, te
 DATA_DIR = Path(os.environ.get("FHIR_TEST_DATA_DIR") or Path(__file__).resolve().parent / "data")
 
 
-def run_load(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    """`python -m service load ARGUMENTS` against the database, as an operator runs it."""
-    return subprocess.run([sys.executable, "-m", "service", "load", *arguments], capture_output=True, text=True,
+def run_service(database_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`python -m service ARGV` against the database, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "service", *argv], capture_output=True, text=True,
                           env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}, timeout=300)
+
+
+def run_load(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m service load ARGUMENTS`."""
+    return run_service(database_url, "load", *arguments)
 
 
 def ndjson_files(*paths: str) -> list[str]:

@@ -94,6 +94,10 @@ class SearchQuery:
     def types(self) -> tuple[str, ...]:
         return (self.resource_type, *self.other_types)
 
+    def full_text_code(self) -> str | None:
+        """The first `_text` or `_content` a term (or its chain) searches, if any."""
+        return next(filter(None, (term.full_text_code() for term in self.terms)), None)
+
 
 def parse_search(resource_type: str, items: Sequence[tuple[str, str]], context: SearchContext,
                  other_types: tuple[str, ...] | None = None) -> SearchQuery:

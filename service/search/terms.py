@@ -12,7 +12,7 @@ from datetime import datetime
 from service.fhir.errors import invalid
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.definitions import SearchParameter
-from service.search.query_values import QueryValue
+from service.search.query_values import QueryValue, StringMatch
 from service.search.registry import Registry
 
 # Each link is one more join for PostgreSQL; four reach from a PractitionerRole to its organization's
@@ -50,6 +50,12 @@ class Term:
     def linked_types(self) -> list[str]:
         """The types of every resource the chain reads beside the searched one, nearest first."""
         return [self.chain.resource_type, *self.chain.linked_types()] if self.chain else []
+
+    def full_text_code(self) -> str | None:
+        """`_text` or `_content` when this term or its chain searches full text (sql/0010_resource_text.sql)."""
+        if any(isinstance(value, StringMatch) and value.mode == "text" for value in self.values):
+            return self.code
+        return self.chain.full_text_code() if self.chain else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from service.fhir.resource import Submitted
 from service.search.conditional import Criteria
 from service.search.sql import match_conditions
 from service.search.sql_filters import Parameters
+from service.store.fulltext import require_on
 from service.store.resources import (
     SELECT_CURRENT_FOR_UPDATE,
     ResourceStore,
@@ -155,6 +156,8 @@ async def matches(conn: Connection, criteria: Criteria, timeout_ms: int,
     limit_clause = f" LIMIT {params.add(limit)}" if limit is not None else ""
     try:
         await conn.execute(LOCK_CRITERIA, criteria.lock_key)
+        if full_text := criteria.query.full_text_code():
+            await require_on(conn, full_text, hold=True)
         rows = await conn.fetch(f"SELECT {MATCH_COLUMNS} FROM resource r WHERE {where} ORDER BY r.res_id"
                                 f"{limit_clause} FOR UPDATE OF r", *params.values)
     except asyncpg.QueryCanceledError:

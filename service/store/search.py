@@ -15,6 +15,7 @@ from service.search.includes import Include
 from service.search.param_hash import sp_hash
 from service.search.query import SearchQuery
 from service.search.sql import Statement, count_statement, page_statement
+from service.store.fulltext import require_on
 
 # Resources the given ones refer to (_include), and resources referring to the given ones (_revinclude), only of
 # the include's types: the HTTP layer narrows those to the types the token may read. The given resources are the
@@ -85,6 +86,8 @@ async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, 
 async def _run(conn: Connection, budget: Budget, query: SearchQuery, count_total: bool,
                include_limit: int) -> SearchResult:
     await budget.next_statement()
+    if full_text := query.full_text_code():
+        await require_on(conn, full_text)  # in this snapshot: `on` with every row, or a 400
     if query.summary_count:
         return SearchResult(total=await _fetch_count(conn, count_statement(query)))
     result = await _fetch_page(conn, query)
