@@ -89,11 +89,22 @@ async def test_conditional_writes_on_text_criteria_are_refused_while_off(client,
     assert await store_counts(db) == before
 
 
-async def test_every_replica_sees_the_switch(aiohttp_client, settings, database_url):
+async def listed_codes(client) -> tuple[set[str], set[str]]:
+    """The search parameters the CapabilityStatement lists for Organization, and for a system-level search."""
+    rest = (await (await client.get("/fhir/metadata")).json())["rest"][0]
+    organization = next(entry for entry in rest["resource"] if entry["type"] == "Organization")
+    return {p["name"] for p in organization["searchParam"]}, {p["name"] for p in rest["searchParam"]}
+
+
+async def test_every_replica_sees_the_switch_and_lists_text_parameters_only_while_on(
+        aiohttp_client, settings, database_url):
     """The state is the database's: a second app (another replica) refuses as soon as the switch is made."""
     first = await aiohttp_client(create_app(settings))
     second = await aiohttp_client(create_app(settings))
     assert (await first.get("/fhir/Organization?_content=x")).status == 200
+    assert {"_text", "_content"} <= (await listed_codes(second))[0]  # (not all types have them: not system-level)
     switch(database_url, "off")
     for replica in (first, second):
         await assert_outcome(await replica.get("/fhir/Organization?_content=x"), 400, "not-supported")
+        for codes in await listed_codes(replica):
+            assert not codes & {"_text", "_content"} and "_id" in codes

@@ -31,6 +31,7 @@ class Server:
     capabilities: Capabilities
     security: str  # how tokens are checked, for rest.security.description
     conditional_delete: str = "single"  # or `multiple` with FHIR_CONDITIONAL_DELETE_MULTIPLE
+    full_text: bool = True  # `_text` and `_content` are listed only while full-text search is on
 
 
 def capability_statement(server: Server, registry: Registry) -> dict[str, Any]:
@@ -43,7 +44,8 @@ def capability_statement(server: Server, registry: Registry) -> dict[str, Any]:
         "interaction": [{"code": code} for code in found.system_interactions],
     }
     if "search-system" in found.system_interactions:
-        rest["searchParam"] = [_search_param(definition) for definition in _common(registry)]
+        rest["searchParam"] = [_search_param(definition) for definition in _common(registry)
+                               if server.full_text or not definition.full_text]
     system_operations = [op for op in found.operations if op.level == "system"]
     if system_operations:
         rest["operation"] = [_operation(op, server.base) for op in system_operations]
@@ -80,7 +82,8 @@ def _resource(res_type: str, server: Server, registry: Registry) -> dict[str, An
         referring = _referring(registry, res_type)
         entry["searchInclude"] = ["*", *(f"{res_type}:{p.definition.code}" for p in _references(registry, res_type))]
         entry |= {"searchRevInclude": ["*", *referring]} if referring else {}
-        entry["searchParam"] = [_search_param(p.definition) for p in _searchable(registry, res_type)]
+        entry["searchParam"] = [_search_param(p.definition) for p in _searchable(registry, res_type)
+                                if server.full_text or not p.definition.full_text]
     if operations:
         entry["operation"] = [_operation(op, server.base) for op in operations]
     return entry

@@ -6,10 +6,12 @@ from aiohttp import web
 
 from service.fhir.capability import Server, capability_statement
 from service.fhir.capability_routes import capabilities
-from service.http.keys import CATALOG, LIFECYCLE, SETTINGS
+from service.http.keys import CATALOG, LIFECYCLE, POOL, SETTINGS
 from service.http.responses import fhir_response
 from service.http.urls import base_url
 from service.settings import Settings
+from service.store.fulltext import FullText
+from service.store.fulltext import state as fulltext_state
 
 SECURITY = {
     "jwks": "OAuth2 bearer tokens (JWT) signed by the configured issuers' keys (JWKS); privileges from the "
@@ -22,9 +24,11 @@ SECURITY = {
 
 async def metadata(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    async with request.app[POOL].acquire() as conn:
+        full_text = await fulltext_state(conn) is FullText.ON
     server = Server(base_url(request), request.app[LIFECYCLE].started, capabilities(_routes(request.app, settings)),
                     SECURITY[settings.auth_mode or "jwks"],
-                    "multiple" if settings.conditional_delete_multiple else "single")
+                    "multiple" if settings.conditional_delete_multiple else "single", full_text)
     return fhir_response(request, 200, capability_statement(server, request.app[CATALOG].registry))
 
 
