@@ -126,7 +126,7 @@ async def _fetch_included(conn: Connection, budget: Budget, includes: Sequence[I
             if not include.types:
                 continue  # narrowed to nothing: no type it could return is readable
             await budget.next_statement()
-            statement = _include_statement(include, given, limit + 1)
+            statement = include_statement(include, given, limit + 1)
             rows = await conn.fetch(statement.text, *statement.params)
             added += [Found(row[0], row[1], row[2], row[3]) for row in rows if row[0] not in seen]
             seen.update(row[0] for row in rows)
@@ -139,7 +139,7 @@ async def _fetch_included(conn: Connection, budget: Budget, includes: Sequence[I
     result.iteration_cut = bool(iterated and given)
 
 
-def _include_statement(include: Include, given: Sequence[Found], limit: int) -> Statement:
+def include_statement(include: Include, given: Sequence[Found], limit: int) -> Statement:
     hashes = [sp_hash(source, code) for source, code in include.parameters]
     types = list(include.types)
     if include.reverse:
