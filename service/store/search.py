@@ -18,10 +18,13 @@ from service.search.sql import Statement, count_statement, page_statement
 
 # Resources the given ones refer to (_include), and resources referring to the given ones (_revinclude), only of
 # the include's types: the HTTP layer narrows those to the types the token may read. The given resources are the
-# page's matches, then (`:iterate`) the resources the previous round included.
+# page's matches, then (`:iterate`) the resources the previous round included. The target columns are "C"-collated
+# and resource's are not: compared in resource's collation, each reference finds its target through
+# resource_type_id_key (compared without one, no index serves the join and the whole table is scanned).
 SELECT_INCLUDED = """
 SELECT DISTINCT t.res_id, t.res_type, t.fhir_id, t.body
-FROM idx_reference x JOIN resource t ON t.res_type = x.target_type AND t.fhir_id = x.target_id
+FROM idx_reference x JOIN resource t
+  ON t.res_type = x.target_type COLLATE "default" AND t.fhir_id = x.target_id COLLATE "default"
 WHERE x.res_id = ANY($1::bigint[]) AND x.sp_hash = ANY($2::bigint[]) AND NOT t.deleted
   AND t.res_type = ANY($3::text[])
 ORDER BY t.res_id LIMIT $4"""
