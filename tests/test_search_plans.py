@@ -58,6 +58,9 @@ SHAPES = {
     "one-level chain": "partof:Organization.name=Sygehus",
     "_revinclude": "_id=o12300&_revinclude=Organization:partof",
     "_has": f"_has:Organization:partof:identifier={SYSTEM}|org-4567",
+    # One resource and a broad inner term: the plan starts from the resource, whichever side the reference is on.
+    "_id with a broad chain": "_id=o12399&partof:Organization.name=Klinik",
+    "_id with a broad _has": "_id=o12300&_has:Organization:partof:name=Klinik",
     "identifier": f"identifier={SYSTEM}|org-777",
 }
 
@@ -133,3 +136,5 @@ async def test_the_shapes_find_what_the_data_holds(filled: asyncpg.Connection, c
     assert await ids(SHAPES["one-level chain"] + "&_count=2") == ["o5001", "o5002"]
     assert len(await ids(SHAPES["_revinclude"] + "&_count=1")) == 100  # the parent and its 99 children
     assert await ids(SHAPES["_has"]) == ["o4500"]
+    assert await ids(SHAPES["_id with a broad chain"]) == ["o12399"]
+    assert await ids(SHAPES["_id with a broad _has"]) == ["o12300"]

@@ -117,22 +117,18 @@ def full_text_subquery(term: Term, params: Parameters) -> str:
 
 
 def chain_subquery(inner: Term, code_hash: str, params: Parameters) -> str:
-    """Resources whose reference `code_hash` points at a live resource matching `inner`. The join compares in the
-    "C" collation of idx_reference's target columns, so the inner matches find their referrers through
-    idx_reference_target: the work grows with the inner matches, not with the table."""
+    """Resources whose reference `code_hash` points at a live resource matching `inner`."""
     target_type = params.add(inner.resource_type)
     x, t = params.alias("x"), params.alias("t")
-    return (f"SELECT {x}.res_id FROM idx_reference {x} JOIN resource {t} "
-            f"ON {x}.target_type = {t}.res_type COLLATE \"C\" AND {x}.target_id = {t}.fhir_id COLLATE \"C\" "
-            f"WHERE {x}.sp_hash = {code_hash} AND {x}.target_type = {target_type} AND NOT {t}.deleted "
-            f"AND {term_condition(inner, params, t)}")
+    return (f"SELECT {x}.res_id FROM idx_reference {x} JOIN resource {t} ON {points_at(x, t)} "
+            f"WHERE {x}.sp_hash = {code_hash} AND {x}.target_type = {target_type} AND {t}.res_type = {target_type} "
+            f"AND NOT {t}.deleted AND {term_condition(inner, params, t)}")
 
 
 def has_condition(term: Term, params: Parameters, alias: str) -> str:
     """`_has`: some resource matching the inner term refers to the row `alias` through the parameter. A semi-join
     on idx_reference; index rows exist for live resources only, so the referring resource is joined only when the
-    inner term needs its type and id (a nested `_has`). The reference is compared in the collation of `alias`'s
-    fhir_id, so the inner matches' references find the rows they point at through resource_type_id_key."""
+    inner term needs its type and id (a nested `_has`)."""
     inner = term.chain
     assert inner is not None  # a reverse term always has its inner term
     code_hash, target_type = params.add(sp_hash(inner.resource_type, term.code)), params.add(term.resource_type)
@@ -142,8 +138,17 @@ def has_condition(term: Term, params: Parameters, alias: str) -> str:
         source = params.alias("s")
         join = f" JOIN resource {source} ON {source}.res_id = {x}.res_id"
     return (f"EXISTS (SELECT 1 FROM idx_reference {x}{join} WHERE {x}.sp_hash = {code_hash} "
-            f"AND {x}.target_type = {target_type} AND {alias}.fhir_id = {x}.target_id COLLATE \"default\" "
+            f"AND {x}.target_type = {target_type} AND {points_at(x, alias)} "
             f"AND {term_condition(inner, params, source)})")
+
+
+def points_at(x: str, alias: str) -> str:
+    """The reference row `x` names the resource row `alias` (of the type the caller fixes). idx_reference's target
+    columns are "C"-collated and resource's are not, and an index serves a comparison only in its own collation:
+    the id is compared in both, so PostgreSQL can go either way, whichever side has fewer matches. From
+    the resource to its referrers through idx_reference_target (the "C" comparison), or from the references to
+    their targets through resource_type_id_key (the other). The second comparison adds no condition."""
+    return f"{x}.target_id = {alias}.fhir_id AND {alias}.fhir_id = {x}.target_id COLLATE \"default\""
 
 
 def value_condition(value: object, params: Parameters) -> str:
