@@ -104,11 +104,21 @@ def shapes(orgs: int, observations: int) -> dict[str, Callable[[random.Random], 
     }
 
 
+async def migrated(database_url: str) -> None:
+    """Apply the migrations this code ships (a database kept by an older version gets the new ones), before
+    anything is timed or explained."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, load_migrations())
+    finally:
+        await conn.close()
+
+
 async def load(database_url: str, orgs: int, observations: int) -> None:
+    await migrated(database_url)
     pool = await create_pool(database_url, Settings(database_url=database_url))
     try:
         async with pool.acquire() as conn:
-            await migrate(conn, load_migrations())
             catalogs = Catalogs(Registry.builtin())
             await write_batch(conn, [Submitted.of(KIND_PARAMETER)], catalogs)
             await refresh_catalog(pool, catalogs)
@@ -220,6 +230,7 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str]:
             await admin.execute(f'CREATE DATABASE "{named}"')
             await admin.close()
             await load(url, args.organizations, args.observations)
+        await migrated(url)
         yield url
         return
     async with scratch_database() as url:
