@@ -44,18 +44,20 @@ DATE_CONDITIONS = {
     "eb": "high < {ql}",
     "ap": "low <= {qh} AND high >= {ql}",
 }
-# A stored number against the query value v and its implicit range [low, high).
+# A stored number {c} against the query value v and its implicit range [low, high).
 NUMBER_CONDITIONS = {
-    "eq": "value >= {low} AND value < {high}",
-    "ne": "NOT (value >= {low} AND value < {high})",
-    "gt": "value > {v}",
-    "lt": "value < {v}",
-    "ge": "value >= {v}",
-    "le": "value <= {v}",
-    "sa": "value > {v}",
-    "eb": "value < {v}",
-    "ap": "value >= {low} AND value <= {high}",
+    "eq": "{c} >= {low} AND {c} < {high}",
+    "ne": "NOT ({c} >= {low} AND {c} < {high})",
+    "gt": "{c} > {v}",
+    "lt": "{c} < {v}",
+    "ge": "{c} >= {v}",
+    "le": "{c} <= {v}",
+    "sa": "{c} > {v}",
+    "eb": "{c} < {v}",
+    "ap": "{c} >= {low} AND {c} <= {high}",
 }
+# The value of a composite's second component when it is a quantity, as idx_composite_quantity indexes it (sql/0011).
+COMPOSITE_QUANTITY = "((parts::jsonb -> 1) ->> 'value')::numeric"
 
 
 class Parameters:
@@ -233,9 +235,9 @@ def fill(template: str, values: Mapping[str, object], cast: str, params: Paramet
     return template.format(**used)
 
 
-def number_condition(value: NumberMatch, params: Parameters) -> str:
+def number_condition(value: NumberMatch, params: Parameters, column: str = "value") -> str:
     values = {"v": value.value, "low": value.low, "high": value.high}
-    return fill(NUMBER_CONDITIONS[value.prefix], values, "::numeric", params)
+    return fill(NUMBER_CONDITIONS[value.prefix].replace("{c}", column), values, "::numeric", params)
 
 
 def quantity_condition(value: QuantityMatch, params: Parameters) -> str:
@@ -265,7 +267,17 @@ def composite_condition(value: CompositeMatch, params: Parameters) -> str:
     kind, first = value.parts[0]
     if kind == "token" and isinstance(first, TokenMatch) and first.code is not None:  # served by an index
         conditions.append(f"(parts::jsonb -> 0) ->> 'value' = {params.add(first.code)}")
+        conditions += quantity_range(value.parts[1:2], params)
     for position, (kind, part) in enumerate(value.parts):
         record = f"jsonb_to_record(parts::jsonb -> {position}) AS part({COMPONENT_COLUMNS[kind]})"
         conditions.append(f"EXISTS (SELECT FROM {record} WHERE {value_condition(part, params)})")
     return " AND ".join(conditions)
+
+
+def quantity_range(parts: tuple[tuple[str, object], ...], params: Parameters) -> list[str]:
+    """A quantity second component (`code-value-quantity`) compared once more as idx_composite_quantity indexes it,
+    so a code and a value range read only the rows in that range, not every row of the code. Only quantity parts
+    have a `unit_code` key (the index's predicate)."""
+    if not parts or not isinstance(quantity := parts[0][1], QuantityMatch):
+        return []
+    return ["(parts::jsonb -> 1) ? 'unit_code'", number_condition(quantity.number, params, COMPOSITE_QUANTITY)]

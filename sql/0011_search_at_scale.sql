@@ -6,3 +6,12 @@
 CREATE INDEX resource_type_last_updated ON resource (res_type, last_updated, res_id) WHERE NOT deleted;
 CREATE INDEX resource_type_last_updated_desc ON resource (res_type, last_updated DESC NULLS LAST, res_id)
     WHERE NOT deleted;
+
+-- A composite whose first component is a code and whose second is a quantity (`code-value-quantity` and the
+-- `component-` and `combo-` ones): a search gives both, so the rows of one code in a value range are one index range
+-- instead of every row of the code. Only quantity parts have a `unit_code` key; their values are numbers as
+-- idx_quantity stores them. The statistics of the indexed expressions come from ANALYZE.
+CREATE INDEX idx_composite_quantity ON idx_composite
+    (sp_hash, ((parts::jsonb -> 0) ->> 'value'), (((parts::jsonb -> 1) ->> 'value')::numeric))
+    WHERE (parts::jsonb -> 1) ? 'unit_code';
+ANALYZE idx_composite;
