@@ -44,18 +44,20 @@ DATE_CONDITIONS = {
     "eb": "high < {ql}",
     "ap": "low <= {qh} AND high >= {ql}",
 }
-# A stored number against the query value v and its implicit range [low, high).
+# A stored number {c} against the query value v and its implicit range [low, high).
 NUMBER_CONDITIONS = {
-    "eq": "value >= {low} AND value < {high}",
-    "ne": "NOT (value >= {low} AND value < {high})",
-    "gt": "value > {v}",
-    "lt": "value < {v}",
-    "ge": "value >= {v}",
-    "le": "value <= {v}",
-    "sa": "value > {v}",
-    "eb": "value < {v}",
-    "ap": "value >= {low} AND value <= {high}",
+    "eq": "{c} >= {low} AND {c} < {high}",
+    "ne": "NOT ({c} >= {low} AND {c} < {high})",
+    "gt": "{c} > {v}",
+    "lt": "{c} < {v}",
+    "ge": "{c} >= {v}",
+    "le": "{c} <= {v}",
+    "sa": "{c} > {v}",
+    "eb": "{c} < {v}",
+    "ap": "{c} >= {low} AND {c} <= {high}",
 }
+# The value of a composite's second component when it is a quantity, as idx_composite_quantity indexes it (sql/0011).
+COMPOSITE_QUANTITY = "((parts::jsonb -> 1) ->> 'value')::numeric"
 
 
 class Parameters:
@@ -120,16 +122,15 @@ def chain_subquery(inner: Term, code_hash: str, params: Parameters) -> str:
     """Resources whose reference `code_hash` points at a live resource matching `inner`."""
     target_type = params.add(inner.resource_type)
     x, t = params.alias("x"), params.alias("t")
-    return (f"SELECT {x}.res_id FROM idx_reference {x} JOIN resource {t} "
-            f"ON {t}.res_type = {x}.target_type AND {t}.fhir_id = {x}.target_id "
-            f"WHERE {x}.sp_hash = {code_hash} AND {x}.target_type = {target_type} AND NOT {t}.deleted "
-            f"AND {term_condition(inner, params, t)}")
+    return (f"SELECT {x}.res_id FROM idx_reference {x} JOIN resource {t} ON {points_at(x, t)} "
+            f"WHERE {x}.sp_hash = {code_hash} AND {x}.target_type = {target_type} AND {t}.res_type = {target_type} "
+            f"AND NOT {t}.deleted AND {term_condition(inner, params, t)}")
 
 
 def has_condition(term: Term, params: Parameters, alias: str) -> str:
     """`_has`: some resource matching the inner term refers to the row `alias` through the parameter. A semi-join
-    on idx_reference's (sp_hash, target_type, target_id) index; index rows exist for live resources only, so the
-    referring resource is joined only when the inner term needs its type and id (a nested `_has`)."""
+    on idx_reference; index rows exist for live resources only, so the referring resource is joined only when the
+    inner term needs its type and id (a nested `_has`)."""
     inner = term.chain
     assert inner is not None  # a reverse term always has its inner term
     code_hash, target_type = params.add(sp_hash(inner.resource_type, term.code)), params.add(term.resource_type)
@@ -139,8 +140,17 @@ def has_condition(term: Term, params: Parameters, alias: str) -> str:
         source = params.alias("s")
         join = f" JOIN resource {source} ON {source}.res_id = {x}.res_id"
     return (f"EXISTS (SELECT 1 FROM idx_reference {x}{join} WHERE {x}.sp_hash = {code_hash} "
-            f"AND {x}.target_type = {target_type} AND {x}.target_id = {alias}.fhir_id "
+            f"AND {x}.target_type = {target_type} AND {points_at(x, alias)} "
             f"AND {term_condition(inner, params, source)})")
+
+
+def points_at(x: str, alias: str) -> str:
+    """The reference row `x` names the resource row `alias` (of the type the caller fixes). idx_reference's target
+    columns are "C"-collated and resource's are not, and an index serves a comparison only in its own collation:
+    the id is compared in both, so PostgreSQL can go either way, whichever side has fewer matches. From
+    the resource to its referrers through idx_reference_target (the "C" comparison), or from the references to
+    their targets through resource_type_id_key (the other). The second comparison adds no condition."""
+    return f"{x}.target_id = {alias}.fhir_id AND {alias}.fhir_id = {x}.target_id COLLATE \"default\""
 
 
 def value_condition(value: object, params: Parameters) -> str:
@@ -225,9 +235,9 @@ def fill(template: str, values: Mapping[str, object], cast: str, params: Paramet
     return template.format(**used)
 
 
-def number_condition(value: NumberMatch, params: Parameters) -> str:
+def number_condition(value: NumberMatch, params: Parameters, column: str = "value") -> str:
     values = {"v": value.value, "low": value.low, "high": value.high}
-    return fill(NUMBER_CONDITIONS[value.prefix], values, "::numeric", params)
+    return fill(NUMBER_CONDITIONS[value.prefix].replace("{c}", column), values, "::numeric", params)
 
 
 def quantity_condition(value: QuantityMatch, params: Parameters) -> str:
@@ -257,7 +267,17 @@ def composite_condition(value: CompositeMatch, params: Parameters) -> str:
     kind, first = value.parts[0]
     if kind == "token" and isinstance(first, TokenMatch) and first.code is not None:  # served by an index
         conditions.append(f"(parts::jsonb -> 0) ->> 'value' = {params.add(first.code)}")
+        conditions += quantity_range(value.parts[1:2], params)
     for position, (kind, part) in enumerate(value.parts):
         record = f"jsonb_to_record(parts::jsonb -> {position}) AS part({COMPONENT_COLUMNS[kind]})"
         conditions.append(f"EXISTS (SELECT FROM {record} WHERE {value_condition(part, params)})")
     return " AND ".join(conditions)
+
+
+def quantity_range(parts: tuple[tuple[str, object], ...], params: Parameters) -> list[str]:
+    """A quantity second component (`code-value-quantity`) compared once more as idx_composite_quantity indexes it,
+    so a code and a value range read only the rows in that range, not every row of the code. Only quantity parts
+    have a `unit_code` key (the index's predicate)."""
+    if not parts or not isinstance(quantity := parts[0][1], QuantityMatch):
+        return []
+    return ["(parts::jsonb -> 1) ? 'unit_code'", number_condition(quantity.number, params, COMPOSITE_QUANTITY)]

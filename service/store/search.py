@@ -19,10 +19,13 @@ from service.store.fulltext import require_on
 
 # Resources the given ones refer to (_include), and resources referring to the given ones (_revinclude), only of
 # the include's types: the HTTP layer narrows those to the types the token may read. The given resources are the
-# page's matches, then (`:iterate`) the resources the previous round included.
+# page's matches, then (`:iterate`) the resources the previous round included. The target columns are "C"-collated
+# and resource's are not: compared in resource's collation, each reference finds its target through
+# resource_type_id_key (compared without one, no index serves the join and the whole table is scanned).
 SELECT_INCLUDED = """
 SELECT DISTINCT t.res_id, t.res_type, t.fhir_id, t.body
-FROM idx_reference x JOIN resource t ON t.res_type = x.target_type AND t.fhir_id = x.target_id
+FROM idx_reference x JOIN resource t
+  ON t.res_type = x.target_type COLLATE "default" AND t.fhir_id = x.target_id COLLATE "default"
 WHERE x.res_id = ANY($1::bigint[]) AND x.sp_hash = ANY($2::bigint[]) AND NOT t.deleted
   AND t.res_type = ANY($3::text[])
 ORDER BY t.res_id LIMIT $4"""
@@ -129,7 +132,7 @@ async def _fetch_included(conn: Connection, budget: Budget, includes: Sequence[I
             if not include.types:
                 continue  # narrowed to nothing: no type it could return is readable
             await budget.next_statement()
-            statement = _include_statement(include, given, limit + 1)
+            statement = include_statement(include, given, limit + 1)
             rows = await conn.fetch(statement.text, *statement.params)
             added += [Found(row[0], row[1], row[2], row[3]) for row in rows if row[0] not in seen]
             seen.update(row[0] for row in rows)
@@ -142,7 +145,7 @@ async def _fetch_included(conn: Connection, budget: Budget, includes: Sequence[I
     result.iteration_cut = bool(iterated and given)
 
 
-def _include_statement(include: Include, given: Sequence[Found], limit: int) -> Statement:
+def include_statement(include: Include, given: Sequence[Found], limit: int) -> Statement:
     hashes = [sp_hash(source, code) for source, code in include.parameters]
     types = list(include.types)
     if include.reverse:

@@ -1,0 +1,162 @@
+"""Searches that must stay index-driven at scale: at a size where a scan of the whole table is what PostgreSQL
+picks when no index serves a join, the plans of the statements the service runs read index ranges whose size
+follows the page and its matches, and never scan `resource` or an `idx_*` table sequentially.
+
+The rows are written by SQL (generate_series) in the shape the loader writes them: a resource row and its index
+rows, the built-in parameters' hashes. Every 100th Organization is a parent (`partOf` of the next 99); one parent
+in 50 is named "Sygehus"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.search.param_hash import sp_hash
+from service.search.query import SearchContext, SearchQuery, parse_search
+from service.search.registry import Registry
+from service.search.sql import page_statement
+from service.store.resources import EXTRACTOR
+from service.store.search import Found, include_statement
+
+ORGANIZATIONS = 30_000
+SYSTEM = "urn:plans"
+# Rows a plan node may read (rows times loops): well under the table (30,000 resources) and over every shape's
+# matches (the chain matches 495 children of 5 parents, a _revinclude 99, the composite 60 Observations).
+MOST_ROWS_READ = 2_000
+FILL = """
+INSERT INTO resource (res_id, res_type, fhir_id, version, last_updated, body, index_extractor)
+SELECT n, 'Organization', 'o' || n, 1, timestamptz '2024-01-01' + n * interval '1 second',
+       convert_to(json_build_object('resourceType', 'Organization', 'id', 'o' || n,
+                                    'name', pg_temp.name(n))::text, 'UTF8'), $2
+FROM generate_series(1, $1::int) AS n"""
+# name(n): the Organization's name; a parent in 50 is a "Sygehus".
+NAME_FUNCTION = """
+CREATE FUNCTION pg_temp.name(n int) RETURNS text LANGUAGE sql IMMUTABLE
+AS $$ SELECT CASE WHEN n % 5000 = 0 THEN 'Sygehus ' ELSE 'Klinik ' END || n $$"""
+# Each parameter's index rows, given its hash ($1) and the number of Organizations ($2).
+INDEX_ROWS = {
+    "_id": "INSERT INTO idx_token (res_id, sp_hash, value) SELECT n, $1, 'o' || n FROM generate_series(1, $2) n",
+    "identifier": ("INSERT INTO idx_token (res_id, sp_hash, system, value) "
+                   f"SELECT n, $1, '{SYSTEM}', 'org-' || n FROM generate_series(1, $2) n"),
+    "name": ("INSERT INTO idx_string (res_id, sp_hash, normalized, exact) "
+             "SELECT n, $1, lower(pg_temp.name(n)), pg_temp.name(n) FROM generate_series(1, $2) n"),
+    "_lastUpdated": ("INSERT INTO idx_date (res_id, sp_hash, low, high) SELECT res_id, $1, last_updated, last_updated "
+                     "FROM resource WHERE res_id <= $2"),
+    "partof": ("INSERT INTO idx_reference (res_id, sp_hash, target_type, target_id) "
+               "SELECT n, $1, 'Organization', 'o' || (n - n % 100) FROM generate_series(1, $2) n WHERE n % 100 <> 0"),
+}
+# As many Observations (res_id 100,001 on) with a `code-value-quantity` row each: one of five codes, values 50-120.
+OBSERVATIONS = """
+INSERT INTO resource (res_id, res_type, fhir_id, version, last_updated, body, index_extractor)
+SELECT 100000 + n, 'Observation', 'b' || n, 1, timestamptz '2024-01-01',
+       convert_to(json_build_object('resourceType', 'Observation', 'id', 'b' || n)::text, 'UTF8'), $2
+FROM generate_series(1, $1::int) AS n"""
+COMPOSITES = """
+INSERT INTO idx_composite (res_id, sp_hash, parts)
+SELECT 100000 + n, $1, json_build_array(
+    json_build_object('system', 'http://loinc.org', 'value', (ARRAY['8867-4', '8302-2', '29463-7', '2339-0',
+                                                                     '9279-1'])[n % 5 + 1], 'text', NULL),
+    json_build_object('value', (50 + 70 * (n * 7919 % 1000) / 1000.0)::numeric(6, 1)::text,
+                      'system', 'http://unitsofmeasure.org', 'unit_code', '/min', 'unit', '/min'))::text
+FROM generate_series(1, $2) AS n"""
+SHAPES = {
+    "_id with _include": "Organization?_id=o12345&_include=Organization:partof",
+    "_lastUpdated sorted newest first": "Organization?_lastUpdated=ge2000-01-01&_sort=-_lastUpdated",
+    "_lastUpdated sorted oldest first": "Organization?_lastUpdated=ge2000-01-01&_sort=_lastUpdated",
+    "one-level chain": "Organization?partof:Organization.name=Sygehus",
+    "_revinclude": "Organization?_id=o12300&_revinclude=Organization:partof",
+    "_has": f"Organization?_has:Organization:partof:identifier={SYSTEM}|org-4567",
+    # One resource and a broad inner term: the plan starts from the resource, whichever side the reference is on.
+    "_id with a broad chain": "Organization?_id=o12399&partof:Organization.name=Klinik",
+    "_id with a broad _has": "Organization?_id=o12300&_has:Organization:partof:name=Klinik",
+    "identifier": f"Organization?identifier={SYSTEM}|org-777",
+    "composite code and value range": "Observation?code-value-quantity=http://loinc.org|8867-4$gt119",
+}
+
+
+async def fill(conn: asyncpg.Connection) -> None:
+    await conn.execute(NAME_FUNCTION)
+    await conn.execute(FILL, ORGANIZATIONS, EXTRACTOR)
+    for code, statement in INDEX_ROWS.items():
+        await conn.execute(statement, sp_hash("Organization", code), ORGANIZATIONS)
+    await conn.execute(OBSERVATIONS, ORGANIZATIONS, EXTRACTOR)
+    await conn.execute(COMPOSITES, sp_hash("Observation", "code-value-quantity"), ORGANIZATIONS)
+    await conn.execute("ANALYZE")
+
+
+@pytest.fixture
+async def filled(db: asyncpg.Connection) -> asyncpg.Connection:
+    await fill(db)
+    return db
+
+
+def query(search: str) -> SearchQuery:
+    context = SearchContext(Registry.builtin(), "http://test/fhir", datetime.now(timezone.utc), False, 20, 1000)
+    res_type, _, items = search.partition("?")
+    pairs = [tuple(pair.split("=", 1)) for pair in items.split("&")]
+    return parse_search(res_type, [*pairs, ("_count", "20")], context)  # type: ignore[list-item]
+
+
+async def executed_plans(conn: asyncpg.Connection, search: str) -> list[dict[str, Any]]:
+    """The executed plans of the page statement and of the includes, as the service builds them."""
+    parsed = query(search)
+    statements = [page_statement(parsed)]
+    rows = await conn.fetch(statements[0].text, *statements[0].params)
+    given = [Found(row[0], row[1], row[2], row[3]) for row in rows]
+    statements += [include_statement(include, given, 1001) for include in parsed.includes]
+    plans = []
+    for statement in statements:
+        explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.text}", *statement.params)
+        plans.append(orjson.loads(explained)[0]["Plan"])
+    return plans
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from nodes(child)
+
+
+def table_reads(plans: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """(node type, table, rows read) of every node that reads `resource` or an index table: the rows it returned
+    or filtered out, at least one per loop (a probe that finds nothing still reads the index)."""
+    return [(node["Node Type"], node["Relation Name"],
+             max(node["Actual Rows"] + node.get("Rows Removed by Filter", 0), 1) * node["Actual Loops"])
+            for plan in plans for node in nodes(plan)
+            if node.get("Relation Name", "") == "resource" or node.get("Relation Name", "").startswith("idx_")]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_search_plans_read_what_the_page_needs(filled: asyncpg.Connection, client: TestClient,
+                                                     shape: str) -> None:
+    reads = table_reads(await executed_plans(filled, SHAPES[shape]))
+    assert reads, "the plan reads the tables"
+    assert not [read for read in reads if read[0] == "Seq Scan"], reads
+    assert max(rows for _type, _table, rows in reads) <= MOST_ROWS_READ, reads
+    response = await client.get(f"/fhir/{SHAPES[shape]}&_count=20")
+    assert response.status == 200, await response.text()
+    assert (await response.json())["entry"], "the search finds resources"
+
+
+async def test_the_shapes_find_what_the_data_holds(filled: asyncpg.Connection, client: TestClient) -> None:
+    async def ids(items: str) -> list[str]:
+        response = await client.get(f"/fhir/{items}")
+        assert response.status == 200, await response.text()
+        return [entry["resource"]["id"] for entry in (await response.json()).get("entry", [])]
+
+    assert await ids(SHAPES["_id with _include"]) == ["o12345", "o12300"]
+    assert await ids(SHAPES["_lastUpdated sorted newest first"] + "&_count=3") == ["o30000", "o29999", "o29998"]
+    assert await ids(SHAPES["_lastUpdated sorted oldest first"] + "&_count=3") == ["o1", "o2", "o3"]
+    assert await ids(SHAPES["one-level chain"] + "&_count=2") == ["o5001", "o5002"]
+    assert len(await ids(SHAPES["_revinclude"] + "&_count=1")) == 100  # the parent and its 99 children
+    assert await ids(SHAPES["_has"]) == ["o4500"]
+    assert await ids(SHAPES["_id with a broad chain"]) == ["o12399"]
+    assert await ids(SHAPES["_id with a broad _has"]) == ["o12300"]
+    matching = [f"b{n}" for n in range(1, 30_001) if n % 5 == 0 and 50 + 70 * (n * 7919 % 1000) / 1000 > 119.05]
+    assert await ids(SHAPES["composite code and value range"] + "&_count=1000") == matching
