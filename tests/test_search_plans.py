@@ -8,7 +8,9 @@ in 50 is named "Sygehus"."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,12 +19,15 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.app import create_app
 from service.search.param_hash import sp_hash
 from service.search.query import SearchContext, SearchQuery, parse_search
 from service.search.registry import Registry
 from service.search.sql import page_statement
 from service.store.resources import EXTRACTOR
 from service.store.search import Found, include_statement
+from tests.databases import admin, clone_statement, with_database
+from tests.search_data import search_settings
 
 ORGANIZATIONS = 30_000
 SYSTEM = "urn:plans"
@@ -90,10 +95,36 @@ async def fill(conn: asyncpg.Connection) -> None:
     await conn.execute("ANALYZE")
 
 
+async def _filled_copy(server_dsn: str, template: str, name: str) -> None:
+    await admin(server_dsn, clone_statement(name, template))
+    conn = await asyncpg.connect(with_database(server_dsn, name))
+    try:
+        await fill(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+def plans_database(server_dsn: str, template_database: str) -> Iterator[str]:
+    """One filled database for the module: its tests only read (EXPLAIN ANALYZE of SELECTs, and searches)."""
+    name = f"fhir_plans_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_filled_copy(server_dsn, template_database, name))
+    try:
+        yield with_database(server_dsn, name)
+    finally:
+        asyncio.run(admin(server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
-async def filled(db: asyncpg.Connection) -> asyncpg.Connection:
-    await fill(db)
-    return db
+async def filled(plans_database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(plans_database)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client, plans_database: str) -> TestClient:
+    return await aiohttp_client(create_app(search_settings(plans_database)))
 
 
 def query(search: str) -> SearchQuery:
