@@ -20,7 +20,7 @@ from service.search.catalog import Catalog, Catalogs, SearchParameterChange
 from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows, fingerprint
-from service.store.indexes import index_records, insert_indexes, read_index_rows, update_indexes
+from service.store.indexes import index_records, read_index_rows, update_indexes, write_rows
 from service.store.search_parameters import catalog_for_write, record_change, refresh_catalog
 
 SEARCH_PARAMETER = "SearchParameter"
@@ -178,7 +178,7 @@ class ResourceStore:
         if res_id is None:
             return None
         await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
-        await insert_indexes(conn, index_records(res_id, res_type, rows))  # a new res_id has no rows yet
+        await write_rows(conn, index_records(res_id, res_type, rows))  # a new res_id has no rows yet
         if res_type == SEARCH_PARAMETER:
             await record_change(conn, res_id, change)
         return Version(res_type, fhir_id, 1, last_updated, False, body)
