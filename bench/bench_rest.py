@@ -13,7 +13,8 @@
   process (no HTTP): what the HTTP stack (parsing, middlewares, negotiation, the client) costs.
 - load: resources/s of `python -m service load` on tests/data, against a raw baseline of the same
   lines parsed with orjson and COPYed as (type, id, body) into an unindexed table.
-With --runs R, each figure is the median of R runs (each on fresh databases and processes).
+With --runs R, each figure is the median of R rounds: for rest, service and baseline take turns in the same
+processes, so that both meet the same load from elsewhere on the machine; store and load run R times afresh.
 Machines are noisy: compare the ratios, not the absolute figures, between runs.
 """
 
@@ -26,7 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -76,47 +78,54 @@ def bodies() -> list[dict]:
     return created + [dict(org, name=f"{org.get('name', '')} (updated)") for org in created]
 
 
-async def rest_round(base: str, token: str, count: int, concurrency: int) -> Figures:
-    """create, read and update requests/s; `X-Bench-Body` tells the baseline which body it got."""
-    sent = bodies()
-    half = len(sent) // 2
-    encoded = [orjson.dumps(body) for body in sent]
+OPERATIONS = ("read", "create", "update")
+
+
+class RestClient:
+    """`concurrency` clients of one server at once: create, read and update rounds of N requests each, reads and
+    updates on the resources created so far. `X-Bench-Body` tells the baseline which body it got."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, concurrency: int) -> None:
+        self.session, self.base, self.concurrency = session, base, concurrency
+        self.sent = bodies()
+        self.half = len(self.sent) // 2
+        self.encoded = [orjson.dumps(body) for body in self.sent]
+        self.ids: list[str] = []
+
+    async def round(self, operation: str, count: int) -> float:
+        """Requests/s of `count` requests of `operation`."""
+        return await run_concurrently(count, self.concurrency, getattr(self, operation))
+
+    async def create(self, index: int) -> None:
+        which = index % self.half
+        async with self.session.post(f"{self.base}/fhir/Organization", data=self.encoded[which],
+                                     headers={"X-Bench-Body": str(which)}) as response:
+            assert response.status == 201, await response.text()
+            self.ids.append((await response.json(content_type=None))["id"])
+
+    async def read(self, index: int) -> None:
+        async with self.session.get(f"{self.base}/fhir/Organization/{self.ids[index % len(self.ids)]}") as response:
+            assert response.status == 200, await response.text()
+            await response.read()
+
+    async def update(self, index: int) -> None:
+        which, fhir_id = self.half + index % self.half, self.ids[index % len(self.ids)]
+        async with self.session.put(f"{self.base}/fhir/Organization/{fhir_id}", headers={"X-Bench-Body": str(which)},
+                                    data=orjson.dumps(dict(self.sent[which], id=fhir_id))) as response:
+            assert response.status == 200, await response.text()
+            await response.read()
+
+
+@asynccontextmanager
+async def rest_client(base: str, token: str, concurrency: int) -> AsyncIterator[RestClient]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
-    ids: list[str] = []
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-        async def create(index: int) -> None:
-            which = index % half
-            async with session.post(f"{base}/fhir/Organization", data=encoded[which],
-                                    headers={"X-Bench-Body": str(which)}) as response:
-                assert response.status == 201, await response.text()
-                ids.append((await response.json(content_type=None))["id"])
-
-        async def read(index: int) -> None:
-            async with session.get(f"{base}/fhir/Organization/{ids[index % len(ids)]}") as response:
-                assert response.status == 200, await response.text()
-                await response.read()
-
-        async def update(index: int) -> None:
-            which = half + index % half
-            fhir_id = ids[index % len(ids)]
-            async with session.put(f"{base}/fhir/Organization/{fhir_id}", headers={"X-Bench-Body": str(which)},
-                                   data=orjson.dumps(dict(sent[which], id=fhir_id))) as response:
-                assert response.status == 200, await response.text()
-                await response.read()
-
-        return {"create": await run_concurrently(count, concurrency, create),
-                "read": await run_concurrently(count, concurrency, read),
-                "update": await run_concurrently(count, concurrency, update)}
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        yield RestClient(session, base, concurrency)
 
 
-async def service_rest(auth: str, count: int, concurrency: int) -> Figures:
-    async with signed_auth(auth, ROLES) as (env, token), scratch_database() as database_url, \
-            service_process(database_url, **env) as base:
-        return await rest_round(base, token, count, concurrency)
-
-
-async def baseline_rest(count: int, concurrency: int) -> Figures:
+@asynccontextmanager
+async def baseline_process() -> AsyncIterator[str]:
+    """bench/rest_baseline.py on a migrated scratch database, with as many connections as the service's requests."""
     connections = Settings(database_url="postgresql://unused").request_pool().max_size
     script = str(Path(__file__).with_name("rest_baseline.py"))
     async with scratch_database() as database_url:
@@ -127,7 +136,22 @@ async def baseline_rest(count: int, concurrency: int) -> Figures:
             await conn.close()
         async with server_process(lambda port: [script, str(port), str(connections)],
                                   DATABASE_URL=database_url) as base:
-            return await rest_round(base, "no-token-checked", count, concurrency)
+            yield base
+
+
+async def rest_part(auth: str, count: int, concurrency: int, runs: int) -> Figures:
+    """Medians of `runs` rounds per operation, service and baseline taking turns, so that both meet the same
+    load from elsewhere on the machine (creates first: reads and updates need resources)."""
+    async with signed_auth(auth, ROLES) as (env, token), scratch_database() as database_url, \
+            service_process(database_url, **env) as service_base, baseline_process() as baseline_base, \
+            rest_client(service_base, token, concurrency) as service, \
+            rest_client(baseline_base, "no-token-checked", concurrency) as baseline:
+        figures: dict[str, list[float]] = {}
+        for operation in ("create", "read", "update"):
+            for _ in range(runs):
+                figures.setdefault(f"service {operation}", []).append(await service.round(operation, count))
+                figures.setdefault(f"baseline {operation}", []).append(await baseline.round(operation, count))
+    return {name: statistics.median(values) for name, values in figures.items()}
 
 
 async def store_round(database_url: str, count: int, concurrency: int) -> Figures:
@@ -175,26 +199,14 @@ async def raw_load(database_url: str) -> float:
         await conn.close()
 
 
-async def store_http_round(base: str, count: int, concurrency: int) -> Figures:
-    """The service's create and read with the unsigned token of the store comparison."""
-    figures = await rest_round(base, unsigned_token(ROLES), count, concurrency)
-    return {"create": figures["create"], "read": figures["read"]}
-
-
 async def store_part(count: int, concurrency: int) -> Figures:
     async with scratch_database() as database_url:
         store = await store_round(database_url, count, concurrency)
-    async with scratch_database() as database_url, service_process(database_url) as base:
-        http = await store_http_round(base, count, concurrency)
+    async with scratch_database() as database_url, service_process(database_url) as base, \
+            rest_client(base, unsigned_token(ROLES), concurrency) as client:
+        http = {operation: await client.round(operation, count) for operation in ("create", "read")}
     return {**{f"http {name}": value for name, value in http.items()},
             **{f"store {name}": value for name, value in store.items()}}
-
-
-async def rest_part(auth: str, count: int, concurrency: int) -> Figures:
-    service = await service_rest(auth, count, concurrency)
-    baseline = await baseline_rest(count, concurrency)
-    return {**{f"service {name}": value for name, value in service.items()},
-            **{f"baseline {name}": value for name, value in baseline.items()}}
 
 
 async def load_part() -> Figures:
@@ -228,8 +240,8 @@ async def main() -> None:
     print(f"{args.concurrency} concurrent clients, {args.requests} requests per figure, "
           f"median of {args.runs} run(s)")
     if "rest" in parts:
-        rest = await median_of(args.runs, lambda: rest_part(args.auth, args.requests, args.concurrency))
-        for name in ("read", "create", "update"):
+        rest = await rest_part(args.auth, args.requests, args.concurrency, args.runs)
+        for name in OPERATIONS:
             print(line(name, rest[f"service {name}"], "req/s", "minimal aiohttp+asyncpg", rest[f"baseline {name}"])
                   + f"   ({args.auth} token)")
     if "store" in parts:
