@@ -16,6 +16,7 @@ from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import Submitted
+from service.pools import Pool
 from service.search.catalog import Catalog, Catalogs, SearchParameterChange
 from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
@@ -79,7 +80,7 @@ class ResourceStore:
     this replica's catalog is refreshed before the write returns (other replicas follow on the NOTIFY).
     """
 
-    def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int, catalogs: Catalogs) -> None:
+    def __init__(self, pool: Pool, lock_timeout_ms: int, catalogs: Catalogs) -> None:
         self.pool = pool
         self._lock_timeout = f"{lock_timeout_ms}ms"
         self._catalogs = catalogs
@@ -89,11 +90,11 @@ class ResourceStore:
         return self._catalogs
 
     async def read(self, res_type: str, fhir_id: str) -> Version | None:
-        row = await self.pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
+        row = await self.pool.fetchrow_stateless(SELECT_CURRENT, res_type, fhir_id)
         return None if row is None else version_of(res_type, fhir_id, row)
 
     async def vread(self, res_type: str, fhir_id: str, version: int) -> Version | None:
-        row = await self.pool.fetchrow(SELECT_VERSION, res_type, fhir_id, version)
+        row = await self.pool.fetchrow_stateless(SELECT_VERSION, res_type, fhir_id, version)
         return None if row is None else version_of(res_type, fhir_id, row)
 
     async def create(self, resource: Submitted) -> WriteResult:
