@@ -80,10 +80,11 @@ class TokenVerifier:
             return known[1]
         claims = await self.verify(token)
         principal = principal_from_claims(claims, self._role_map)
-        # In jwks mode, only while the keys it was verified with stay in use (not when the key sets were
-        # fetched meanwhile, and no longer than until they are due to be fetched again): a key dropped from
-        # the JWKS is not honoured any longer than it would be without this cache.
-        max_age = self._settings.jwks_cache_seconds if self._keys is None else self._keys.fresh_for()
+        # Until exp. In jwks mode also only while the keys it was verified with stay in use (not when the key
+        # sets were fetched meanwhile, and no longer than until they are due to be fetched again): a key dropped
+        # from the JWKS is not honoured any longer than it would be without this cache. The hs256 secret is
+        # fixed for the life of the process.
+        max_age = math.inf if self._keys is None else self._keys.fresh_for()
         if generation == self._key_generation():
             self._verified.put(token, (generation, principal), claims.get("exp"), max_age)
         return principal
