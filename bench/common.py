@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -53,7 +53,7 @@ async def scratch_database() -> AsyncIterator[str]:
         await admin.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -62,10 +62,19 @@ def _free_port() -> int:
 @asynccontextmanager
 async def service_process(database_url: str, **env: str) -> AsyncIterator[str]:
     """`python -m service` on a free port; yields its base URL once it is ready."""
-    port = _free_port()
-    environment = {**os.environ, "DATABASE_URL": database_url, "FHIR_PORT": str(port), "FHIR_HOST": "127.0.0.1",
-                   "FHIR_AUTH_MODE": "unsigned", "FHIR_LOG_LEVEL": "WARNING", **env}
-    process = subprocess.Popen([sys.executable, "-m", "service"], env=environment,
+    environment = {"DATABASE_URL": database_url, "FHIR_HOST": "127.0.0.1", "FHIR_AUTH_MODE": "unsigned",
+                   "FHIR_LOG_LEVEL": "WARNING", **env}
+    async with server_process(lambda port: ["-m", "service"], FHIR_PORT="{port}", **environment) as base:
+        yield base
+
+
+@asynccontextmanager
+async def server_process(arguments: Callable[[int], list[str]], **env: str) -> AsyncIterator[str]:
+    """`python *arguments(port)` on a free port, with `env` added ("{port}" in a value becomes the port);
+    yields its base URL once its `/readyz` answers 200."""
+    port = free_port()
+    environment = {**os.environ, **{name: value.replace("{port}", str(port)) for name, value in env.items()}}
+    process = subprocess.Popen([sys.executable, *arguments(port)], env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -15,6 +15,7 @@ from service.http.middlewares import add_common_headers, fhir_errors, fhir_negot
 from service.http.routes import add_routes
 from service.jobs.worker import ReindexWorkers, WorkerSettings
 from service.metrics import Metrics
+from service.pools import Pool
 from service.search.catalog import Catalogs
 from service.search.registry import Registry
 from service.settings import Settings
@@ -69,6 +70,7 @@ async def _search_parameters(app: web.Application) -> AsyncIterator[None]:
     """The catalog of search parameters, the store that indexes with it, and the task that keeps it
     current when another replica changes a custom SearchParameter."""
     pool, settings = app[POOL], app[SETTINGS]
+    assert isinstance(pool, Pool), "the requests' pool is the service's own (service/pools.py)"
     catalogs = app[CATALOG] = Catalogs(Registry.builtin(settings.local_bases))
     await refresh_catalog(pool, catalogs)
     app[STORE] = ResourceStore(pool, settings.lock_timeout_ms, catalogs)

@@ -40,6 +40,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.pool = _PoolCollector()
         self.registry.register(self.pool)
         self.reindex_resources = Counter(
@@ -57,6 +58,17 @@ class Metrics:
                                registry=self.registry)
         self.job_rate = Gauge("fhir_reindex_job_rate", "Resources per second of a live job so far", labels,
                               registry=self.registry)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a served request and its latency. The labelled children are kept per label values: looking
+        them up through `labels()` takes a lock and checks the labels on every request."""
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_jobs(self, jobs: list[tuple[str, str, int, int, float]]) -> None:
         """(job id, state, processed, total, rate) of the live jobs; ended jobs drop out."""

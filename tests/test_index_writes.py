@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
+from service.store.indexes import TABLE_COLUMNS
 from tests.conftest import ndjson_files, run_load
 from tests.indexes import expected_index_rows, stored_index_rows
 
@@ -73,3 +75,40 @@ async def test_update_rewrites_only_the_rows_that_changed(client, db, registry):
     assert await db.fetchval("SELECT count(*) FROM idx_string WHERE ctid::text = $1", name_before) == 0
     assert await names_of(db, "o1") == ["After"]
     assert await stored_index_rows(db) == await expected_index_rows(db, registry)
+
+
+RESOURCES_OF_EVERY_TABLE = [  # between them, rows of every index table, changed by each update
+    {"resourceType": "Location", "id": "l1", "name": "Depot", "position": {"latitude": 52.5, "longitude": 13.4},
+     "managingOrganization": {"reference": "Organization/o1"}},
+    {"resourceType": "Observation", "id": "b1", "status": "final", "code": {"coding": [
+        {"system": "http://loinc.org", "code": "8480-6"}]}, "effectiveDateTime": "2024-03-01",
+     "valueQuantity": {"value": 120.50, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+     "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                    "valueQuantity": {"value": 80, "unit": "mmHg"}}]},
+    {"resourceType": "RiskAssessment", "id": "r1", "status": "final", "subject": {"reference": "Patient/p1"},
+     "prediction": [{"probabilityDecimal": 0.25}]},
+    {"resourceType": "ValueSet", "id": "v1", "status": "active", "url": "http://example.org/vs/1"},
+]
+
+
+def changed(resource: dict) -> dict:
+    """The resource with every indexed value changed."""
+    text = orjson.dumps(resource).decode()
+    for old, new in [("52.5", "48.1"), ("Depot", "Store"), ("o1", "o2"), ("8480-6", "8310-5"), ("2024-03-01",
+                     "2025-01-02"), ("120.50", "99.0"), ("8462-4", "8867-4"), ("0.25", "0.75"), ("p1", "p2"),
+                     ("vs/1", "vs/2")]:
+        text = text.replace(old, new)
+    return orjson.loads(text)
+
+
+async def test_updates_of_rows_in_every_table_are_written_exactly(client, db, registry):
+    for resource in RESOURCES_OF_EVERY_TABLE:
+        url = f"/fhir/{resource['resourceType']}/{resource['id']}"
+        assert (await client.put(url, json=resource, headers=FHIR_JSON)).status == 201
+        assert (await client.put(url, json=changed(resource), headers=FHIR_JSON)).status == 200
+    tables = await db.fetch("SELECT DISTINCT tableoid::regclass::text FROM ("
+                            + " UNION ALL ".join(f"SELECT tableoid FROM {table}" for table in TABLE_COLUMNS) + ") t")
+    assert {row[0] for row in tables} == set(TABLE_COLUMNS)
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry)
+    assert await db.fetchval("SELECT count(*) FROM idx_position WHERE latitude = 48.1") == 1
+    assert await db.fetchval("SELECT count(*) FROM idx_position WHERE latitude = 52.5") == 0

@@ -9,6 +9,8 @@ import pytest
 
 from service.app import create_app
 from service.http.keys import JOB_POOL, POOL
+from service.pools import create_pool
+from service.settings import PoolSize
 from service.startup import SettingsError
 
 
@@ -62,3 +64,27 @@ async def test_a_statement_past_the_timeout_is_503_timeout(aiohttp_client, setti
     issue = (await response.json(content_type=None))["issue"][0]
     assert (issue["severity"], issue["code"]) == ("error", "timeout")
     assert (await client.get("/fhir/Organization/org-1")).status == 404  # the lock is gone: answered again
+
+
+MARKER = "SELECT current_setting('fhir.test_marker', true)"
+
+
+async def test_only_a_stateless_read_skips_the_reset_of_its_connection(database_url, settings):
+    pool = await create_pool(database_url, settings, PoolSize(1, 1, 60_000), acquire_timeout=3)
+    try:
+        async with pool.acquire() as conn:  # any other use: what it set is reset on release
+            await conn.execute("SELECT set_config('fhir.test_marker', 'set', false)")
+        assert await pool.fetchval(MARKER) in ("", None)
+        # A statement that does set something is not one to read this way: done here only to see that the
+        # release of a stateless read sends no reset statement (one connection: the same session next).
+        assert await pool.fetchrow_stateless("SELECT set_config('fhir.test_marker', 'kept', false)")
+        assert await pool.fetchval(MARKER) == "kept"
+        # The stateless mark went with that one release: the fetchval above and this block are reset again.
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT set_config('fhir.test_marker', 'again', false)")
+        assert await pool.fetchval(MARKER) in ("", None)
+        async with pool.acquire() as conn, conn.transaction():  # a write transaction's connection too
+            await conn.execute("SELECT set_config('fhir.test_marker', 'in transaction', false)")
+        assert await pool.fetchval(MARKER) in ("", None)
+    finally:
+        await pool.close()

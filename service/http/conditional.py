@@ -136,8 +136,10 @@ def unchanged(request: Mapping[str, str], response: Mapping[str, str]) -> bool:
         current = _opaque(response["ETag"])
         return any(tag == "*" or _opaque(tag) == current for tag in if_none_match.split(","))
     since = _http_date(request.get("If-Modified-Since"))
+    if since is None:
+        return False
     last_modified = _http_date(response.get("Last-Modified"))
-    return since is not None and last_modified is not None and last_modified < since
+    return last_modified is not None and last_modified < since
 
 
 def _opaque(tag: str) -> str:

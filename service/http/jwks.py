@@ -44,6 +44,7 @@ class JwksCache:
         self._clock = clock
         self._keys: dict[str, dict[str, Jwk]] = {url: {} for url in self._urls}
         self._attempted_at: float | None = None
+        self._generation = 0
         self._last_ok = False
         self._lock = asyncio.Lock()
 
@@ -51,8 +52,8 @@ class JwksCache:
         urls = self._issuer_urls.get(issuer, ())
         if not urls:
             return None
-        if self._due(self._ttl if self._last_ok else self._min_interval):
-            await self._refresh("expired", self._ttl if self._last_ok else self._min_interval)
+        if self._due(self._interval()):
+            await self._refresh("expired", self._interval())
         if (key := self._lookup(kid, urls)) is not None:
             return key
         await self._refresh("unknown_kid", self._min_interval)
@@ -61,6 +62,19 @@ class JwksCache:
         if not any(self._keys[url] for url in urls):
             raise KeysUnavailable("No signing keys could be loaded from the JWKS URL of the token's issuer")
         return None
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def fresh_for(self) -> float:
+        if self._attempted_at is None:
+            return 0.0
+        return max(0.0, self._attempted_at + self._interval() - self._clock())
+
+    def _interval(self) -> float:
+        """How long fetched keys are used: the cache period after a success, the refetch interval after a failure."""
+        return self._ttl if self._last_ok else self._min_interval
 
     def _lookup(self, kid: str, urls: tuple[str, ...]) -> Jwk | None:
         for url in urls:
@@ -81,6 +95,7 @@ class JwksCache:
             self._last_ok = True
             for url, result in zip(self._urls, results, strict=True):
                 self._store(url, result, reason)
+            self._generation += 1
 
     def _store(self, url: str, result: dict[str, Jwk] | BaseException, reason: str) -> None:
         if isinstance(result, dict):

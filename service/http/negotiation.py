@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from service.fhir.errors import FhirError
 
 FHIR_JSON = "application/fhir+json"
@@ -39,6 +41,7 @@ def _match(media_type: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=64)  # clients send the same few Accept headers on every request
 def negotiate(accept: str | None, format_param: str | None) -> str:
     """The response media type; raises 406 when the client accepts nothing we produce."""
     if format_param:

@@ -17,6 +17,7 @@ from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError, JWTError
 
 from service.http.privileges import granted
+from service.http.verified_tokens import VerifiedTokens
 from service.settings import Settings
 
 Claims = dict[str, Any]
@@ -37,6 +38,13 @@ class KeysUnavailable(Exception):
 class KeySource(Protocol):
     async def find(self, kid: str, issuer: str) -> dict[str, Any] | None:
         """The JWK with this key id among the keys of `issuer`, refetching when allowed; None when unknown."""
+
+    def fresh_for(self) -> float:
+        """Seconds the keys now held stay in use before the key set is due to be fetched again."""
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the keys held may have changed (at every fetch of the key sets)."""
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,29 @@ class TokenVerifier:
         self._role_map = role_map
         self._keys = keys
         self._algorithms = ["HS256"] if settings.auth_mode == "hs256" else list(settings.jwt_algorithms)
+        # token -> (key generation it was verified with, its principal)
+        self._verified: VerifiedTokens[tuple[int, Principal]] = VerifiedTokens()
 
     async def principal(self, token: str) -> Principal:
-        return principal_from_claims(await self.verify(token), self._role_map)
+        """The token's principal: verified in full unless this very token was verified before and has not
+        expired (clients send the same token on every request until it runs out)."""
+        generation = self._key_generation()
+        known = self._verified.get(token)
+        if known is not None and known[0] == generation:
+            return known[1]
+        claims = await self.verify(token)
+        principal = principal_from_claims(claims, self._role_map)
+        # Until exp. In jwks mode also only while the keys it was verified with stay in use (not when the key
+        # sets were fetched meanwhile, and no longer than until they are due to be fetched again): a key dropped
+        # from the JWKS is not honoured any longer than it would be without this cache. The hs256 secret is
+        # fixed for the life of the process.
+        max_age = math.inf if self._keys is None else self._keys.fresh_for()
+        if generation == self._key_generation():
+            self._verified.put(token, (generation, principal), claims.get("exp"), max_age)
+        return principal
+
+    def _key_generation(self) -> int:
+        return 0 if self._keys is None else self._keys.generation
 
     async def verify(self, token: str) -> Claims:
         """The verified claims; raises TokenRejected (or KeysUnavailable in jwks mode)."""

@@ -23,7 +23,8 @@ from service.search.rows import (
 )
 
 # The allow-list of index tables and their COPY columns, in the order of the IndexRows fields
-# (each row's fields after `code` map onto the columns after `sp_hash`).
+# (each row's fields after `code` map onto the columns after `sp_hash`). The columns are each table's own, in
+# its order: a resource's rows are also written as arrays of the table's row type (`WRITE_ROWS`).
 INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "idx_string": ("res_id", "sp_hash", "normalized", "exact"),
     "idx_token": ("res_id", "sp_hash", "system", "value", "text"),
@@ -51,12 +52,28 @@ SELECT_BY_RESOURCE = {
     table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = $1"
     for table, columns in TABLE_COLUMNS.items()
 }
-DELETE_BY_CTID = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 SELECT_BY_RESOURCES = {
     table: f"SELECT {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
     for table, columns in TABLE_COLUMNS.items()
 }
 
+# One resource's stored rows, every table in one round trip: per table an array of (ctid, columns...) or NULL.
+SELECT_ALL_BY_RESOURCE = "SELECT " + ", ".join(
+    f"(SELECT array_agg((ctid, {', '.join(columns)})) FROM {table} WHERE res_id = $1) AS {table}"
+    for table, columns in TABLE_COLUMNS.items())
+
+
+def _write_rows_statement() -> str:
+    """Per table, in TABLE_COLUMNS order: delete the rows whose ctids are one tid[] parameter, and insert those of
+    one array parameter of the table's row type (COPY records: TABLE_COLUMNS are the tables' columns in order).
+    Every part sees the snapshot of the statement's start, so a delete never meets a row the statement inserts."""
+    return "WITH " + ", ".join(
+        f"d_{table} AS (DELETE FROM {table} WHERE ctid = ANY(${2 * number + 1}::tid[])), "
+        f"i_{table} AS (INSERT INTO {table} SELECT * FROM unnest(${2 * number + 2}::{table}[]))"
+        for number, table in enumerate(TABLE_COLUMNS)) + " SELECT 1"
+
+
+WRITE_ROWS = _write_rows_statement()
 IndexRecords = dict[str, list[tuple[object, ...]]]  # table -> COPY records (res_id, sp_hash, columns...)
 COPY_SLICE = 2000
 
@@ -123,29 +140,39 @@ async def insert_indexes(conn: Connection, records: IndexRecords) -> int:
 
 
 async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -> IndexChanges:
-    """Bring one resource's index rows to `records`, touching only the rows that differ.
+    """Bring one resource's index rows to `records`, touching only the rows that differ, in two round trips
+    (one to read what is stored, one to write the difference) whatever the number of tables.
 
     Call inside a transaction that holds the resource row's lock: rows are deleted by ctid.
     """
-    added = removed = kept = 0
-    for table, columns in TABLE_COLUMNS.items():
+    stored = await conn.fetchrow(SELECT_ALL_BY_RESOURCE, res_id)
+    assert stored is not None, "a SELECT without FROM has a row"
+    stale: dict[str, list[object]] = {}
+    additions: IndexRecords = {}
+    kept = 0
+    for table in TABLE_COLUMNS:
         wanted = Counter(records.get(table, ()))
-        stale = []
-        for row in await conn.fetch(SELECT_BY_RESOURCE[table], res_id):
-            key = tuple(row[column] for column in columns)
+        stale[table] = []
+        for ctid, *values in stored[table] or ():
+            key = tuple(values)
             if wanted[key] > 0:
                 wanted[key] -= 1
                 kept += 1
             else:
-                stale.append(row["ctid"])
-        if stale:
-            await conn.execute(DELETE_BY_CTID[table], stale)
-            removed += len(stale)
-        additions = list(wanted.elements())
-        if additions:
-            await conn.copy_records_to_table(table, records=additions, columns=columns)
-            added += len(additions)
-    return IndexChanges(added, removed, kept)
+                stale[table].append(ctid)
+        additions[table] = list(wanted.elements())
+    await write_rows(conn, additions, stale)
+    return IndexChanges(sum(map(len, additions.values())), sum(map(len, stale.values())), kept)
+
+
+async def write_rows(conn: Connection, records: IndexRecords, stale: dict[str, list[object]] | None = None) -> None:
+    """Insert `records` and delete the `stale` rows (ctids, per table) in one statement: one round trip, where
+    a COPY per table takes two each. For a resource's few dozen rows; COPY is the way for batches."""
+    stale = stale or {}
+    if not any(records.values()) and not any(stale.values()):
+        return
+    arguments = [rows for table in TABLE_COLUMNS for rows in (stale.get(table, []), records.get(table, []))]
+    await conn.execute(WRITE_ROWS, *arguments)
 
 
 # The row type of each index table, in the order of INDEX_TABLES (missing rows carry only the code).

@@ -16,11 +16,12 @@ from service.db import Connection
 from service.fhir.errors import FhirError
 from service.fhir.instant import now_ms
 from service.fhir.resource import Submitted
+from service.pools import Pool
 from service.search.catalog import Catalog, Catalogs, SearchParameterChange
 from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows, fingerprint
-from service.store.indexes import index_records, insert_indexes, read_index_rows, update_indexes
+from service.store.indexes import index_records, read_index_rows, update_indexes, write_rows
 from service.store.search_parameters import catalog_for_write, record_change, refresh_catalog
 
 SEARCH_PARAMETER = "SearchParameter"
@@ -30,19 +31,26 @@ Method = Literal["POST", "PUT", "DELETE"]
 SELECT_CURRENT = """
 SELECT res_id, version, last_updated, deleted, body FROM resource WHERE res_type = $1 AND fhir_id = $2"""
 SELECT_CURRENT_FOR_UPDATE = SELECT_CURRENT + " FOR UPDATE"
+# A new resource and its first version in one statement (one round trip); nothing when the id is taken.
 INSERT_RESOURCE = """
-INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen, index_hash, index_extractor)
-VALUES ($1, $2, 1, $3, false, $4, $5, $6, $7)
-ON CONFLICT (res_type, fhir_id) DO NOTHING
-RETURNING res_id"""
-UPDATE_RESOURCE = """
-UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6, index_hash = $7,
-    index_extractor = $8
-WHERE res_id = $1"""
-SET_INDEXED = "UPDATE resource SET index_gen = $2, index_hash = $3, index_extractor = $4 WHERE res_id = $1"
-INSERT_VERSION = """
+WITH inserted AS (
+    INSERT INTO resource (res_type, fhir_id, version, last_updated, deleted, body, index_gen, index_hash,
+                          index_extractor)
+    VALUES ($1, $2, 1, $3, false, $4, $5, $6, $7)
+    ON CONFLICT (res_type, fhir_id) DO NOTHING
+    RETURNING res_id)
 INSERT INTO resource_version (res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
+SELECT res_id, $1, $2, 1, $3, false, $8, $4 FROM inserted
+RETURNING res_id"""
+# The next version of a resource, current row and history row, in one statement.
+UPDATE_RESOURCE = """
+WITH updated AS (
+    UPDATE resource SET version = $2, last_updated = $3, deleted = $4, body = $5, index_gen = $6, index_hash = $7,
+        index_extractor = $8
+    WHERE res_id = $1)
+INSERT INTO resource_version (res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
+VALUES ($1, $9, $10, $2, $3, $4, $11, $5)"""
+SET_INDEXED = "UPDATE resource SET index_gen = $2, index_hash = $3, index_extractor = $4 WHERE res_id = $1"
 SELECT_VERSION = """
 SELECT v.version, v.last_updated, v.deleted, v.body
 FROM resource r JOIN resource_version v ON v.res_id = r.res_id
@@ -79,7 +87,7 @@ class ResourceStore:
     this replica's catalog is refreshed before the write returns (other replicas follow on the NOTIFY).
     """
 
-    def __init__(self, pool: asyncpg.Pool, lock_timeout_ms: int, catalogs: Catalogs) -> None:
+    def __init__(self, pool: Pool, lock_timeout_ms: int, catalogs: Catalogs) -> None:
         self.pool = pool
         self._lock_timeout = f"{lock_timeout_ms}ms"
         self._catalogs = catalogs
@@ -89,11 +97,11 @@ class ResourceStore:
         return self._catalogs
 
     async def read(self, res_type: str, fhir_id: str) -> Version | None:
-        row = await self.pool.fetchrow(SELECT_CURRENT, res_type, fhir_id)
+        row = await self.pool.fetchrow_stateless(SELECT_CURRENT, res_type, fhir_id)
         return None if row is None else version_of(res_type, fhir_id, row)
 
     async def vread(self, res_type: str, fhir_id: str, version: int) -> Version | None:
-        row = await self.pool.fetchrow(SELECT_VERSION, res_type, fhir_id, version)
+        row = await self.pool.fetchrow_stateless(SELECT_VERSION, res_type, fhir_id, version)
         return None if row is None else version_of(res_type, fhir_id, row)
 
     async def create(self, resource: Submitted) -> WriteResult:
@@ -174,11 +182,10 @@ class ResourceStore:
         catalog = await catalog_for_write(conn, self._catalogs, res_type == SEARCH_PARAMETER)
         rows, change = _indexing(catalog, stamped)
         res_id = await conn.fetchval(INSERT_RESOURCE, res_type, fhir_id, last_updated, body, catalog.generation,
-                                     fingerprint(rows), EXTRACTOR)
+                                     fingerprint(rows), EXTRACTOR, method)
         if res_id is None:
             return None
-        await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, 1, last_updated, False, method, body)
-        await insert_indexes(conn, index_records(res_id, res_type, rows))  # a new res_id has no rows yet
+        await write_rows(conn, index_records(res_id, res_type, rows))  # a new res_id has no rows yet
         if res_type == SEARCH_PARAMETER:
             await record_change(conn, res_id, change)
         return Version(res_type, fhir_id, 1, last_updated, False, body)
@@ -195,8 +202,7 @@ class ResourceStore:
         rows, change = (IndexRows(), None) if stamped is None else _indexing(catalog, stamped)
         index_hash = None if deleted else fingerprint(rows)  # a deleted resource has no rows at all
         await conn.execute(UPDATE_RESOURCE, res_id, version, last_updated, deleted, body, catalog.generation,
-                           index_hash, EXTRACTOR)
-        await conn.execute(INSERT_VERSION, res_id, res_type, fhir_id, version, last_updated, deleted, method, body)
+                           index_hash, EXTRACTOR, res_type, fhir_id, method)
         records = index_records(res_id, res_type, rows)
         if deleted:  # a deleted resource matches no search, not even `:missing`
             records["idx_missing"].clear()
