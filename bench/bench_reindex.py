@@ -75,7 +75,7 @@ WHERE res_type = $1 AND NOT deleted ORDER BY res_id"""
 RAW_ROW = (1, 1234567890123, "http://terminology.hl7.org/CodeSystem/organization-type", "prov", None)
 COUNT_CODE_ROWS = "SELECT " + " + ".join(
     f"(SELECT count(*) FROM {table} WHERE sp_hash = $1)" for table in TABLE_COLUMNS)
-CLEAR_FINGERPRINTS = "UPDATE resource SET index_hash = NULL WHERE res_type = $1"
+CLEAR_FINGERPRINTS = "UPDATE resource_index_state SET index_hash = NULL WHERE res_type = $1"
 SCENARIOS = ("new param", "forced", "rewrite")
 # The custom parameter of the "new param" job, per type: (code, type, expression).
 NEW_PARAMETERS = {"Organization": ("bench-alias", "string", "Organization.alias"),

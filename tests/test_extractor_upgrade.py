@@ -47,7 +47,7 @@ async def test_resources_of_an_older_extractor_are_reindexed_without_an_operator
     # As the older release left them: Endpoint.status without its code system, and fingerprints that match
     # the current extraction (what a plain job of that release recorded after a change of its extractor).
     await db.execute("UPDATE idx_token SET system = NULL WHERE sp_hash = $1", sp_hash("Endpoint", "status"))
-    await db.execute("UPDATE resource SET index_extractor = $1", recorded)
+    await db.execute("UPDATE resource_index_state SET index_extractor = $1", recorded)
 
     replica = await aiohttp_client(create_app(settings.model_copy(
         update={"reindex_workers": 1, "reindex_poll_seconds": 0.2})))
@@ -55,7 +55,7 @@ async def test_resources_of_an_older_extractor_are_reindexed_without_an_operator
     assert (job["state"], job["created_by_type"]) == ("completed", "SYSTEM")
     totals = await chunk_totals(db, job["id"])
     assert (totals["processed"], totals["changed"]) == (sum(organizations_and_endpoints.values()), endpoints)
-    assert not await db.fetchval("SELECT count(*) FROM resource WHERE index_extractor IS DISTINCT FROM $1",
+    assert not await db.fetchval("SELECT count(*) FROM resource_index_state WHERE index_extractor IS DISTINCT FROM $1",
                                  MINE.number)
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
     assert await matches(replica, f"Endpoint?status={ENDPOINT_STATUS}|active") == await matches(
@@ -67,10 +67,11 @@ async def test_only_an_older_extraction_starts_a_job(client, db, organizations_a
     pool = client.server.app[POOL]
     assert await reindex_older_extractions(pool) is None  # all current
     newer = Extractor(MINE.code + 1, MINE.unicode, 0).number  # written by the next release, rolling out
-    await db.execute("UPDATE resource SET index_extractor = $1 WHERE res_type = 'Endpoint'", newer)
+    await db.execute("UPDATE resource_index_state SET index_extractor = $1 WHERE res_type = 'Endpoint'", newer)
     assert await reindex_older_extractions(pool) is None  # that release's replicas reindex, not this one's
     assert await db.fetchval("SELECT count(*) FROM job") == 0
-    await db.execute("UPDATE resource SET index_extractor = NULL WHERE res_id = (SELECT min(res_id) FROM resource)")
+    await db.execute("UPDATE resource_index_state SET index_extractor = NULL "
+                     "WHERE res_id = (SELECT min(res_id) FROM resource_index_state)")
     job_id = await reindex_older_extractions(pool)
     assert await db.fetchval("SELECT parameters->'allTypes' FROM job WHERE id = $1", job_id) == "true"
     assert await reindex_older_extractions(pool) == job_id  # every replica's check joins the same job

@@ -102,7 +102,7 @@ async def test_forced_reindex_brings_rows_of_the_previous_extraction_up_to_date(
     await put(client, {"resourceType": "Patient", "id": "m", "gender": "male"})
     # rows without the system, and a fingerprint of those rows, yet this extractor recorded
     await db.execute("UPDATE idx_token SET system = NULL WHERE sp_hash = $1", sp_hash("Patient", "gender"))
-    await db.execute("UPDATE resource SET index_hash = index_hash # 1")
+    await db.execute("UPDATE resource_index_state SET index_hash = index_hash # 1")
     assert await found(client, f"/fhir/Patient?gender={GENDER}|male") == set()
 
     plain = await run_job(client, ReindexPlan(types=("Patient",)), db)

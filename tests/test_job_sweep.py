@@ -69,7 +69,8 @@ async def test_resources_written_below_the_generation_after_their_chunk_are_swep
             "re-extracted") in report
     assert not await db.fetchval("SELECT count(*) FROM search_parameter_change WHERE NOT indexed")
     assert await search(client, "Organization?alias=zeta%201") == (["o1"], [])
-    assert await db.fetchval("SELECT index_gen FROM resource WHERE fhir_id = 'o1'") == generation
+    assert await db.fetchval("SELECT s.index_gen FROM resource_index_state s JOIN resource USING (res_id) "
+                             "WHERE fhir_id = 'o1'") == generation
 
 
 async def test_more_than_a_batch_of_them_leave_the_parameter_pending(client, db):

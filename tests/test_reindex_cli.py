@@ -34,13 +34,14 @@ async def test_reindex_from_the_shell_waits_and_reports(database_url, db, tmp_pa
     source = tmp_path / "orgs.ndjson"
     source.write_text("\n".join(f'{{"resourceType":"Organization","id":"o{n}","name":"Org {n}"}}' for n in range(25)))
     assert run_load(database_url, str(source)).returncode == 0
-    await db.execute("UPDATE resource SET index_hash = NULL")  # rows of unknown provenance: all rewritten
+    # Rows of unknown provenance: all rewritten.
+    await db.execute("UPDATE resource_index_state SET index_hash = NULL")
     result = run_reindex(database_url, "--url", "Organization?", "--batch-size", "10", "--wait")
     assert result.returncode == 0, result.stderr
     assert "Reindex (v3) Report" in result.stdout and "ResourceType[Organization]" in result.stdout
     assert await db.fetchval("SELECT state FROM job") == "completed"
     assert await db.fetchval("SELECT sum(processed) FROM job_chunk") == 25
-    assert await db.fetchval("SELECT count(*) FROM resource WHERE index_hash IS NULL") == 0
+    assert await db.fetchval("SELECT count(*) FROM resource_index_state WHERE index_hash IS NULL") == 0
 
 
 async def test_the_shell_passes_storage_and_force_options(database_url, db):

@@ -12,7 +12,7 @@ import pytest
 from service.app import create_app
 from service.http.keys import CATALOG, POOL
 from service.jobs.planning import plan_next_job
-from service.jobs.reindex_batch import prepare_batch, write_prepared
+from service.jobs.reindex_batch import PreparedBatch, prepare_batch, write_prepared
 from service.jobs.reindex_step import READ_CHUNK, run_chunk
 from service.jobs.repository import ClaimedChunk, claim_chunk, request_cancel
 from service.jobs.start import ReindexPlan, covers, start_reindex
@@ -33,7 +33,7 @@ async def wipe_indexes(db, res_type: str) -> int:
                   "idx_reference", "idx_missing"):
         await db.execute(f"DELETE FROM {table} WHERE res_id IN (SELECT res_id FROM resource WHERE res_type = $1)",
                          res_type)
-    await db.execute("UPDATE resource SET index_gen = -1, index_hash = NULL WHERE res_type = $1", res_type)
+    await db.execute("UPDATE resource_index_state SET index_gen = -1, index_hash = NULL WHERE res_type = $1", res_type)
     return await db.fetchval("SELECT count(*) FROM resource WHERE res_type = $1 AND NOT deleted", res_type)
 
 
@@ -52,6 +52,17 @@ async def claim_planned(app, conn, owner: str, lease_seconds: float) -> ClaimedC
     chunk = await claim_chunk(conn, owner, lease_seconds)
     assert chunk is not None
     return chunk
+
+
+async def first_batch_prepared(client, plan: ReindexPlan) -> tuple[PreparedBatch, ReindexPlan]:
+    """A job of `plan` started, and the first batch of its first chunk read and extracted as a worker does."""
+    pool = client.server.app[POOL]
+    await start_reindex(pool, plan, 0)
+    async with pool.acquire() as conn:
+        chunk = await claim_planned(client.server.app, conn, "w", 60)
+        read = await conn.fetch(READ_CHUNK, chunk.res_type, chunk.checkpoint, chunk.hi)
+    plan = ReindexPlan.from_parameters(chunk.parameters)
+    return await prepare_batch(chunk.res_type, read, client.server.app[CATALOG].current, plan), plan
 
 
 async def chunk_totals(db, job_id) -> asyncpg.Record:
@@ -173,17 +184,12 @@ async def test_a_resource_updated_during_the_batch_keeps_its_own_indexes(client,
 async def test_rows_rewritten_since_the_read_are_left_alone(client, db):
     org = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
     assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
-    await db.execute("UPDATE resource SET index_hash = NULL")  # unknown rows: the job means to rewrite them
+    await db.execute("UPDATE resource_index_state SET index_hash = NULL")  # unknown rows: the job would rewrite
     pool = client.server.app[POOL]
-    await start_reindex(pool, ReindexPlan(types=("Organization",)), 0)
-    async with pool.acquire() as conn:
-        chunk = await claim_planned(client.server.app, conn, "w", 60)
-        read = await conn.fetch(READ_CHUNK, "Organization", chunk.checkpoint, chunk.hi)
-    plan = ReindexPlan.from_parameters(chunk.parameters)
-    batch = await prepare_batch("Organization", read, client.server.app[CATALOG].current, plan)
+    batch, plan = await first_batch_prepared(client, ReindexPlan(types=("Organization",)))
     # Meanwhile another job (or an instance $reindex) rewrites the rows without a new version.
-    await db.execute("UPDATE resource SET index_hash = 42")
+    await db.execute("UPDATE resource_index_state SET index_hash = 42")
     async with pool.acquire() as conn, conn.transaction():
         outcome = await write_prepared(conn, "Organization", batch, plan)
     assert (outcome.changed, outcome.unchanged) == (0, 1)
-    assert await db.fetchval("SELECT index_hash FROM resource") == 42
+    assert await db.fetchval("SELECT index_hash FROM resource_index_state") == 42

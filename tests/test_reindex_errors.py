@@ -32,7 +32,7 @@ async def test_a_resource_postgres_refuses_is_a_reported_failure_and_the_rest_is
     ids = await organizations(client)
     # From now on PostgreSQL refuses this one resource's index rows (a constraint its data breaks).
     await db.execute("ALTER TABLE idx_string ADD CONSTRAINT no_poison CHECK (exact <> 'Poison Org') NOT VALID")
-    await db.execute("UPDATE resource SET index_hash = NULL")  # unknown rows: the job rewrites all of them
+    await db.execute("UPDATE resource_index_state SET index_hash = NULL")  # unknown rows: all rewritten
     started = await start_reindex(client.server.app[POOL], ReindexPlan(types=("Organization",), batch_size=50), 0)
 
     job = await wait_ended(db, started.job_id)
@@ -43,7 +43,8 @@ async def test_a_resource_postgres_refuses_is_a_reported_failure_and_the_rest_is
     assert "Total Resources Changed   : 4 " in job["report"]
     totals = await chunk_totals(db, started.job_id)
     assert (totals["processed"], totals["changed"], totals["attempts"]) == (5, 4, 1)  # no retry
-    unknown = await db.fetch("SELECT fhir_id FROM resource WHERE index_hash IS NULL")
+    unknown = await db.fetch("SELECT fhir_id FROM resource JOIN resource_index_state s USING (res_id) "
+                             "WHERE s.index_hash IS NULL")
     assert [row["fhir_id"] for row in unknown] == [ids["Poison Org"]]
     # Every other resource's rows were rewritten; the refused one keeps the rows it had.
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
@@ -64,7 +65,7 @@ async def test_a_permanent_error_fails_the_job_at_once_with_its_sqlstate(aiohttp
             RETURN NEW;
         END $$;
         CREATE TRIGGER refuse_tokens BEFORE INSERT ON idx_token FOR EACH ROW EXECUTE FUNCTION refuse_tokens();""")
-    await db.execute("UPDATE resource SET index_hash = NULL")
+    await db.execute("UPDATE resource_index_state SET index_hash = NULL")
     started = await start_reindex(client.server.app[POOL], ReindexPlan(types=("Organization",), batch_size=2), 0)
 
     job = await wait_ended(db, started.job_id, timeout=10)
@@ -74,4 +75,4 @@ async def test_a_permanent_error_fails_the_job_at_once_with_its_sqlstate(aiohttp
     assert status.headers["X-Progress"] == ("$reindex job has failed with error: chunk 0 (Organization): "
                                             "SQLSTATE FX001: token rows are frozen")
     # The batch before the refused one was written; the refused batch was rolled back whole.
-    assert await db.fetchval("SELECT count(*) FROM resource WHERE index_hash IS NOT NULL") == 2
+    assert await db.fetchval("SELECT count(*) FROM resource_index_state WHERE index_hash IS NOT NULL") == 2

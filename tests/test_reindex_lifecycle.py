@@ -48,18 +48,19 @@ async def test_a_worker_mid_chunk_cannot_write_once_the_job_has_ended(client, db
         with pytest.raises(JobEnded):
             await run_chunk(read_conn, write_conn, chunk, client.server.app[CATALOG], "stalled", 60)
     assert (await chunk_totals(db, started.job_id))["processed"] == 0  # what the report says
-    assert await db.fetchval("SELECT count(*) FROM resource WHERE index_hash IS NOT NULL "
+    assert await db.fetchval("SELECT count(*) FROM resource_index_state WHERE index_hash IS NOT NULL "
                              "AND res_type = 'Organization'") == 0
 
 
 @asynccontextmanager
 async def first_resource_locked(database_url: str, res_type: str) -> AsyncIterator[None]:
-    """Hold a row lock on the type's first resource, which a job's first batch must update: the batch waits."""
+    """Hold a row lock on the index state of the type's first resource, which a job's first batch must update:
+    the batch waits."""
     blocker = await asyncpg.connect(database_url)
     try:
         async with blocker.transaction():
-            await blocker.execute("SELECT FROM resource WHERE res_id = (SELECT min(res_id) FROM resource "
-                                  "WHERE res_type = $1) FOR UPDATE", res_type)
+            await blocker.execute("SELECT FROM resource_index_state WHERE res_id = (SELECT min(res_id) "
+                                  "FROM resource_index_state WHERE res_type = $1) FOR UPDATE", res_type)
             yield
     finally:
         await blocker.close()
@@ -104,7 +105,7 @@ async def test_a_cancel_stops_a_slow_batch_at_the_next_heartbeat(aiohttp_client,
         # Ended while the batch would still wait: a heartbeat (every third of the lease) saw the cancel.
         assert (await wait_ended(db, started.job_id, timeout=LEASE))["state"] == "cancelled"
     assert (await chunk_totals(db, started.job_id))["processed"] == 0
-    assert await db.fetchval("SELECT count(*) FROM resource WHERE res_type = 'Practitioner' "
+    assert await db.fetchval("SELECT count(*) FROM resource_index_state WHERE res_type = 'Practitioner' "
                              "AND index_hash IS NOT NULL") == 0
 
 

@@ -99,7 +99,7 @@ async def test_force_re_extracts_everything_and_rewrites_only_what_differs(aioht
     # says) makes the next job rewrite those resources whole.
     damaged = await db.execute("UPDATE idx_string SET normalized = 'damaged' WHERE res_id % 3 = 0")
     assert damaged != "UPDATE 0"
-    await db.execute("UPDATE resource SET index_hash = NULL WHERE res_id % 3 = 0")
+    await db.execute("UPDATE resource_index_state SET index_hash = NULL WHERE res_id % 3 = 0")
     repaired = await run_job(client, ReindexPlan(types=("Organization", "Endpoint")), db)
     invalidated = await db.fetchval("SELECT count(*) FROM resource WHERE res_id % 3 = 0")
     assert (repaired["processed"], repaired["changed"]) == (resources, invalidated)

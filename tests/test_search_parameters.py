@@ -138,5 +138,6 @@ async def test_writes_record_the_catalog_generation_they_were_indexed_with(clien
     assert generation > 0
     await put(client, {"resourceType": "Organization", "id": "after"})
     rows = {row["fhir_id"]: row["index_gen"] for row in await db.fetch(
-        "SELECT fhir_id, index_gen FROM resource WHERE res_type = 'Organization'")}
+        "SELECT fhir_id, s.index_gen FROM resource r JOIN resource_index_state s USING (res_id) "
+        "WHERE r.res_type = 'Organization'")}
     assert rows == {"before": 0, "after": generation}

@@ -15,7 +15,8 @@ from tests.test_reindex_http import local, parameters, poll_until_ended
 from tests.test_reindex_modes import ORGANIZATIONS_AND_ENDPOINTS, ROW_ADDRESSES
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-RESOURCE_STATE = "SELECT res_id, xmin::text, version, index_gen, index_hash, index_extractor FROM resource ORDER BY 1"
+RESOURCE_STATE = ("SELECT r.res_id, r.xmin::text, r.version, s.xmin::text AS state_xmin, s.index_gen, s.index_hash, "
+                  "s.index_extractor FROM resource r LEFT JOIN resource_index_state s USING (res_id) ORDER BY 1")
 
 
 async def damage(db) -> dict[str, str]:
@@ -102,7 +103,7 @@ async def test_force_repairs_what_verify_reports_and_only_that(aiohttp_client, s
     client = await aiohttp_client(create_app(settings.model_copy(
         update={"reindex_workers": 1, "reindex_poll_seconds": 0.2})))
     damaged = await damage(db)
-    fingerprints = await db.fetch("SELECT res_id, index_hash FROM resource ORDER BY res_id")
+    fingerprints = await db.fetch("SELECT res_id, index_hash FROM resource_index_state ORDER BY res_id")
     repaired = {row["res_id"] for row in await db.fetch("SELECT res_id FROM resource WHERE fhir_id = ANY($1)",
                                                         list(damaged.values()))}
     untouched = {row for row in await db.fetch(ROW_ADDRESSES) if row["res_id"] not in repaired}
@@ -113,4 +114,4 @@ async def test_force_repairs_what_verify_reports_and_only_that(aiohttp_client, s
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
     assert untouched <= set(await db.fetch(ROW_ADDRESSES))  # the other resources' rows were only read
     # The fingerprints were right all along (the tables were not): they stay as they were.
-    assert await db.fetch("SELECT res_id, index_hash FROM resource ORDER BY res_id") == fingerprints
+    assert await db.fetch("SELECT res_id, index_hash FROM resource_index_state ORDER BY res_id") == fingerprints

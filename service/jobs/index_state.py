@@ -1,6 +1,7 @@
-"""Bounded look-ups of the state of live resources' index rows (the partial index `resource_index_state` on
-(index_extractor, res_type, index_gen)): which extractors wrote them, and which resources of a type were
-indexed below a generation. Each costs index probes in proportion to what it finds, not to the table."""
+"""Bounded look-ups of the state of live resources' index rows (the table `resource_index_state`, a row per live
+resource, and its index on (index_extractor, res_type, index_gen)): which extractors wrote them, and which
+resources of a type were indexed below a generation. Each costs index probes in proportion to what it finds,
+not to the table."""
 
 from __future__ import annotations
 
@@ -9,20 +10,20 @@ from service.db import Connection
 # A loose index scan: one probe per distinct extractor (a handful), then one for rows of none (NULL).
 SELECT_EXTRACTORS = """
 WITH RECURSIVE extractors (extractor) AS (
-    (SELECT index_extractor FROM resource WHERE NOT deleted AND index_extractor IS NOT NULL
+    (SELECT index_extractor FROM resource_index_state WHERE index_extractor IS NOT NULL
      ORDER BY index_extractor LIMIT 1)
     UNION ALL
-    SELECT (SELECT r.index_extractor FROM resource r WHERE NOT r.deleted AND r.index_extractor > e.extractor
-            ORDER BY r.index_extractor LIMIT 1)
+    SELECT (SELECT s.index_extractor FROM resource_index_state s WHERE s.index_extractor > e.extractor
+            ORDER BY s.index_extractor LIMIT 1)
     FROM extractors e WHERE e.extractor IS NOT NULL
 )
 SELECT extractor FROM extractors WHERE extractor IS NOT NULL
 UNION ALL
-SELECT NULL WHERE EXISTS (SELECT FROM resource WHERE NOT deleted AND index_extractor IS NULL)"""
+SELECT NULL WHERE EXISTS (SELECT FROM resource_index_state WHERE index_extractor IS NULL)"""
 # Per extractor, a range of the index: (extractor, res_type, index_gen < $2). IS NOT DISTINCT FROM would not
 # use the index, so rows of no extractor have a statement of their own.
 _BELOW_GENERATION = """
-SELECT res_id FROM resource WHERE NOT deleted AND {extractor} AND res_type = $1 AND index_gen < $2 LIMIT $3"""
+SELECT res_id FROM resource_index_state WHERE {extractor} AND res_type = $1 AND index_gen < $2 LIMIT $3"""
 SELECT_BELOW_GENERATION = _BELOW_GENERATION.format(extractor="index_extractor = $4")
 SELECT_BELOW_GENERATION_UNKNOWN = _BELOW_GENERATION.format(extractor="index_extractor IS NULL")
 

@@ -25,18 +25,21 @@ from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, re
 if TYPE_CHECKING:  # jobs/stored_rows.py builds on this module
     from service.jobs.stored_rows import Difference
 
-# One statement takes the row locks and records the generation, extractor and fingerprint of the rows about
-# to be written; it returns the resources whose rows are to be written. A resource is left alone when, since
-# the read, it was updated or deleted ($5, optimisticLock: its own write indexed it), or its rows were
-# rewritten without a new version (another job, an instance $reindex: index_hash moved), or indexed with
-# definitions newer than this worker's catalog (index_gen above $4) or by a newer extractor than its own.
+# One statement takes the locks of the resources' index state (sql/0012: a narrow row each, so marking a resource
+# copies a few dozen bytes, not its body) and records the generation, extractor and fingerprint of the rows about
+# to be written; it returns the resources whose rows are to be written. A resource is left alone when, since the
+# read, it was updated ($5, optimisticLock: its own write indexed it) or deleted (its state row is gone), or its
+# rows were rewritten without a new version (another job, an instance $reindex: index_hash moved), or indexed
+# with definitions newer than this worker's catalog (index_gen above $4) or by a newer extractor than its own.
+# Every writer changes the state row in the transaction of its write, so a waiting UPDATE re-checks the
+# conditions on what that write left.
 MARK_INDEXED = f"""
-UPDATE resource r SET index_gen = $4, index_hash = u.index_hash, index_extractor = $7::bigint
+UPDATE resource_index_state s SET index_gen = $4, index_hash = u.index_hash, index_extractor = $7::bigint
 FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $6::bigint[]) AS u (res_id, version, index_hash, read_hash)
-WHERE r.res_id = u.res_id AND NOT r.deleted AND (r.version = u.version OR NOT $5)
-  AND r.index_gen <= $4 AND r.index_hash IS NOT DISTINCT FROM u.read_hash
-  AND (r.index_extractor IS NULL OR r.index_extractor / {AGE_DIVISOR} <= $7::bigint / {AGE_DIVISOR})
-RETURNING r.res_id"""
+WHERE s.res_id = u.res_id AND (s.version = u.version OR NOT $5)
+  AND s.index_gen <= $4 AND s.index_hash IS NOT DISTINCT FROM u.read_hash
+  AND (s.index_extractor IS NULL OR s.index_extractor / {AGE_DIVISOR} <= $7::bigint / {AGE_DIVISOR})
+RETURNING s.res_id"""
 MAX_FAILURE_REASON = 300
 
 

@@ -4,9 +4,10 @@ Writers take the change log's lock and index with its latest generation, so once
 write stamps rows below it. What still can: a writer that does not take the lock (a replica of an older
 release during a rolling upgrade, or SQL run by hand), and a concurrent job started before the change,
 whose batch rewrites a resource between this job's read and write (this job then leaves it alone). Such
-resources are found through the index on (index_extractor, res_type, index_gen) and re-extracted here; there
-are normally none. At most one batch (the job's `batchSize`) is swept: when a type has more, the changes of
-that type stay pending, so searches keep warning, and the next job over the type re-extracts them."""
+resources are found through the index on (index_extractor, res_type, index_gen) of `resource_index_state` and
+re-extracted here; there are normally none. At most one batch (the job's `batchSize`) is swept: when a type has
+more, the changes of that type stay pending, so searches keep warning, and the next job over the type
+re-extracts them."""
 
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ from service.search.sql import CHUNK_SELECT
 
 log = structlog.get_logger(__name__)
 
-# Locked in res_id order, as every batch writer locks resources; still below the generation once locked.
+# Index states locked in res_id order, as a batch's marking locks them; still below the generation once locked.
 SELECT_LOCKED = f"""
 {CHUNK_SELECT}
-WHERE r.res_id = ANY($1::bigint[]) AND NOT r.deleted AND r.index_gen < $2 ORDER BY r.res_id FOR UPDATE OF r"""
+WHERE r.res_id = ANY($1::bigint[]) AND st.index_gen < $2 ORDER BY r.res_id FOR UPDATE OF st"""
 
 
 class Sweeper:

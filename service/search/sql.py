@@ -127,9 +127,10 @@ def equal_condition(item: OrderItem, value: object, params: Parameters) -> str:
     return f"{item.expression} = {params.add(value, item.cast)}"
 
 
-# What a reindex chunk reads of each resource (jobs/reindex_step.py reads whole chunks with it too).
-CHUNK_SELECT = ("SELECT r.res_id, r.fhir_id, r.version, r.index_gen, r.index_hash, r.index_extractor, r.body "
-                "FROM resource r")
+# What a reindex chunk reads of each resource (jobs/reindex_step.py reads whole chunks with it too): its body,
+# and the state of its index rows (sql/0012; every live resource has a state row).
+CHUNK_SELECT = ("SELECT r.res_id, r.fhir_id, r.version, st.index_gen, st.index_hash, st.index_extractor, r.body "
+                "FROM resource r JOIN resource_index_state st ON st.res_id = r.res_id")
 
 
 def chunk_statement(queries: Sequence[SearchQuery], after: int, upto: int) -> Statement:

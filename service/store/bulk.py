@@ -164,7 +164,9 @@ async def _write(conn: Connection, batch: _Batch, last_updated: datetime, genera
     if batch.inserts:
         await conn.copy_records_to_table("resource", records=batch.inserts, columns=RESOURCE_COPY_COLUMNS)
     if batch.updates:
-        res_ids, numbers, bodies, hashes = zip(*batch.updates)
+        # In res_id order: the trigger of sql/0012 locks each one's index state as it goes, and a reindex batch
+        # locks those in res_id order too.
+        res_ids, numbers, bodies, hashes = zip(*sorted(batch.updates))
         await conn.execute(UPDATE_EXISTING, list(res_ids), list(numbers), list(bodies), list(hashes), last_updated,
                            generation, EXTRACTOR)
     if batch.versions:
