@@ -5,41 +5,53 @@ from __future__ import annotations
 import gzip
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import orjson
+import pytest
 
 from service.search.param_hash import sp_hash
-from tests.conftest import DATA_DIR, run_load
+from tests.conftest import DATA_DIR, SEARCH_DATASETS, run_load
 
 DATASETS = ["synthea-r4-2019", "synthea-bulk-10", "synthea-bulk-1000", "plannet"]
 
 
-def shared_resources() -> Iterator[dict]:
-    """Every resource of the DATASETS directories: NDJSON lines and Bundle entries."""
-    for dataset in DATASETS:
-        for path in sorted((DATA_DIR / dataset).glob("*.ndjson.gz")):
+def shared_files(datasets: Iterable[str], patterns: tuple[str, ...] = ("*.ndjson.gz", "*.json")) -> list[Path]:
+    return [path for dataset in datasets for pattern in patterns for path in sorted((DATA_DIR / dataset).glob(pattern))]
+
+
+def file_resources(paths: list[Path]) -> Iterator[dict]:
+    """Every resource of these files: NDJSON lines and Bundle entries."""
+    for path in paths:
+        if path.name.endswith(".ndjson.gz"):
             with gzip.open(path, "rb") as handle:
                 yield from map(orjson.loads, handle)
-        for path in sorted((DATA_DIR / dataset).glob("*.json")):
+        else:
             yield from (entry["resource"] for entry in orjson.loads(path.read_bytes())["entry"])
 
 
-def file_counts() -> tuple[Counter[str], Counter[str]]:
+def file_counts(paths: list[Path]) -> tuple[Counter[str], Counter[str]]:
     """Resources per type, and distinct ids per type (some ids recur across datasets)."""
     lines: Counter[str] = Counter()
     distinct: dict[str, set[str]] = {}
-    for resource in shared_resources():
+    for resource in file_resources(paths):
         lines[resource["resourceType"]] += 1
         distinct.setdefault(resource["resourceType"], set()).add(resource["id"])
     return lines, Counter({res_type: len(ids) for res_type, ids in distinct.items()})
 
 
+# The search modules' template holds the NDJSON files of two data sets, loaded by the same command (its fixture
+# checks that it succeeded); the test loads every other file, Bundles included, on top of a copy of it.
+@pytest.mark.dataset(*SEARCH_DATASETS)
 async def test_load_shared_data(database_url, db):
-    lines, distinct = file_counts()
-    result = run_load(database_url, *(str(DATA_DIR / dataset) for dataset in DATASETS))
+    every_file = shared_files(DATASETS)
+    in_template = shared_files(SEARCH_DATASETS, ("*.ndjson.gz",))
+    added = [path for path in every_file if path not in in_template]
+    lines, distinct = file_counts(every_file)
+    result = run_load(database_url, *map(str, added))
     assert result.returncode == 0, result.stderr
-    assert f"Loaded {sum(lines.values())} resources" in result.stdout
+    assert f"Loaded {sum(file_counts(added)[0].values())} resources" in result.stdout
     stored = Counter({row["res_type"]: row["n"] for row in await db.fetch(
         "SELECT res_type, count(*) AS n FROM resource GROUP BY res_type")})
     assert stored == distinct
