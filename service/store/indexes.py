@@ -48,10 +48,6 @@ DELETE_BY_RESOURCES = "WITH " + ", ".join(
 DELETE_CODES_BY_RESOURCES = "WITH " + ", ".join(
     f"d_{table} AS (DELETE FROM {table} WHERE res_id = ANY($1::bigint[]) AND (sp_hash = ANY($2::bigint[])) IS TRUE)"
     for table in TABLE_COLUMNS) + " SELECT 1"
-SELECT_BY_RESOURCE = {
-    table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = $1"
-    for table, columns in TABLE_COLUMNS.items()
-}
 SELECT_BY_RESOURCES = {
     table: f"SELECT {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
     for table, columns in TABLE_COLUMNS.items()
@@ -186,11 +182,13 @@ async def read_index_rows(conn: Connection, res_id: int, codes: dict[int, str]) 
     not there, left by a parameter that no longer exists, shows under `?`)."""
     fields: dict[str, list[Row | CompositeRow]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
     missing = set()
-    for table, statement in SELECT_BY_RESOURCE.items():
-        for row in await conn.fetch(statement, res_id):
-            code = codes.get(row["sp_hash"], "?")
+    stored = await conn.fetchrow(SELECT_ALL_BY_RESOURCE, res_id)
+    assert stored is not None, "a SELECT without FROM has a row"
+    for table in TABLE_COLUMNS:
+        for _ctid, _res_id, hash_, *values in stored[table] or ():
+            code = codes.get(hash_, "?")
             if table == "idx_missing":
                 missing.add(code)
             else:
-                fields[_FIELDS[table]].append(_ROW_TYPES[table](code, *tuple(row)[3:]))
+                fields[_FIELDS[table]].append(_ROW_TYPES[table](code, *values))
     return IndexRows._make((*map(tuple, fields.values()), frozenset(missing)))
