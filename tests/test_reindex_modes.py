@@ -16,7 +16,7 @@ from service.search.catalog import Catalogs
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
 from service.store.indexes import TABLE_COLUMNS
-from tests.indexes import expected_index_rows, stored_index_rows
+from tests.indexes import expected_index_rows, fingerprint_mismatches, stored_index_rows
 from tests.test_reindex_engine import chunk_totals, wait_ended
 from tests.test_reindex_http import parameters, poll_until_ended
 
@@ -79,6 +79,8 @@ async def test_a_parameter_change_rewrites_only_its_rows_on_its_types(aiohttp_cl
     assert {row for row in before if row[3] != alias} == {row for row in after if row[3] != alias}
     assert {row for row in after if row[3] == alias}  # the new code's rows, and only those, were written
     assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(ALIAS))
+    # Only the alias rows were extracted, yet each fingerprint is that of all the resource's rows.
+    assert await fingerprint_mismatches(db, registry_with(ALIAS)) == []
 
     again = await run_job(client, ReindexPlan(), db)
     assert (again["changed"], again["unchanged"]) == (0, again["processed"])  # all current: a read each
@@ -180,9 +182,11 @@ async def test_overriding_a_built_in_code_and_removing_the_override(aiohttp_clie
     totals = await run_job(client, ReindexPlan(types=("Organization",)), db)
     assert totals["changed"] == organizations_and_endpoints["Organization"]
     assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(name_as_token))
+    assert await fingerprint_mismatches(db, registry_with(name_as_token)) == []
     name = sp_hash("Organization", "name")
     assert not await db.fetchval("SELECT count(*) FROM idx_string WHERE sp_hash = $1", name)
 
     assert (await client.delete("/fhir/SearchParameter/org-name")).status == 200
     await run_job(client, ReindexPlan(types=("Organization",)), db)
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
+    assert await fingerprint_mismatches(db, Registry.builtin()) == []

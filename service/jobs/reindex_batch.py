@@ -19,7 +19,7 @@ from service.search.catalog import Catalog
 from service.search.extractor import AGE_DIVISOR, is_newer, is_stale
 from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
-from service.search.rows import fingerprint, only_codes
+from service.search.rows import IndexRows, fingerprint
 from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
 
 if TYPE_CHECKING:  # jobs/stored_rows.py builds on this module
@@ -68,6 +68,10 @@ class Extracted(NamedTuple):  # one per resource: cheaper to build than a frozen
     # Compared with the rows stored rather than with the fingerprint (forced, verified, or indexed by an older
     # extractor): `records` holds every row until `prepare_compared` (jobs/stored_rows.py) has compared them.
     exact: bool
+    # The fresh rows of `codes`, until `prepare_compared` has compared them with the stored rows of those codes
+    # and moved `fingerprint` from the one read by the difference (the other codes were not extracted).
+    pending: IndexRows | None = None
+    replaces: bool = True  # rows of `codes` (or any) may be stored: delete before the COPY
 
     @property
     def differs(self) -> bool:
@@ -150,11 +154,15 @@ def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozen
     resource = orjson.loads(row["body"])
     if resource.__class__ is not dict:
         raise ValueError(f"the stored body is not a JSON object but {type(resource).__name__}")
+    if codes is not None:  # only these codes can be stale: the other codes' rows are not even extracted
+        rows = catalog.registry.extract(resource, codes)
+        return Extracted(row["res_id"], row["version"], row["index_hash"], row["index_hash"],
+                         index_records(row["res_id"], res_type, rows), codes, False, False, rows)
     rows = catalog.registry.extract(resource)
     digest = fingerprint(rows)
     records = None
     if exact or digest != row["index_hash"]:
-        records = index_records(row["res_id"], res_type, rows if codes is None else only_codes(rows, codes))
+        records = index_records(row["res_id"], res_type, rows)
     current = (row["index_gen"] == catalog.generation and row["index_extractor"] == current_extractor().number
                and digest == row["index_hash"])
     return Extracted(row["res_id"], row["version"], row["index_hash"], digest, records, codes, current, exact)
@@ -189,18 +197,18 @@ async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extrac
         [item.fingerprint for item in marked], generation, optimistic_lock, [item.read_hash for item in marked],
         current_extractor().number)}
     # Resources indexed at different generations have different stale codes: one DELETE per set of codes.
-    by_codes: dict[frozenset[str] | None, list[tuple[int, IndexRecords]]] = defaultdict(list)
+    by_codes: dict[frozenset[str] | None, list[Extracted]] = defaultdict(list)
     for item in marked:
         if item.records is not None and item.res_id in locked:  # the rows differ
-            by_codes[item.codes].append((item.res_id, item.records))
-    for codes, items in by_codes.items():
+            by_codes[item.codes].append(item)
+    for codes, written in by_codes.items():
         records: IndexRecords = {table: [] for table in TABLE_COLUMNS}
-        for _, item_records in items:
-            for table, table_records in item_records.items():
+        for item in written:
+            for table, table_records in (item.records or {}).items():
                 records[table].extend(table_records)
         hashes = None if codes is None else [sp_hash(res_type, code) for code in codes]
-        await replace_indexes(conn, [res_id for res_id, _ in items], records, hashes)
-    return {res_id for items in by_codes.values() for res_id, _ in items}
+        await replace_indexes(conn, [item.res_id for item in written if item.replaces], records, hashes)
+    return {item.res_id for written in by_codes.values() for item in written}
 
 
 def batch_outcome(res_type: str, rows: list[asyncpg.Record], changed: set[int],

@@ -20,7 +20,7 @@ from service.search.bindings import DATA_FILE as CODE_SYSTEMS_FILE
 from service.search.definitions import DATA_FILE as SEARCH_PARAMETERS_FILE
 
 # Bump with every change of the code that changes the rows some resource gets (and pin the new digest).
-EXTRACTION_VERSION = 2  # 2: composite parameters
+EXTRACTION_VERSION = 3  # 2: composite parameters; 3: fingerprints sum a digest per row (the rows of 2)
 # The definitions digest EXTRACTION_VERSION was set for: a unit test fails when the files change without a bump.
 DEFINITIONS_DIGEST = 921_687_982
 _CODE, _UNICODE = 10**15, 10**9

@@ -141,7 +141,8 @@ class Registry:
     def __init__(self, definitions: Iterable[SearchParameter] = (), local_bases: tuple[str, ...] = ()):
         self.local_bases = local_bases
         self._parameters: dict[str, dict[str, CompiledParameter]] = {t: {} for t in RESOURCE_TYPES}
-        self._plans: dict[str, ExtractionPlan] = {}
+        # per resource type, and per (type, codes) for extractions of some codes only
+        self._plans: dict[str | tuple[str, frozenset[str]], ExtractionPlan] = {}
         for definition in definitions:
             self.add(definition)
 
@@ -165,7 +166,7 @@ class Registry:
             raise InvalidSearchParameter(message) from None
         for parameter in compiled:
             self._parameters[parameter.resource_type][definition.code] = parameter
-            self._plans.pop(parameter.resource_type, None)
+        self._plans.clear()  # rare (a catalog is built once per change): the plans are rebuilt on demand
 
     def add_resource(self, resource: dict[str, Any]) -> SearchParameter:
         """Validate and install a custom SearchParameter resource; raises InvalidSearchParameter."""
@@ -179,17 +180,16 @@ class Registry:
     def parameter(self, resource_type: str, code: str) -> CompiledParameter | None:
         return self._parameters.get(resource_type, {}).get(code)
 
-    def extract(self, resource: dict[str, Any]) -> IndexRows:
-        """The index rows of a resource (a parsed JSON dict) for all its type's parameters.
+    def extract(self, resource: dict[str, Any], codes: frozenset[str] | None = None) -> IndexRows:
+        """The index rows of a resource (a parsed JSON dict) for all its type's parameters, or for those of
+        `codes` only (a reindex after some definitions changed: the other rows are current).
 
         Raises ValueError for an unknown resource type or a body whose shape is not FHIR JSON.
         """
         resource_type: Any = resource.get("resourceType")  # parsed JSON, checked below
-        plan = self._plans.get(resource_type)
+        plan = self._plans.get(resource_type if codes is None else (resource_type, codes))
         if plan is None:
-            if resource_type not in self._parameters:
-                raise ValueError(f"not a resource type: {resource_type!r}")
-            plan = self._plans[resource_type] = build_plan(self._parameters[resource_type].values())
+            plan = self._plan(resource_type, codes)
         try:
             sinks = collect(plan, resource)
             composites = [row for composite in plan.composites for row in composite.rows(resource)]
@@ -198,6 +198,17 @@ class Registry:
         produced = {row[0] for rows in sinks for row in rows}  # cheaper than tracking it per parameter
         produced.update(row.code for row in composites)
         return IndexRows._make((*map(unique, sinks), unique(composites), plan.codes.difference(produced)))
+
+    def _plan(self, resource_type: Any, codes: frozenset[str] | None) -> ExtractionPlan:
+        if resource_type not in self._parameters:
+            raise ValueError(f"not a resource type: {resource_type!r}")
+        parameters = self._parameters[resource_type]
+        if codes is None:
+            plan = self._plans[resource_type] = build_plan(parameters.values())
+        else:
+            chosen = (parameter for code, parameter in parameters.items() if code in codes)
+            plan = self._plans[(resource_type, codes)] = build_plan(chosen)
+        return plan
 
 
 def collect(plan: ExtractionPlan, resource: dict[str, Any]) -> Sinks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from service.db import Connection
 from service.search.param_hash import sp_hash
@@ -53,6 +54,12 @@ SELECT_BY_RESOURCES = {
     for table, columns in TABLE_COLUMNS.items()
 }
 
+# Some codes' stored rows of a batch's resources, every table in one round trip: per table an array of (columns...)
+# or NULL (`IS TRUE` as in DELETE_CODES_BY_RESOURCES).
+SELECT_CODES_BY_RESOURCES = "SELECT " + ", ".join(
+    f"(SELECT array_agg(({', '.join(columns)})) FROM {table} "
+    f"WHERE res_id = ANY($1::bigint[]) AND (sp_hash = ANY($2::bigint[])) IS TRUE) AS {table}"
+    for table, columns in TABLE_COLUMNS.items())
 # One resource's stored rows, every table in one round trip: per table an array of (ctid, columns...) or NULL.
 SELECT_ALL_BY_RESOURCE = "SELECT " + ", ".join(
     f"(SELECT array_agg((ctid, {', '.join(columns)})) FROM {table} WHERE res_id = $1) AS {table}"
@@ -180,12 +187,28 @@ _FIELDS = dict(zip(INDEX_TABLES, IndexRows._fields))
 async def read_index_rows(conn: Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
     """One resource's stored index rows as IndexRows; `codes` maps sp_hash to code (a row whose hash is
     not there, left by a parameter that no longer exists, shows under `?`)."""
-    fields: dict[str, list[Row | CompositeRow]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
-    missing = set()
     stored = await conn.fetchrow(SELECT_ALL_BY_RESOURCE, res_id)
     assert stored is not None, "a SELECT without FROM has a row"
+    return _index_rows({table: [row[2:] for row in stored[table] or ()] for table in TABLE_COLUMNS}, codes)
+
+
+async def read_rows_of_codes(conn: Connection, res_ids: Sequence[int], codes: dict[int, str]) -> dict[int, IndexRows]:
+    """The stored rows of these codes (sp_hash -> code) of each resource, as IndexRows (empty when it has none)."""
+    stored = await conn.fetchrow(SELECT_CODES_BY_RESOURCES, list(res_ids), list(codes))
+    assert stored is not None, "a SELECT without FROM has a row"
+    by_resource: dict[int, dict[str, list[Sequence[Any]]]] = {}
     for table in TABLE_COLUMNS:
-        for _ctid, _res_id, hash_, *values in stored[table] or ():
+        for res_id, *values in stored[table] or ():
+            by_resource.setdefault(res_id, {}).setdefault(table, []).append(values)
+    return {res_id: _index_rows(by_resource.get(res_id, {}), codes) for res_id in res_ids}
+
+
+def _index_rows(tables: dict[str, list[Sequence[Any]]], codes: dict[int, str]) -> IndexRows:
+    """IndexRows of stored rows given per table as (sp_hash, columns after it...)."""
+    fields: dict[str, list[Row | CompositeRow]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
+    missing = set()
+    for table, rows in tables.items():
+        for hash_, *values in rows:
             code = codes.get(hash_, "?")
             if table == "idx_missing":
                 missing.add(code)
