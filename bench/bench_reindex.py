@@ -5,13 +5,16 @@
 1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows.
 2. In process, one ReindexWorkers worker, three jobs per type, each timed from start_reindex to `completed`:
    - "new param": a custom SearchParameter is stored for the type (Organization.alias, Observation.issued),
-     then a plain $reindex: every resource is re-extracted with all R4 parameters plus the new one, its
-     fingerprint compared, and the new code's rows written (the day-to-day job);
+     then a plain $reindex: the new parameter alone is extracted from every resource, compared with the
+     stored rows of its code (none), and its rows written (the day-to-day job);
    - "forced": force=true over current rows: every resource re-extracted with all parameters and compared
      with the rows stored (read back per batch); nothing differs, so nothing is written (HAPI's full
      reindex of unchanged data);
-   - "rewrite": the fingerprints cleared first, so every resource's rows are deleted and COPYed again (the
-     worst case: a repair, or the first job after migration 0005).
+   - "unknown": the fingerprints cleared first (rows of unknown provenance, as after migration 0005): every
+     resource re-extracted and compared with its stored rows, which are current, so only fingerprints are
+     recorded;
+   - "rewrite": the fingerprints cleared and a stray index row added to every resource, so every resource's
+     rows differ and are all deleted and COPYed again (the worst case: a repair of every resource).
    rows = the type's index rows after the job (rows extracted per resource, all types of index); written =
    rows COPYed by the job.
 3. Raw baseline, same rows and batch size: server-side cursor in a read-only transaction, orjson.loads of
@@ -76,7 +79,9 @@ RAW_ROW = (1, 1234567890123, "http://terminology.hl7.org/CodeSystem/organization
 COUNT_CODE_ROWS = "SELECT " + " + ".join(
     f"(SELECT count(*) FROM {table} WHERE sp_hash = $1)" for table in TABLE_COLUMNS)
 CLEAR_FINGERPRINTS = "UPDATE resource_index_state SET index_hash = NULL WHERE res_type = $1"
-SCENARIOS = ("new param", "forced", "rewrite")
+ADD_STRAY_ROWS = ("INSERT INTO idx_uri (res_id, sp_hash, uri) "
+                  "SELECT res_id, 1, 'stray' FROM resource WHERE res_type = $1")
+SCENARIOS = ("new param", "forced", "unknown", "rewrite")
 # The custom parameter of the "new param" job, per type: (code, type, expression).
 NEW_PARAMETERS = {"Organization": ("bench-alias", "string", "Organization.alias"),
                   "Observation": ("bench-issued", "date", "Observation.issued")}
@@ -162,9 +167,8 @@ async def timed_job(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, scenario:
         code, param_type, expression = NEW_PARAMETERS[kind]
         store = ResourceStore(pool, 5000, catalogs)
         await store.update(Submitted.of(search_parameter(code, kind, param_type, expression)), code, None)
-    elif scenario == "rewrite":
-        await pool.execute(CLEAR_FINGERPRINTS, kind)
-        await pool.execute("VACUUM ANALYZE resource")
+    elif scenario in ("unknown", "rewrite"):
+        await damage(pool, kind, stray=scenario == "rewrite")
     started = time.perf_counter()
     job = await start_reindex(pool, ReindexPlan(types=(kind,), batch_size=batch_size, force=force),
                               catalogs.current.generation)
@@ -177,6 +181,14 @@ async def timed_job(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, scenario:
     else:
         written = index_rows if scenario == "rewrite" else 0
     return JobRun(kind, scenario, seconds, int(row[1]), int(row[2]), int(row[4]), index_rows, written)
+
+
+async def damage(pool: asyncpg.Pool | asyncpg.Connection, kind: str, stray: bool) -> None:
+    """Fingerprints cleared, and with `stray` a row no extraction gives added to every resource of `kind`."""
+    await pool.execute(CLEAR_FINGERPRINTS, kind)
+    if stray:
+        await pool.execute(ADD_STRAY_ROWS, kind)
+    await pool.execute("VACUUM ANALYZE resource_index_state")
 
 
 async def sample_rss(peak: list[int]) -> None:
@@ -280,8 +292,7 @@ async def probe(session: aiohttp.ClientSession, base: str, organizations: int, p
 async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int) -> dict[str, object]:
     """A "rewrite" reindex of the Organizations over HTTP while paced clients probe; the probes idle first."""
     conn = await asyncpg.connect(dsn)
-    await conn.execute(CLEAR_FINGERPRINTS, "Organization")
-    await conn.execute("VACUUM ANALYZE resource")
+    await damage(conn, "Organization", stray=True)
     await conn.close()
     stop = asyncio.Event()
     async with service_process(dsn, FHIR_REINDEX_WORKERS="1") as base, http_session() as session:

@@ -34,7 +34,7 @@ async def test_reindex_from_the_shell_waits_and_reports(database_url, db, tmp_pa
     source = tmp_path / "orgs.ndjson"
     source.write_text("\n".join(f'{{"resourceType":"Organization","id":"o{n}","name":"Org {n}"}}' for n in range(25)))
     assert run_load(database_url, str(source)).returncode == 0
-    # Rows of unknown provenance: all rewritten.
+    # Rows of unknown provenance: compared with the stored ones, and their fingerprints recorded.
     await db.execute("UPDATE resource_index_state SET index_hash = NULL")
     result = run_reindex(database_url, "--url", "Organization?", "--batch-size", "10", "--wait")
     assert result.returncode == 0, result.stderr

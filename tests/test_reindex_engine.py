@@ -16,6 +16,7 @@ from service.jobs.reindex_batch import PreparedBatch, prepare_batch, write_prepa
 from service.jobs.reindex_step import READ_CHUNK, run_chunk
 from service.jobs.repository import ClaimedChunk, claim_chunk, request_cancel
 from service.jobs.start import ReindexPlan, covers, start_reindex
+from service.jobs.stored_rows import prepare_compared
 from service.search.registry import Registry
 from tests.indexes import expected_index_rows, stored_index_rows
 
@@ -61,8 +62,8 @@ async def first_batch_prepared(client, plan: ReindexPlan) -> tuple[PreparedBatch
     async with pool.acquire() as conn:
         chunk = await claim_planned(client.server.app, conn, "w", 60)
         read = await conn.fetch(READ_CHUNK, chunk.res_type, chunk.checkpoint, chunk.hi)
-    plan = ReindexPlan.from_parameters(chunk.parameters)
-    return await prepare_batch(chunk.res_type, read, client.server.app[CATALOG].current, plan), plan
+        plan = ReindexPlan.from_parameters(chunk.parameters)
+        return await prepare_compared(conn, chunk.res_type, read, client.server.app[CATALOG].current, plan), plan
 
 
 async def chunk_totals(db, job_id) -> asyncpg.Record:
@@ -184,12 +185,15 @@ async def test_a_resource_updated_during_the_batch_keeps_its_own_indexes(client,
 async def test_rows_rewritten_since_the_read_are_left_alone(client, db):
     org = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
     assert (await client.put("/fhir/Organization/o1", json=org, headers=FHIR_JSON)).status == 201
-    await db.execute("UPDATE resource_index_state SET index_hash = NULL")  # unknown rows: the job would rewrite
+    # Unknown rows, one of them stray: the job would rewrite them.
+    await db.execute("INSERT INTO idx_uri (res_id, sp_hash, uri) SELECT res_id, 1, 'stray' FROM resource")
+    await db.execute("UPDATE resource_index_state SET index_hash = NULL")
     pool = client.server.app[POOL]
     batch, plan = await first_batch_prepared(client, ReindexPlan(types=("Organization",)))
     # Meanwhile another job (or an instance $reindex) rewrites the rows without a new version.
     await db.execute("UPDATE resource_index_state SET index_hash = 42")
     async with pool.acquire() as conn, conn.transaction():
         outcome = await write_prepared(conn, "Organization", batch, plan)
-    assert (outcome.changed, outcome.unchanged) == (0, 1)
+    assert batch.extracted[0].differs and (outcome.changed, outcome.unchanged) == (0, 1)
     assert await db.fetchval("SELECT index_hash FROM resource_index_state") == 42
+    assert await db.fetchval("SELECT count(*) FROM idx_uri WHERE uri = 'stray'") == 1

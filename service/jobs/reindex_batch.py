@@ -20,7 +20,7 @@ from service.search.extractor import AGE_DIVISOR, is_newer, is_stale
 from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows, fingerprint
-from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, replace_indexes
+from service.store.indexes import TABLE_COLUMNS, IndexRecords, replace_indexes
 
 if TYPE_CHECKING:  # jobs/stored_rows.py builds on this module
     from service.jobs.stored_rows import Difference
@@ -63,15 +63,16 @@ class Extracted(NamedTuple):  # one per resource: cheaper to build than a frozen
     read_hash: int | None  # the fingerprint stored when the batch was read
     fingerprint: int  # of the fresh extraction
     records: IndexRecords | None  # the rows to write (of `codes`), when they differ from those stored
-    codes: frozenset[str] | None  # the codes whose rows are rewritten (None: every code)
+    codes: frozenset[str] | None  # the codes whose rows are compared and rewritten (None: every code)
     current: bool  # indexed at this generation by this extractor already: nothing to record unless the rows differ
-    # Compared with the rows stored rather than with the fingerprint (forced, verified, or indexed by an older
-    # extractor): `records` holds every row until `prepare_compared` (jobs/stored_rows.py) has compared them.
+    # Every code extracted (forced, verified, indexed by an older extractor, or without a fingerprint): the
+    # differences are reported, and `fingerprint` is that of the fresh rows.
     exact: bool
-    # The fresh rows of `codes`, until `prepare_compared` has compared them with the stored rows of those codes
-    # and moved `fingerprint` from the one read by the difference (the other codes were not extracted).
+    # The fresh rows (of `codes`), until `prepare_compared` (jobs/stored_rows.py) has compared them with the
+    # stored rows (of `codes`), set `records` when they differ, and, for some codes, moved `fingerprint` from the
+    # one read by the difference (the other codes were not extracted).
     pending: IndexRows | None = None
-    replaces: bool = True  # rows of `codes` (or any) may be stored: delete before the COPY
+    replaces: bool = True  # rows of `codes` (or any) are stored: delete before the COPY
 
     @property
     def differs(self) -> bool:
@@ -143,9 +144,8 @@ def _what_to_check(row: asyncpg.Record, stale: frozenset[str], catalog: Catalog,
     if not plan.reindex_search_parameters or row["index_gen"] > catalog.generation or (
             stored is not None and is_newer(stored, mine)):
         return None
-    exact = plan.force or plan.verify or is_stale(stored, mine)
-    if exact or row["index_hash"] is None:
-        return None, exact
+    if plan.force or plan.verify or is_stale(stored, mine) or row["index_hash"] is None:
+        return None, True
     return (stale, False) if stale else None
 
 
@@ -156,16 +156,13 @@ def _extract(row: asyncpg.Record, res_type: str, catalog: Catalog, codes: frozen
         raise ValueError(f"the stored body is not a JSON object but {type(resource).__name__}")
     if codes is not None:  # only these codes can be stale: the other codes' rows are not even extracted
         rows = catalog.registry.extract(resource, codes)
-        return Extracted(row["res_id"], row["version"], row["index_hash"], row["index_hash"],
-                         index_records(row["res_id"], res_type, rows), codes, False, False, rows)
+        return Extracted(row["res_id"], row["version"], row["index_hash"], row["index_hash"], None, codes, False,
+                         False, rows)
     rows = catalog.registry.extract(resource)
     digest = fingerprint(rows)
-    records = None
-    if exact or digest != row["index_hash"]:
-        records = index_records(row["res_id"], res_type, rows)
     current = (row["index_gen"] == catalog.generation and row["index_extractor"] == current_extractor().number
                and digest == row["index_hash"])
-    return Extracted(row["res_id"], row["version"], row["index_hash"], digest, records, codes, current, exact)
+    return Extracted(row["res_id"], row["version"], row["index_hash"], digest, None, None, current, exact, rows)
 
 
 async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,

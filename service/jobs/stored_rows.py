@@ -6,8 +6,8 @@ was extracted of them."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import asyncpg
 
@@ -17,10 +17,10 @@ from service.jobs.start import ReindexPlan
 from service.search.catalog import Catalog
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
-from service.search.rows import IndexRows, digest_sum, moved, only_codes
-from service.store.indexes import read_rows_of_codes, stored_form, stored_records
+from service.search.rows import IndexRows, as_fingerprint, digest_of, digest_sum, flat_rows, moved
+from service.store.indexes import index_records, read_stored_rows
 
-Rows = Counter[tuple[object, ...]]  # (table, sp_hash, values...) as `stored_form` gives them
+Rows = Counter[tuple[object, ...]]  # (code, values...) or (code,) for a missing code, as `flat_rows` gives them
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,51 +34,50 @@ class Difference:
 
 async def prepare_compared(conn: Connection, res_type: str, rows: list[asyncpg.Record], catalog: Catalog,
                            plan: ReindexPlan) -> PreparedBatch:
-    """`prepare_batch`, then the resources it compares exactly are compared with their rows read on `conn`,
-    in the snapshot `rows` were read in: those equal need no write, the others are the batch's differences."""
+    """`prepare_batch`, then each extracted resource compared with its stored rows (of its stale codes, or all),
+    read on `conn` in the snapshot `rows` were read in: those equal need no write; the others get the rows to
+    write, and those compared whole are the batch's differences."""
     batch = await prepare_batch(res_type, rows, catalog, plan)
-    if any(item.pending is not None for item in batch.extracted):
-        batch = replace(batch, extracted=await _settle_pending(conn, res_type, batch.extracted))
-    exact = [item.res_id for item in batch.extracted if item.exact]
-    if not exact:
+    pending = [item for item in batch.extracted if item.pending is not None]
+    if not pending:
         return batch
-    stored = await stored_records(conn, exact)
-    codes = parameter_codes(res_type, catalog.registry)
+    stored = await _read_stored(conn, res_type, pending, catalog.registry)
+    settled = {item.res_id: _settled(res_type, item, stored[item.res_id]) for item in pending}
     fhir_ids = {row["res_id"]: row["fhir_id"] for row in rows}
-    extracted, differences = [], []
-    for item in batch.extracted:
-        if item.exact and item.records is not None:
-            found = difference(fhir_ids[item.res_id], stored_form(item.records), stored[item.res_id], codes)
-            if found is None:
-                item = item._replace(records=None)
-            else:
-                differences.append(found)
-        extracted.append(item)
-    return replace(batch, extracted=extracted, differences=differences)
+    found = (difference(fhir_ids[item.res_id], Counter(flat_rows(item.pending or IndexRows())),
+                        Counter(stored[item.res_id]))
+             for item in pending if item.exact and settled[item.res_id].differs)
+    return replace(batch, extracted=[settled.get(item.res_id, item) for item in batch.extracted],
+                   differences=[item for item in found if item is not None])
 
 
-async def _settle_pending(conn: Connection, res_type: str, extracted: list[Extracted]) -> list[Extracted]:
-    """Compare the fresh rows of the resources' stale codes with the stored rows of those codes: equal, there is
-    nothing to write; else their fingerprint moves by the difference, and the stored rows are deleted (if any)."""
-    pending = [item for item in extracted if item.pending is not None]
-    codes = frozenset().union(*(item.codes or () for item in pending))
-    stored = await read_rows_of_codes(conn, [item.res_id for item in pending],
-                                      {sp_hash(res_type, code): code for code in codes})
-    settled = []
-    for item in extracted:
-        if item.pending is not None:
-            item = _settled(item, only_codes(stored[item.res_id], item.codes or codes))
-        settled.append(item)
-    return settled
+async def _read_stored(conn: Connection, res_type: str, pending: list[Extracted],
+                       registry: Registry) -> dict[int, list[tuple[Any, ...]]]:
+    """The stored rows of the pending resources: all of those compared whole, their stale codes' of the others."""
+    whole = [item.res_id for item in pending if item.codes is None]
+    stored = await read_stored_rows(conn, whole, parameter_codes(res_type, registry)) if whole else {}
+    if stale := frozenset().union(*(item.codes or () for item in pending)):
+        stored |= await read_stored_rows(conn, [item.res_id for item in pending if item.codes is not None],
+                                         {sp_hash(res_type, code): code for code in stale}, only_these=True)
+    return stored
 
 
-def _settled(item: Extracted, stored: IndexRows) -> Extracted:
-    assert item.pending is not None and item.read_hash is not None, "only fingerprinted rows are extracted in part"
-    fresh, before = digest_sum(item.pending), digest_sum(stored)
-    if fresh == before:
-        return item._replace(records=None, pending=None)
-    return item._replace(fingerprint=moved(item.read_hash, before, fresh), pending=None,
-                         replaces=bool(stored.missing) or any(stored.tables()))
+def _settled(res_type: str, item: Extracted, stored: list[tuple[Any, ...]]) -> Extracted:
+    """The item once its fresh rows were compared with the `stored` ones by digest (what fingerprints sum)."""
+    assert item.pending is not None, "a pending item"
+    if item.codes is not None:
+        stored = [row for row in stored if row[0] in item.codes]
+    before = digest_of(stored)
+    if item.exact:  # every code was extracted: the fingerprint is that of the fresh rows
+        differs, fingerprint = item.fingerprint != as_fingerprint(before), item.fingerprint
+    else:
+        assert item.read_hash is not None, "only fingerprinted rows are extracted in part"
+        fresh = digest_sum(item.pending)
+        differs, fingerprint = fresh != before, moved(item.read_hash, before, fresh)
+    if not differs:
+        return item._replace(pending=None)
+    return item._replace(records=index_records(item.res_id, res_type, item.pending), fingerprint=fingerprint,
+                         pending=None, replaces=bool(stored))
 
 
 def parameter_codes(res_type: str, registry: Registry) -> dict[int, str]:
@@ -87,7 +86,7 @@ def parameter_codes(res_type: str, registry: Registry) -> dict[int, str]:
             for parameter in registry.parameters(res_type)}
 
 
-def difference(fhir_id: str, fresh: Rows, stored: Rows, codes: Mapping[int, str]) -> Difference | None:
+def difference(fhir_id: str, fresh: Rows, stored: Rows) -> Difference | None:
     """None when the stored rows are the fresh ones; a row whose sp_hash names no parameter of the type
     (left by a parameter that no longer exists, or written outside the service) counts under `?HASH`."""
     if fresh == stored:
@@ -95,9 +94,8 @@ def difference(fhir_id: str, fresh: Rows, stored: Rows, codes: Mapping[int, str]
     by_code: dict[str, tuple[int, int]] = {}
     for rows, column in ((fresh - stored, 0), (stored - fresh, 1)):
         for row, count in rows.items():
-            hashed = row[1]
-            assert isinstance(hashed, int), "the second field of a stored form is the sp_hash"
-            code = codes.get(hashed, f"?{hashed}")
+            code = row[0]
+            assert isinstance(code, str), "the first field of a row is its code"
             counts = list(by_code.get(code, (0, 0)))
             counts[column] += count
             by_code[code] = (counts[0], counts[1])

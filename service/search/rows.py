@@ -6,8 +6,10 @@ written by COPY without conversion. `IndexRows` groups them per index table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain
 from typing import NamedTuple
 
 import orjson
@@ -100,42 +102,46 @@ class IndexRows(NamedTuple):
                 *self.references, *self.positions, *self.composites)
 
 
-def only_codes(rows: IndexRows, codes: frozenset[str]) -> IndexRows:
-    """The rows of these codes only."""
-    return IndexRows._make((*(tuple(row for row in table if row[0] in codes) for table in rows.tables()),
-                            rows.missing & codes))
-
-
 def fingerprint(rows: IndexRows) -> int:
     """A stable signed 64-bit digest of a resource's index rows (a Postgres bigint), the same in every
     process: equal rows give equal fingerprints. It is the sum of a digest per row (and per missing code),
     so it does not depend on row order, and a reindex that re-extracts only some codes moves it by the
     digests of their rows alone (`moved`), without extracting the others."""
-    return _signed(digest_sum(rows))
+    return as_fingerprint(digest_sum(rows))
+
+
+def as_fingerprint(digest: int) -> int:
+    """A digest sum as a fingerprint: the signed 64-bit integer a bigint holds."""
+    digest &= _MASK
+    return digest - (1 << 64) if digest >> 63 else digest
 
 
 def moved(index_hash: int, removed: int, added: int) -> int:
     """The fingerprint of a resource's rows after rows of digest sum `removed` were replaced by rows of `added`."""
-    return _signed(index_hash - removed + added)
+    return as_fingerprint(index_hash - removed + added)
 
 
 def digest_sum(rows: IndexRows) -> int:
-    """The sum (mod 2**64) of the rows' digests: xxh3 of each row's JSON array, of `[code]` for a missing code
-    (a row has two fields at least, so the two never meet). A decimal counts with its scale (`1.50` is not
-    `1.5`), in the form a numeric column gives back, and a naive instant (an open period's end) as the UTC one
-    a timestamptz column gives back, so rows read back from the tables digest alike."""
-    total = sum(xxh3_64_intdigest(orjson.dumps(tuple(row), default=_by_value, option=orjson.OPT_NAIVE_UTC))
-                for row in rows.all_rows())
-    total += sum(xxh3_64_intdigest(orjson.dumps((code,))) for code in rows.missing)
-    return total & _MASK
+    """`digest_of` the rows as `flat_rows` gives them."""
+    return digest_of(flat_rows(rows))
+
+
+def flat_rows(rows: IndexRows) -> Iterator[tuple[object, ...]]:
+    """Each row as a plain tuple `(code, values...)`, and each missing code as `(code,)`: the form of the rows
+    read back from the tables (store/indexes.py `read_stored_rows`)."""
+    return chain(map(tuple, rows.all_rows()), ((code,) for code in rows.missing))
+
+
+def digest_of(rows: Iterable[tuple[object, ...]]) -> int:
+    """The sum (mod 2**64) of the rows' digests: xxh3 of each row's JSON array, `(code, values...)`, or `(code,)`
+    for a missing code (a row has two fields at least, so the two never meet). A decimal counts with its scale
+    (`1.50` is not `1.5`), in the form a numeric column gives back, and a naive instant (an open period's end)
+    as the UTC one a timestamptz column gives back, so rows read back from the tables digest alike."""
+    return sum(xxh3_64_intdigest(orjson.dumps(row, default=_by_value, option=orjson.OPT_NAIVE_UTC))
+               for row in rows) & _MASK
 
 
 def _by_value(value: object) -> str:
     if isinstance(value, Decimal):  # positional, as numeric has no exponent; nor has it a negative zero
         return format(value if value else value.copy_abs(), "f")
     raise TypeError(f"{type(value).__name__} is not an index value")
-
-
-def _signed(value: int) -> int:
-    value &= _MASK
-    return value - (1 << 64) if value >> 63 else value

@@ -54,12 +54,11 @@ SELECT_BY_RESOURCES = {
     for table, columns in TABLE_COLUMNS.items()
 }
 
-# Some codes' stored rows of a batch's resources, every table in one round trip: per table an array of (columns...)
-# or NULL (`IS TRUE` as in DELETE_CODES_BY_RESOURCES).
-SELECT_CODES_BY_RESOURCES = "SELECT " + ", ".join(
-    f"(SELECT array_agg(({', '.join(columns)})) FROM {table} "
-    f"WHERE res_id = ANY($1::bigint[]) AND (sp_hash = ANY($2::bigint[])) IS TRUE) AS {table}"
-    for table, columns in TABLE_COLUMNS.items())
+# Some codes' rows of a batch's resources, per table (`IS TRUE` as in DELETE_CODES_BY_RESOURCES).
+SELECT_CODES_BY_RESOURCES = {
+    table: f"{statement} AND (sp_hash = ANY($2::bigint[])) IS TRUE" for table, statement in SELECT_BY_RESOURCES.items()
+}
+
 # One resource's stored rows, every table in one round trip: per table an array of (ctid, columns...) or NULL.
 SELECT_ALL_BY_RESOURCE = "SELECT " + ", ".join(
     f"(SELECT array_agg((ctid, {', '.join(columns)})) FROM {table} WHERE res_id = $1) AS {table}"
@@ -113,21 +112,6 @@ async def replace_indexes(conn: Connection, res_ids: Sequence[int], records: Ind
         else:
             await conn.execute(DELETE_CODES_BY_RESOURCES, list(res_ids), list(sp_hashes))
     return await insert_indexes(conn, records)
-
-
-def stored_form(records: IndexRecords) -> Counter[tuple[object, ...]]:
-    """One resource's COPY records as a multiset of (table, sp_hash, values...), comparable with what
-    `stored_records` reads back."""
-    return Counter((table, *record[1:]) for table, table_records in records.items() for record in table_records)
-
-
-async def stored_records(conn: Connection, res_ids: Sequence[int]) -> dict[int, Counter[tuple[object, ...]]]:
-    """The index rows stored for these resources, per resource, in `stored_form`."""
-    stored: dict[int, Counter[tuple[object, ...]]] = {res_id: Counter() for res_id in res_ids}
-    for table, statement in SELECT_BY_RESOURCES.items():
-        for row in await conn.fetch(statement, list(res_ids)):
-            stored[row["res_id"]][(table, *tuple(row)[1:])] += 1
-    return stored
 
 
 async def insert_indexes(conn: Connection, records: IndexRecords) -> int:
@@ -192,15 +176,18 @@ async def read_index_rows(conn: Connection, res_id: int, codes: dict[int, str]) 
     return _index_rows({table: [row[2:] for row in stored[table] or ()] for table in TABLE_COLUMNS}, codes)
 
 
-async def read_rows_of_codes(conn: Connection, res_ids: Sequence[int], codes: dict[int, str]) -> dict[int, IndexRows]:
-    """The stored rows of these codes (sp_hash -> code) of each resource, as IndexRows (empty when it has none)."""
-    stored = await conn.fetchrow(SELECT_CODES_BY_RESOURCES, list(res_ids), list(codes))
-    assert stored is not None, "a SELECT without FROM has a row"
-    by_resource: dict[int, dict[str, list[Sequence[Any]]]] = {}
-    for table in TABLE_COLUMNS:
-        for res_id, *values in stored[table] or ():
-            by_resource.setdefault(res_id, {}).setdefault(table, []).append(values)
-    return {res_id: _index_rows(by_resource.get(res_id, {}), codes) for res_id in res_ids}
+async def read_stored_rows(conn: Connection, res_ids: Sequence[int], codes: dict[int, str],
+                           only_these: bool = False) -> dict[int, list[tuple[Any, ...]]]:
+    """The stored rows of each resource (of the `codes` only when `only_these`), each as `(code, columns after
+    sp_hash...)` and a missing code as `(code,)`, the form `rows.digest_of` sums; `codes` maps sp_hash to code
+    (a row of another hash shows under `?HASH`)."""
+    # A statement per table: plain rows decode faster than one statement's arrays of records.
+    statements, arguments = (SELECT_CODES_BY_RESOURCES, (list(codes),)) if only_these else (SELECT_BY_RESOURCES, ())
+    by_resource: dict[int, list[tuple[Any, ...]]] = {res_id: [] for res_id in res_ids}
+    for statement in statements.values():
+        for res_id, hash_, *values in await conn.fetch(statement, list(res_ids), *arguments):
+            by_resource[res_id].append((codes.get(hash_) or f"?{hash_}", *values))
+    return by_resource
 
 
 def _index_rows(tables: dict[str, list[Sequence[Any]]], codes: dict[int, str]) -> IndexRows:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from service.search.catalog import build_catalog
 from service.search.registry import Registry
-from service.search.rows import DateRow, IndexRows, QuantityRow, StringRow, fingerprint, only_codes
+from service.search.rows import DateRow, IndexRows, QuantityRow, StringRow, fingerprint
 
 ROWS = IndexRows(strings=(StringRow("name", "acme", "Acme"),),
                  dates=(DateRow("date", datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 1, 23, tzinfo=UTC)),),
@@ -35,10 +35,6 @@ def test_the_fingerprint_tells_rows_apart() -> None:
     assert fingerprint(ROWS) != fingerprint(ROWS._replace(quantities=changed_scale))
     assert fingerprint(ROWS) != fingerprint(ROWS._replace(missing=frozenset({"a"})))
     assert -2**63 <= fingerprint(ROWS) < 2**63
-
-
-def test_only_codes_keeps_the_rows_of_those_codes() -> None:
-    assert only_codes(ROWS, frozenset({"name", "a"})) == IndexRows(strings=ROWS.strings, missing=frozenset({"a"}))
 
 
 def test_a_change_makes_only_its_codes_stale_and_only_on_its_types() -> None:

@@ -9,7 +9,7 @@ from service.jobs.start import ReindexPlan
 from service.search.catalog import build_catalog
 from service.search.extractor import Extractor, current
 from service.search.registry import Registry
-from service.search.rows import fingerprint
+from service.search.rows import StringRow, fingerprint
 
 ORG = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
 CATALOG = build_catalog(Registry.builtin(), 3, [], [], [(3, "name", ["Organization"])])
@@ -30,19 +30,19 @@ async def test_what_each_row_needs() -> None:
             row(2, 9, current),  # indexed with newer definitions than this catalog's: its own write did it
             row(3, 2, current),  # `name` changed since: its rows are extracted, to compare with the stored ones
             row(4, 2, 17),  # the same (the fingerprint no longer decides: it is moved by the difference)
-            row(5, 3, None),  # rows of unknown provenance: all rewritten
+            row(5, 3, None),  # rows of unknown provenance: all compared with the stored ones
             row(6, 2, 17, b"[1, 2]")]  # not a resource
     batch = await prepare_batch("Organization", rows, CATALOG, ReindexPlan())
     extracted = {item.res_id: item for item in batch.extracted}
     assert set(extracted) == {3, 4, 5}
     for res_id in (3, 4):  # only the `name` rows are extracted, pending their comparison (jobs/stored_rows.py)
         item = extracted[res_id]
-        assert (item.codes, item.current, item.pending) == ({"name"}, False, CATALOG.registry.extract(ORG, item.codes))
-        assert {table for table, records in item.records.items() if records} == {"idx_string"}
-        assert {record[3] for record in item.records["idx_string"]} == {"Acme"}
-    assert extracted[5].codes is None and len(extracted[5].records["idx_token"]) > 0
+        assert (item.codes, item.current, item.exact) == ({"name"}, False, False)
+        assert item.pending == CATALOG.registry.extract(ORG, item.codes)
+        assert item.pending.strings == (StringRow("name", "acme", "Acme"),) and not item.pending.tokens
+    assert (extracted[5].codes, extracted[5].exact, extracted[5].pending) == (None, True, CATALOG.registry.extract(ORG))
     assert "not a JSON object" in batch.failures[6]
-    assert not any(item.exact for item in batch.extracted)  # fingerprints decide
+    assert not any(item.records for item in batch.extracted)  # known once compared with the stored rows
 
 
 async def test_rows_of_another_extractor_are_compared_whole_with_the_stored_rows() -> None:
@@ -57,7 +57,7 @@ async def test_rows_of_another_extractor_are_compared_whole_with_the_stored_rows
     # left to its own replicas.
     assert [(item.res_id, item.exact, item.codes, item.current) for item in batch.extracted] == [
         (1, True, None, False), (2, True, None, False), (3, True, None, False)]
-    assert all(item.records and item.records["idx_string"] for item in batch.extracted)
+    assert all(item.pending == CATALOG.registry.extract(ORG) for item in batch.extracted)
 
 
 async def test_force_compares_current_rows_with_the_stored_ones_and_compacts_every_body() -> None:
@@ -68,7 +68,7 @@ async def test_force_compares_current_rows_with_the_stored_ones_and_compacts_eve
     # the fingerprints are equal, yet every row is kept for the comparison with the stored rows
     assert [(item.res_id, item.exact, item.current) for item in batch.extracted] == [(1, True, True),
                                                                                     (2, True, True)]
-    assert all(item.records for item in batch.extracted)
+    assert all(item.pending == CATALOG.registry.extract(ORG) for item in batch.extracted)
     assert [(item.res_id, item.body, item.differs) for item in batch.rewrites] == [
         (1, orjson.dumps(ORG), False), (2, orjson.dumps(ORG), True)]
 
