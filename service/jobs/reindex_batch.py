@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -19,8 +19,8 @@ from service.search.catalog import Catalog
 from service.search.extractor import AGE_DIVISOR, is_newer, is_stale
 from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
-from service.search.rows import IndexRows, fingerprint
-from service.store.indexes import TABLE_COLUMNS, IndexRecords, replace_indexes
+from service.search.rows import IndexRows, as_fingerprint, digest_of, digest_sum, fingerprint, moved
+from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, read_stored_rows, replace_indexes
 
 if TYPE_CHECKING:  # jobs/stored_rows.py builds on this module
     from service.jobs.stored_rows import Difference
@@ -68,9 +68,10 @@ class Extracted(NamedTuple):  # one per resource: cheaper to build than a frozen
     # Every code extracted (forced, verified, indexed by an older extractor, or without a fingerprint): the
     # differences are reported, and `fingerprint` is that of the fresh rows.
     exact: bool
-    # The fresh rows (of `codes`), until `prepare_compared` (jobs/stored_rows.py) has compared them with the
-    # stored rows (of `codes`), set `records` when they differ, and, for some codes, moved `fingerprint` from the
-    # one read by the difference (the other codes were not extracted).
+    # The fresh rows (of `codes`) until `settle` has compared them with the stored rows (of `codes`), set
+    # `records` when they differ, and, for some codes, moved `fingerprint` from the one read by the difference
+    # (the other codes were not extracted). Rows extracted whole are compared in the batch's snapshot
+    # (jobs/stored_rows.py), those of some codes in the write's transaction (`write_prepared`).
     pending: IndexRows | None = None
     replaces: bool = True  # rows of `codes` (or any) are stored: delete before the COPY
 
@@ -171,7 +172,8 @@ async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,
     verification writes nothing."""
     if plan.verify:
         return batch_outcome(res_type, batch.rows, set(), dict(batch.failures))
-    changed = await _write_indexes(conn, res_type, batch.extracted, batch.generation, plan.optimistic_lock)
+    extracted = await _settle_stale_codes(conn, res_type, batch.extracted)
+    changed = await _write_indexes(conn, res_type, extracted, batch.generation, plan.optimistic_lock)
     changed |= await rewrite_current(conn, batch.rewrites)
     failures = dict(batch.failures)
     if plan.optimize_storage == "ALL_VERSIONS":
@@ -180,6 +182,35 @@ async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,
         changed |= rewritten
         failures.update(unreadable)
     return batch_outcome(res_type, batch.rows, changed, failures)
+
+
+async def _settle_stale_codes(conn: Connection, res_type: str, extracted: list[Extracted]) -> list[Extracted]:
+    """The resources extracted for their stale codes, compared with the stored rows of those codes. Read here, off
+    the batch's read path; the marking then checks that no writer changed the rows since the batch was read."""
+    stale = [item for item in extracted if item.pending is not None]
+    if not stale:
+        return extracted
+    codes = frozenset().union(*(item.codes or () for item in stale))
+    stored = await read_stored_rows(conn, [item.res_id for item in stale],
+                                    {sp_hash(res_type, code): code for code in codes}, only_these=True)
+    return [item if item.pending is None else settle(res_type, item, stored[item.res_id]) for item in extracted]
+
+
+def settle(res_type: str, item: Extracted, stored: list[tuple[Any, ...]]) -> Extracted:
+    """The item once its fresh rows were compared with the `stored` ones by digest (what fingerprints sum)."""
+    assert item.pending is not None, "a pending item"
+    if item.codes is not None:
+        stored = [row for row in stored if row[0] in item.codes]
+    before = digest_of(stored) if stored else 0
+    if item.exact:  # every code was extracted: the fingerprint is that of the fresh rows
+        differs, fingerprint = item.fingerprint != as_fingerprint(before), item.fingerprint
+    else:
+        assert item.read_hash is not None, "only fingerprinted rows are extracted in part"
+        fresh = digest_sum(item.pending)
+        differs, fingerprint = fresh != before, moved(item.read_hash, before, fresh)
+    records = index_records(item.res_id, res_type, item.pending) if differs else None
+    return Extracted(item.res_id, item.version, item.read_hash, fingerprint, records, item.codes, item.current,
+                     item.exact, None, bool(stored))
 
 
 async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extracted], generation: int,

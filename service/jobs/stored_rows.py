@@ -1,24 +1,24 @@
-"""A batch's fresh extraction compared with the index rows actually stored: all of them for a forced job, a
-verification, and resources indexed by an older extractor (whose fingerprint says what that extractor wrote,
-which may not be what the tables hold); only the rows of the stale codes for the others, which is all that
-was extracted of them."""
+"""A batch's fresh extraction compared with the index rows actually stored, in the snapshot the batch was read
+in, for the resources extracted whole: a forced job, a verification, resources indexed by an older extractor
+(whose fingerprint says what that extractor wrote, which may not be what the tables hold) or without a
+fingerprint. Those extracted for their stale codes only are compared in the write's transaction
+(reindex_batch.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any
 
 import asyncpg
 
 from service.db import Connection
-from service.jobs.reindex_batch import Extracted, PreparedBatch, prepare_batch
+from service.jobs.reindex_batch import PreparedBatch, prepare_batch, settle
 from service.jobs.start import ReindexPlan
 from service.search.catalog import Catalog
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
-from service.search.rows import IndexRows, as_fingerprint, digest_of, digest_sum, flat_rows, moved
-from service.store.indexes import index_records, read_stored_rows
+from service.search.rows import IndexRows, flat_rows
+from service.store.indexes import read_stored_rows
 
 Rows = Counter[tuple[object, ...]]  # (code, values...) or (code,) for a missing code, as `flat_rows` gives them
 
@@ -38,46 +38,17 @@ async def prepare_compared(conn: Connection, res_type: str, rows: list[asyncpg.R
     read on `conn` in the snapshot `rows` were read in: those equal need no write; the others get the rows to
     write, and those compared whole are the batch's differences."""
     batch = await prepare_batch(res_type, rows, catalog, plan)
-    pending = [item for item in batch.extracted if item.pending is not None]
-    if not pending:
+    whole = [item for item in batch.extracted if item.pending is not None and item.exact]
+    if not whole:
         return batch
-    stored = await _read_stored(conn, res_type, pending, catalog.registry)
-    settled = {item.res_id: _settled(res_type, item, stored[item.res_id]) for item in pending}
+    stored = await read_stored_rows(conn, [item.res_id for item in whole], parameter_codes(res_type, catalog.registry))
+    settled = {item.res_id: settle(res_type, item, stored[item.res_id]) for item in whole}
     fhir_ids = {row["res_id"]: row["fhir_id"] for row in rows}
     found = (difference(fhir_ids[item.res_id], Counter(flat_rows(item.pending or IndexRows())),
                         Counter(stored[item.res_id]))
-             for item in pending if item.exact and settled[item.res_id].differs)
+             for item in whole if settled[item.res_id].differs)
     return replace(batch, extracted=[settled.get(item.res_id, item) for item in batch.extracted],
                    differences=[item for item in found if item is not None])
-
-
-async def _read_stored(conn: Connection, res_type: str, pending: list[Extracted],
-                       registry: Registry) -> dict[int, list[tuple[Any, ...]]]:
-    """The stored rows of the pending resources: all of those compared whole, their stale codes' of the others."""
-    whole = [item.res_id for item in pending if item.codes is None]
-    stored = await read_stored_rows(conn, whole, parameter_codes(res_type, registry)) if whole else {}
-    if stale := frozenset().union(*(item.codes or () for item in pending)):
-        stored |= await read_stored_rows(conn, [item.res_id for item in pending if item.codes is not None],
-                                         {sp_hash(res_type, code): code for code in stale}, only_these=True)
-    return stored
-
-
-def _settled(res_type: str, item: Extracted, stored: list[tuple[Any, ...]]) -> Extracted:
-    """The item once its fresh rows were compared with the `stored` ones by digest (what fingerprints sum)."""
-    assert item.pending is not None, "a pending item"
-    if item.codes is not None:
-        stored = [row for row in stored if row[0] in item.codes]
-    before = digest_of(stored)
-    if item.exact:  # every code was extracted: the fingerprint is that of the fresh rows
-        differs, fingerprint = item.fingerprint != as_fingerprint(before), item.fingerprint
-    else:
-        assert item.read_hash is not None, "only fingerprinted rows are extracted in part"
-        fresh = digest_sum(item.pending)
-        differs, fingerprint = fresh != before, moved(item.read_hash, before, fresh)
-    if not differs:
-        return item._replace(pending=None)
-    return item._replace(records=index_records(item.res_id, res_type, item.pending), fingerprint=fingerprint,
-                         pending=None, replaces=bool(stored))
 
 
 def parameter_codes(res_type: str, registry: Registry) -> dict[int, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,10 +54,12 @@ SELECT_BY_RESOURCES = {
     for table, columns in TABLE_COLUMNS.items()
 }
 
-# Some codes' rows of a batch's resources, per table (`IS TRUE` as in DELETE_CODES_BY_RESOURCES).
-SELECT_CODES_BY_RESOURCES = {
-    table: f"{statement} AND (sp_hash = ANY($2::bigint[])) IS TRUE" for table, statement in SELECT_BY_RESOURCES.items()
-}
+# Some codes' rows of a batch's resources (`IS TRUE` as in DELETE_CODES_BY_RESOURCES), few as a rule: every table
+# in one round trip, per table an array of (columns...) or NULL.
+SELECT_CODES_BY_RESOURCES = "SELECT " + ", ".join(
+    f"(SELECT array_agg(({', '.join(columns)})) FROM {table} "
+    f"WHERE res_id = ANY($1::bigint[]) AND (sp_hash = ANY($2::bigint[])) IS TRUE) AS {table}"
+    for table, columns in TABLE_COLUMNS.items())
 
 # One resource's stored rows, every table in one round trip: per table an array of (ctid, columns...) or NULL.
 SELECT_ALL_BY_RESOURCE = "SELECT " + ", ".join(
@@ -181,11 +183,15 @@ async def read_stored_rows(conn: Connection, res_ids: Sequence[int], codes: dict
     """The stored rows of each resource (of the `codes` only when `only_these`), each as `(code, columns after
     sp_hash...)` and a missing code as `(code,)`, the form `rows.digest_of` sums; `codes` maps sp_hash to code
     (a row of another hash shows under `?HASH`)."""
-    # A statement per table: plain rows decode faster than one statement's arrays of records.
-    statements, arguments = (SELECT_CODES_BY_RESOURCES, (list(codes),)) if only_these else (SELECT_BY_RESOURCES, ())
+    if only_these:  # few rows: one round trip
+        arrays = await conn.fetchrow(SELECT_CODES_BY_RESOURCES, list(res_ids), list(codes))
+        assert arrays is not None, "a SELECT without FROM has a row"
+        tables: Iterable[Iterable[Any]] = (arrays[table] or () for table in TABLE_COLUMNS)
+    else:  # all rows: a statement per table, as plain rows decode faster than arrays of records
+        tables = [await conn.fetch(statement, list(res_ids)) for statement in SELECT_BY_RESOURCES.values()]
     by_resource: dict[int, list[tuple[Any, ...]]] = {res_id: [] for res_id in res_ids}
-    for statement in statements.values():
-        for res_id, hash_, *values in await conn.fetch(statement, list(res_ids), *arguments):
+    for rows in tables:
+        for res_id, hash_, *values in rows:
             by_resource[res_id].append((codes.get(hash_) or f"?{hash_}", *values))
     return by_resource
 
