@@ -1,6 +1,7 @@
 """$reindex throughput, memory and probe latency, against a raw baseline measured in the same run and database.
 
     python bench/bench_reindex.py [--organizations N] [--observations M] [--batch-size B] [--small S]
+                                  [--scenarios new param,forced,unknown,rewrite] [--no-http]
 
 1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows.
 2. In process, one ReindexWorkers worker, three jobs per type, each timed from start_reindex to `completed`:
@@ -198,14 +199,14 @@ async def sample_rss(peak: list[int]) -> None:
 
 
 async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[str],
-                          batch_size: int) -> tuple[list[JobRun], int, int]:
+                          batch_size: int, scenarios: list[str]) -> tuple[list[JobRun], int, int]:
     """The jobs with one in-process worker; returns them, VmRSS before and peak VmRSS (KiB)."""
     before, peak = vm_kib("self", "VmRSS"), [0]
     sampler = asyncio.create_task(sample_rss(peak))
     workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=1)).run())
     try:
         runs = [await timed_job(pool, catalogs, kind, scenario, batch_size)
-                for kind in kinds for scenario in SCENARIOS]
+                for kind in kinds for scenario in scenarios]
     finally:
         for task in (workers, sampler):
             task.cancel()
@@ -360,6 +361,8 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--small", type=int, default=32)
     parser.add_argument("--probes", type=int, default=2, help="paced clients per probed endpoint")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated, in this order: {','.join(SCENARIOS)}")
     parser.add_argument("--no-http", action="store_true", help="only the in-process jobs (e.g. for memory at scale)")
     args = parser.parse_args()
     configure_logging(Settings(log_level="WARNING"))
@@ -373,7 +376,8 @@ async def main() -> None:
             print(f"loaded {count:,} {kind} ({rate:,.0f} res/s)", flush=True)
         gc.collect()
         gc.freeze()  # as the service does once started (service/__main__.py)
-        runs, before, peak = await in_process_runs(pool, catalogs, list(counts), args.batch_size)
+        runs, before, peak = await in_process_runs(pool, catalogs, list(counts), args.batch_size,
+                                                   args.scenarios.split(","))
         await pool.close()
         for run in runs:
             run.raw_seconds = await raw_baseline(dsn, run, args.batch_size)
