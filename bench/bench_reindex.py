@@ -1,7 +1,7 @@
 """$reindex throughput, memory and probe latency, against a raw baseline measured in the same run and database.
 
     python bench/bench_reindex.py [--organizations N] [--observations M] [--batch-size B] [--small S]
-                                  [--scenarios new param,forced,unknown,rewrite] [--no-http]
+                                  [--scenarios new param,forced,unknown,rebuild] [--no-http]
 
 1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows.
 2. In process, one ReindexWorkers worker, three jobs per type, each timed from start_reindex to `completed`:
@@ -14,8 +14,9 @@
    - "unknown": the fingerprints cleared first (rows of unknown provenance, as after migration 0005): every
      resource re-extracted and compared with its stored rows, which are current, so only fingerprints are
      recorded;
-   - "rewrite": the fingerprints cleared and a stray index row added to every resource, so every resource's
-     rows differ and are all deleted and COPYed again (the worst case: a repair of every resource).
+   - "rebuild": the fingerprints cleared and the type's index rows deleted, so every resource's rows are
+     missing and all are COPYed again (the worst case: an index lost, or every row changed by an extractor;
+     a job compares with the stored rows and writes only the rows that differ).
    rows = the type's index rows after the job (rows extracted per resource, all types of index); written =
    rows COPYed by the job.
 3. Raw baseline, same rows and batch size: server-side cursor in a read-only transaction, orjson.loads of
@@ -23,7 +24,7 @@
    LIKE idx_token: same columns, no indexes), one transaction per batch. Ratio = job / raw.
 4. Peak RSS: VmRSS of this process sampled while the worker runs (the data is generated and loaded by a
    child process, so this one holds what a service replica holds), and VmHWM of the service subprocess.
-5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=1): a "rewrite" POST $reindex of the Organizations to
+5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=1): a "rebuild" POST $reindex of the Organizations to
    the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id}; then, for a
    database of `--small` Organizations, a SearchParameter PUT followed by POST $reindex to the first 200
    (the issue: 32 in < 1 s; HAPI 8.6.5: 4 min).
@@ -80,9 +81,10 @@ RAW_ROW = (1, 1234567890123, "http://terminology.hl7.org/CodeSystem/organization
 COUNT_CODE_ROWS = "SELECT " + " + ".join(
     f"(SELECT count(*) FROM {table} WHERE sp_hash = $1)" for table in TABLE_COLUMNS)
 CLEAR_FINGERPRINTS = "UPDATE resource_index_state SET index_hash = NULL WHERE res_type = $1"
-ADD_STRAY_ROWS = ("INSERT INTO idx_uri (res_id, sp_hash, uri) "
-                  "SELECT res_id, 1, 'stray' FROM resource WHERE res_type = $1")
-SCENARIOS = ("new param", "forced", "unknown", "rewrite")
+DELETE_INDEX_ROWS = "; ".join(
+    f"DELETE FROM {table} i USING resource r WHERE r.res_id = i.res_id AND r.res_type = '{{kind}}'"
+    for table in TABLE_COLUMNS)
+SCENARIOS = ("new param", "forced", "unknown", "rebuild")
 # The custom parameter of the "new param" job, per type: (code, type, expression).
 NEW_PARAMETERS = {"Organization": ("bench-alias", "string", "Organization.alias"),
                   "Observation": ("bench-issued", "date", "Observation.issued")}
@@ -168,8 +170,8 @@ async def timed_job(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, scenario:
         code, param_type, expression = NEW_PARAMETERS[kind]
         store = ResourceStore(pool, 5000, catalogs)
         await store.update(Submitted.of(search_parameter(code, kind, param_type, expression)), code, None)
-    elif scenario in ("unknown", "rewrite"):
-        await damage(pool, kind, stray=scenario == "rewrite")
+    elif scenario in ("unknown", "rebuild"):
+        await damage(pool, kind, lose_rows=scenario == "rebuild")
     started = time.perf_counter()
     job = await start_reindex(pool, ReindexPlan(types=(kind,), batch_size=batch_size, force=force),
                               catalogs.current.generation)
@@ -180,16 +182,17 @@ async def timed_job(pool: asyncpg.Pool, catalogs: Catalogs, kind: str, scenario:
     if scenario == "new param":
         written = await pool.fetchval(COUNT_CODE_ROWS, sp_hash(kind, NEW_PARAMETERS[kind][0]))
     else:
-        written = index_rows if scenario == "rewrite" else 0
+        written = index_rows if scenario == "rebuild" else 0
     return JobRun(kind, scenario, seconds, int(row[1]), int(row[2]), int(row[4]), index_rows, written)
 
 
-async def damage(pool: asyncpg.Pool | asyncpg.Connection, kind: str, stray: bool) -> None:
-    """Fingerprints cleared, and with `stray` a row no extraction gives added to every resource of `kind`."""
+async def damage(pool: asyncpg.Pool | asyncpg.Connection, kind: str, lose_rows: bool) -> None:
+    """Fingerprints of `kind` cleared, and with `lose_rows` its index rows deleted."""
     await pool.execute(CLEAR_FINGERPRINTS, kind)
-    if stray:
-        await pool.execute(ADD_STRAY_ROWS, kind)
-    await pool.execute("VACUUM ANALYZE resource_index_state")
+    if lose_rows:
+        assert kind.isalpha(), kind  # formatted into the statement: a resource type name
+        await pool.execute(DELETE_INDEX_ROWS.format(kind=kind))
+    await pool.execute("VACUUM ANALYZE")
 
 
 async def sample_rss(peak: list[int]) -> None:
@@ -291,9 +294,9 @@ async def probe(session: aiohttp.ClientSession, base: str, organizations: int, p
 
 
 async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int) -> dict[str, object]:
-    """A "rewrite" reindex of the Organizations over HTTP while paced clients probe; the probes idle first."""
+    """A "rebuild" reindex of the Organizations over HTTP while paced clients probe; the probes idle first."""
     conn = await asyncpg.connect(dsn)
-    await damage(conn, "Organization", stray=True)
+    await damage(conn, "Organization", lose_rows=True)
     await conn.close()
     stop = asyncio.Event()
     async with service_process(dsn, FHIR_REINDEX_WORKERS="1") as base, http_session() as session:
@@ -342,7 +345,7 @@ def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], h
     if http is None or small is None:
         return
     orgs = args.organizations
-    print(f"HTTP: {orgs:,} Organizations, rewrite POST $reindex -> 200 in {http['seconds']:.2f} s "
+    print(f"HTTP: {orgs:,} Organizations, rebuild POST $reindex -> 200 in {http['seconds']:.2f} s "
           f"({orgs / http['seconds']:,.0f} res/s); service VmHWM {http['service_rss'] / 1024:.0f} MiB")
     for index, name in enumerate(("GET /readyz", "GET /fhir/Organization/{id}")):
         idle, during = http["idle"][index], http["during"][index]

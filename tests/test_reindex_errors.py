@@ -3,6 +3,8 @@ rest of the job is written; a permanent error fails the job at once with its SQL
 
 from __future__ import annotations
 
+from collections import Counter
+
 from service.app import create_app
 from service.http.keys import POOL
 from service.jobs.start import ReindexPlan, start_reindex
@@ -12,7 +14,6 @@ from tests.test_reindex_engine import chunk_totals, wait_ended
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 NAMES = ("Acme", "Globex", "Poison Org", "Initech", "Umbrella")
-STRAY_HASH = 1  # the sp_hash of no parameter
 
 
 async def organizations(client) -> dict[str, str]:
@@ -26,10 +27,10 @@ async def organizations(client) -> dict[str, str]:
     return ids
 
 
-async def stray_rows(db) -> None:
-    """A stray row for every resource, and fingerprints unknown: a job compares each resource with its stored rows
-    and rewrites them all."""
-    await db.execute("INSERT INTO idx_uri (res_id, sp_hash, uri) SELECT res_id, $1, 'stray' FROM resource", STRAY_HASH)
+async def lost_rows(db) -> None:
+    """Every resource's string and token rows lost, and fingerprints unknown: a job compares each resource with its
+    stored rows and writes those rows again."""
+    await db.execute("DELETE FROM idx_string; DELETE FROM idx_token")
     await db.execute("UPDATE resource_index_state SET index_hash = NULL")
 
 
@@ -40,7 +41,7 @@ async def test_a_resource_postgres_refuses_is_a_reported_failure_and_the_rest_is
     ids = await organizations(client)
     # From now on PostgreSQL refuses this one resource's index rows (a constraint its data breaks).
     await db.execute("ALTER TABLE idx_string ADD CONSTRAINT no_poison CHECK (exact <> 'Poison Org') NOT VALID")
-    await stray_rows(db)
+    await lost_rows(db)
     started = await start_reindex(client.server.app[POOL], ReindexPlan(types=("Organization",), batch_size=50), 0)
 
     job = await wait_ended(db, started.job_id)
@@ -54,10 +55,11 @@ async def test_a_resource_postgres_refuses_is_a_reported_failure_and_the_rest_is
     unknown = await db.fetch("SELECT fhir_id FROM resource JOIN resource_index_state s USING (res_id) "
                              "WHERE s.index_hash IS NULL")
     assert [row["fhir_id"] for row in unknown] == [ids["Poison Org"]]
-    # Every other resource's rows were rewritten; the refused one keeps the rows it had, the stray one included.
+    # Every other resource's rows were written again; the refused one keeps the rows it had (none of those lost).
     expected = await expected_index_rows(db, Registry.builtin())
     poison = await db.fetchval("SELECT res_id FROM resource WHERE fhir_id = $1", ids["Poison Org"])
-    expected["idx_uri"][(poison, STRAY_HASH, "stray")] += 1
+    for table in ("idx_string", "idx_token"):
+        expected[table] = Counter({row: count for row, count in expected[table].items() if row[0] != poison})
     assert await stored_index_rows(db) == expected
 
 
@@ -76,7 +78,7 @@ async def test_a_permanent_error_fails_the_job_at_once_with_its_sqlstate(aiohttp
             RETURN NEW;
         END $$;
         CREATE TRIGGER refuse_tokens BEFORE INSERT ON idx_token FOR EACH ROW EXECUTE FUNCTION refuse_tokens();""")
-    await stray_rows(db)
+    await lost_rows(db)
     started = await start_reindex(client.server.app[POOL], ReindexPlan(types=("Organization",), batch_size=2), 0)
 
     job = await wait_ended(db, started.job_id, timeout=10)

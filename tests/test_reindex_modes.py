@@ -102,10 +102,13 @@ async def test_force_re_extracts_everything_and_rewrites_only_what_differs(aioht
     damaged = await db.execute("UPDATE idx_string SET normalized = 'damaged' WHERE res_id % 3 = 0")
     assert damaged != "UPDATE 0"
     await db.execute("UPDATE resource_index_state SET index_hash = NULL WHERE res_id % 3 = 0")
+    intact = {tuple(row) for row in await db.fetch(ROW_ADDRESSES) if row["tbl"] != "idx_string"}
     repaired = await run_job(client, ReindexPlan(types=("Organization", "Endpoint")), db)
-    invalidated = await db.fetchval("SELECT count(*) FROM resource WHERE res_id % 3 = 0")
-    assert (repaired["processed"], repaired["changed"]) == (resources, invalidated)
+    damaged_resources = await db.fetchval("SELECT count(DISTINCT res_id) FROM idx_string WHERE res_id % 3 = 0")
+    assert (repaired["processed"], repaired["changed"]) == (resources, damaged_resources)
     assert await stored_index_rows(db) == await expected_index_rows(db, Registry.builtin())
+    # Compared with the stored rows, only the damaged rows were rewritten: the others kept their place.
+    assert {tuple(row) for row in await db.fetch(ROW_ADDRESSES) if row["tbl"] != "idx_string"} == intact
 
 
 # Bodies as another writer might have left them: indented, members reordered, a decimal with its trailing zero.

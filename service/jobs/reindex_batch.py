@@ -20,7 +20,14 @@ from service.search.extractor import AGE_DIVISOR, is_newer, is_stale
 from service.search.extractor import current as current_extractor
 from service.search.param_hash import sp_hash
 from service.search.rows import IndexRows, as_fingerprint, digest_of, digest_sum, fingerprint, moved
-from service.store.indexes import TABLE_COLUMNS, IndexRecords, index_records, read_stored_rows, replace_indexes
+from service.store.indexes import (
+    TABLE_COLUMNS,
+    IndexRecords,
+    index_records,
+    read_stored_rows,
+    replace_indexes,
+    rewrite_indexes,
+)
 
 if TYPE_CHECKING:  # jobs/stored_rows.py builds on this module
     from service.jobs.stored_rows import Difference
@@ -215,8 +222,9 @@ def settle(res_type: str, item: Extracted, stored: list[tuple[Any, ...]]) -> Ext
 
 async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extracted], generation: int,
                          optimistic_lock: bool) -> set[int]:
-    """Rewrite the index rows of the resources whose rows differ from their fingerprint: DELETE the rows
-    of their stale codes (or all) and COPY the new ones. Returns the resources whose rows changed."""
+    """Rewrite the index rows of the resources whose rows differ from those stored: those compared whole get only
+    the rows that differ deleted and COPYed, the others all the rows of their stale codes. Returns the resources
+    whose rows changed."""
     marked = [item for item in extracted if item.differs or not item.current]
     if not marked:  # a forced job over current rows: extraction was all it cost
         return set()
@@ -234,8 +242,11 @@ async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extrac
         for item in written:
             for table, table_records in (item.records or {}).items():
                 records[table].extend(table_records)
-        hashes = None if codes is None else [sp_hash(res_type, code) for code in codes]
-        await replace_indexes(conn, [item.res_id for item in written if item.replaces], records, hashes)
+        if codes is None:  # compared whole: only the rows that differ are rewritten
+            await rewrite_indexes(conn, [item.res_id for item in written], records)
+        else:
+            hashes = [sp_hash(res_type, code) for code in codes]
+            await replace_indexes(conn, [item.res_id for item in written if item.replaces], records, hashes)
     return {item.res_id for written in by_codes.values() for item in written}
 
 

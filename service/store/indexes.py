@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,12 @@ SELECT_CODES_BY_RESOURCES = "SELECT " + ", ".join(
     f"WHERE res_id = ANY($1::bigint[]) AND (sp_hash = ANY($2::bigint[])) IS TRUE) AS {table}"
     for table, columns in TABLE_COLUMNS.items())
 
+# A batch's stored rows with their ctids, per table, and their deletion by ctid (`rewrite_indexes`).
+SELECT_WITH_CTID = {
+    table: f"SELECT ctid, {', '.join(columns)} FROM {table} WHERE res_id = ANY($1::bigint[])"
+    for table, columns in TABLE_COLUMNS.items()
+}
+DELETE_BY_CTIDS = {table: f"DELETE FROM {table} WHERE ctid = ANY($1::tid[])" for table in TABLE_COLUMNS}
 # One resource's stored rows, every table in one round trip: per table an array of (ctid, columns...) or NULL.
 SELECT_ALL_BY_RESOURCE = "SELECT " + ", ".join(
     f"(SELECT array_agg((ctid, {', '.join(columns)})) FROM {table} WHERE res_id = $1) AS {table}"
@@ -136,13 +142,35 @@ async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -
     """
     stored = await conn.fetchrow(SELECT_ALL_BY_RESOURCE, res_id)
     assert stored is not None, "a SELECT without FROM has a row"
+    additions, stale, kept = row_changes(records, {table: stored[table] or () for table in TABLE_COLUMNS})
+    await write_rows(conn, additions, stale)
+    return IndexChanges(sum(map(len, additions.values())), sum(map(len, stale.values())), kept)
+
+
+async def rewrite_indexes(conn: Connection, res_ids: Sequence[int], records: IndexRecords) -> int:
+    """Bring a batch's resources' index rows to `records`: delete (by ctid) and COPY only the rows that differ,
+    so a repair or an extractor upgrade writes what changed, not every row. Returns rows written.
+
+    Call inside a transaction that holds the lock of the resources' index state: rows are deleted by ctid."""
+    stored = {table: await conn.fetch(statement, list(res_ids)) for table, statement in SELECT_WITH_CTID.items()}
+    additions, stale, _ = row_changes(records, stored)
+    for table, ctids in stale.items():
+        if ctids:
+            await conn.execute(DELETE_BY_CTIDS[table], ctids)
+    return await insert_indexes(conn, additions)
+
+
+def row_changes(records: IndexRecords, stored: Mapping[str, Iterable[Iterable[Any]]],
+                ) -> tuple[IndexRecords, dict[str, list[object]], int]:
+    """What brings the `stored` rows (per table: ctid, then the COPY columns) to `records`: the records to add,
+    the ctids to delete per table, and how many stored rows are kept."""
     stale: dict[str, list[object]] = {}
     additions: IndexRecords = {}
     kept = 0
     for table in TABLE_COLUMNS:
         wanted = Counter(records.get(table, ()))
         stale[table] = []
-        for ctid, *values in stored[table] or ():
+        for ctid, *values in stored.get(table, ()):
             key = tuple(values)
             if wanted[key] > 0:
                 wanted[key] -= 1
@@ -150,8 +178,7 @@ async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -
             else:
                 stale[table].append(ctid)
         additions[table] = list(wanted.elements())
-    await write_rows(conn, additions, stale)
-    return IndexChanges(sum(map(len, additions.values())), sum(map(len, stale.values())), kept)
+    return additions, stale, kept
 
 
 async def write_rows(conn: Connection, records: IndexRecords, stale: dict[str, list[object]] | None = None) -> None:
