@@ -100,6 +100,7 @@ class JobRun:
     failed: int
     index_rows: int
     written: int
+    peak_rss_kib: int = 0  # of this process while the job ran
     raw_seconds: float = 0.0
 
 
@@ -207,9 +208,17 @@ async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[st
     before, peak = vm_kib("self", "VmRSS"), [0]
     sampler = asyncio.create_task(sample_rss(peak))
     workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=1)).run())
+    runs = []
     try:
-        runs = [await timed_job(pool, catalogs, kind, scenario, batch_size)
-                for kind in kinds for scenario in scenarios]
+        for kind in kinds:
+            for scenario in scenarios:
+                job_peak = [0]
+                job_sampler = asyncio.create_task(sample_rss(job_peak))
+                try:
+                    runs.append(await timed_job(pool, catalogs, kind, scenario, batch_size))
+                finally:
+                    job_sampler.cancel()
+                runs[-1].peak_rss_kib = job_peak[0]
     finally:
         for task in (workers, sampler):
             task.cancel()
@@ -334,12 +343,12 @@ def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], h
     print(f"$reindex, 1 in-process worker, batch {args.batch_size}; raw = cursor + orjson.loads + COPY "
           f"of as many constant rows as the job extracted, into a logged LIKE-idx_token table without indexes")
     print(f"{'type':<13}{'job':<10}{'resources':>10}{'rows':>12}{'written':>12}{'changed':>10}{'s':>8}{'res/s':>8}"
-          f"{'rows/s':>10}{'raw res/s':>10}{'ratio':>6}")
+          f"{'rows/s':>10}{'raw res/s':>10}{'ratio':>6}{'peak MiB':>9}")
     for run in runs:
         print(f"{run.kind:<13}{run.scenario:<10}{run.processed:>10,}{run.index_rows:>12,}{run.written:>12,}"
               f"{run.changed:>10,}{run.seconds:>8.2f}{run.processed / run.seconds:>8,.0f}"
               f"{run.index_rows / run.seconds:>10,.0f}{run.processed / run.raw_seconds:>10,.0f}"
-              f"{run.raw_seconds / run.seconds:>6.2f}")
+              f"{run.raw_seconds / run.seconds:>6.2f}{run.peak_rss_kib / 1024:>9.0f}")
     print(f"peak RSS of the worker process: {rss[1] / 1024:.0f} MiB (VmRSS sampled; {rss[0] / 1024:.0f} MiB "
           f"before the jobs; ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
     if http is None or small is None:
