@@ -190,6 +190,12 @@ async def test_search_plans_read_what_the_page_needs(filled: asyncpg.Connection,
     assert (await response.json())["entry"], "the search finds resources"
 
 
+async def test_a_code_and_quantity_composite_runs_no_function_per_row(filled: asyncpg.Connection) -> None:
+    """Its token and quantity parts are compared on their JSON fields, not read back through jsonb_to_record."""
+    plans = await executed_plans(filled, SHAPES["composite code and value range"])
+    assert [node["Node Type"] for plan in plans for node in nodes(plan) if node["Node Type"] == "Function Scan"] == []
+
+
 async def test_the_shapes_find_what_the_data_holds(filled: asyncpg.Connection, client: TestClient) -> None:
     async def ids(items: str) -> list[str]:
         response = await client.get(f"/fhir/{items}")
