@@ -25,11 +25,11 @@ from tests.test_process import free_port
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PATIENT = b'{"resourceType":"Patient","name":[{"family":"Alpha"}]}'
-# The app's statements that read resources (searches), as pg_stat_activity shows them while they run.
+# The app's search pages (every page statement starts so), as pg_stat_activity shows them while they run.
 ACTIVE_SEARCHES = """
 SELECT pid, wait_event_type FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = 'fhir-reindex-service' AND state = 'active'
-  AND query LIKE '%FROM resource r%'"""
+  AND query LIKE 'SELECT r.res_id, r.res_type, r.fhir_id, r.body %'"""
 
 
 @asynccontextmanager

@@ -105,6 +105,50 @@ async def test_previous_links_walk_back_over_the_same_pages(client):
     assert [[r["id"] for r in page] for page in backward[::-1]] == [[r["id"] for r in page] for page in forward]
 
 
+async def walk_back(client, bundle: dict) -> list[list[str]]:
+    """From the last page reached by `next` from `bundle`, the pages' ids following `previous`, first page first."""
+    while "next" in links(bundle):
+        bundle = await get_bundle(client, links(bundle)["next"])
+    backward = [match_ids(bundle)]
+    while "previous" in links(bundle):
+        bundle = await get_bundle(client, links(bundle)["previous"])
+        backward.append(match_ids(bundle))
+    return backward[::-1]
+
+
+@pytest.mark.parametrize(("sort", "key"), [
+    ("", lambda p: None),
+    ("family", lambda p: min(families(p), default=None)),
+    ("-birthdate", lambda p: p.get("birthDate")),
+])
+async def test_pages_of_a_search_term_walk_both_ways(client, stored, sort, key):
+    """A page chosen from the term's index rows: every match once, in order, and `previous` walks the same pages."""
+    url = "/fhir/Patient?gender=female,other&_count=10" + (f"&_sort={sort}" if sort else "")
+    forward = await pages(client, url)
+    assert len(forward) > 2
+    found = [r for page in forward for r in page]
+    assert {r["id"] for r in found} == {row["fhir_id"] for row in await stored.fetch(
+        "SELECT fhir_id FROM resource WHERE res_type = 'Patient' AND NOT deleted "
+        "AND convert_from(body, 'UTF8')::jsonb ->> 'gender' IN ('female', 'other')")}
+    assert len(found) == len({r["id"] for r in found})
+    if sort:
+        assert ordered([key(r) for r in found], sort.startswith("-"))
+    assert await walk_back(client, await get_bundle(client, url)) == [[r["id"] for r in page] for page in forward]
+
+
+async def test_a_resource_with_several_matching_index_rows_is_one_match(client):
+    twice = [{"system": "urn:test:a", "value": "twice-1"}, {"system": "urn:test:b", "value": "twice-1"}]
+    practitioner = await create(client, {"resourceType": "Practitioner", "identifier": twice,
+                                         "name": [{"family": "Twofold"}, {"family": "Twofolder"}]})
+    gone = await create(client, {"resourceType": "Practitioner", "identifier": twice})
+    await create(client, {"resourceType": "Organization", "identifier": twice})  # another type, the same values
+    assert (await client.delete(f"/fhir/Practitioner/{gone}")).status == 200
+    for search in ("identifier=twice-1", "identifier=twice-1&name=twofold,twofolder", "name=twofold&_sort=-family",
+                   "identifier=urn:test:a|twice-1,urn:test:b|twice-1&_sort=identifier"):
+        bundle = await get_bundle(client, f"/fhir/Practitioner?{search}&_total=accurate")
+        assert match_ids(bundle) == [practitioner] and bundle["total"] == 1, search
+
+
 # --- sorting ------------------------------------------------------------------------------------------------
 
 def families(patient: dict) -> list[str]:

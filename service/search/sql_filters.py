@@ -7,7 +7,7 @@ column names come from the fixed tables below; every value is a `$n` parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from service.search.composite import COMPONENT_COLUMNS
 from service.search.near import NearMatch, near_condition
@@ -56,8 +56,6 @@ NUMBER_CONDITIONS = {
     "eb": "{c} < {v}",
     "ap": "{c} >= {low} AND {c} <= {high}",
 }
-# The value of a composite's second component when it is a quantity, as idx_composite_quantity indexes it (sql/0011).
-COMPOSITE_QUANTITY = "((parts::jsonb -> 1) ->> 'value')::numeric"
 
 
 class Parameters:
@@ -205,14 +203,19 @@ def string_condition(value: StringMatch, params: Parameters) -> str:
     return prefix_condition("normalized", value.text, params)
 
 
-def token_condition(value: TokenMatch, params: Parameters) -> str:
+def table_column(name: str) -> str:
+    """A column of an index table, by its name (a composite's part reads its fields from JSON instead)."""
+    return name
+
+
+def token_condition(value: TokenMatch, params: Parameters, field: Callable[[str], str] = table_column) -> str:
     parts = []
     if value.code is not None:
-        parts.append(f"value = {params.add(value.code)}")
+        parts.append(f"{field('value')} = {params.add(value.code)}")
     if value.system_rule == "none":
-        parts.append("system IS NULL")
+        parts.append(f"{field('system')} IS NULL")
     elif value.system_rule == "equal":
-        parts.append(f"system = {params.add(value.system)}")
+        parts.append(f"{field('system')} = {params.add(value.system)}")
     return " AND ".join(parts)
 
 
@@ -240,15 +243,15 @@ def number_condition(value: NumberMatch, params: Parameters, column: str = "valu
     return fill(NUMBER_CONDITIONS[value.prefix].replace("{c}", column), values, "::numeric", params)
 
 
-def quantity_condition(value: QuantityMatch, params: Parameters) -> str:
-    condition = number_condition(value.number, params)
+def quantity_condition(value: QuantityMatch, params: Parameters, field: Callable[[str], str] = table_column) -> str:
+    condition = number_condition(value.number, params, field("value"))
     if value.system is not None:
-        condition += f" AND system = {params.add(value.system)}"
+        condition += f" AND {field('system')} = {params.add(value.system)}"
         if value.code is not None:
-            condition += f" AND unit_code = {params.add(value.code)}"
+            condition += f" AND {field('unit_code')} = {params.add(value.code)}"
     elif value.code is not None:
         unit = params.add(value.code)
-        condition += f" AND (unit_code = {unit} OR unit = {unit})"
+        condition += f" AND ({field('unit_code')} = {unit} OR {field('unit')} = {unit})"
     return condition
 
 
@@ -261,23 +264,30 @@ def uri_condition(value: UriMatch, params: Parameters) -> str:
 
 
 def composite_condition(value: CompositeMatch, params: Parameters) -> str:
-    """Every component matches its part of the same row: each part read back as a record with the columns of
-    its type's table, so the usual condition applies to it unchanged."""
+    """Every component matches its part of the same row. Token and quantity parts are compared on their JSON
+    fields, as idx_composite_first_value and idx_composite_quantity (sql/0008, 0011) index them: a code and a value
+    range read only the rows in that range, and each row costs no more than reading the fields. Any other part is
+    read back as a record with the columns of its type's table (a function scan per row), so the usual condition
+    applies to it unchanged."""
     conditions = []
-    kind, first = value.parts[0]
-    if kind == "token" and isinstance(first, TokenMatch) and first.code is not None:  # served by an index
-        conditions.append(f"(parts::jsonb -> 0) ->> 'value' = {params.add(first.code)}")
-        conditions += quantity_range(value.parts[1:2], params)
     for position, (kind, part) in enumerate(value.parts):
-        record = f"jsonb_to_record(parts::jsonb -> {position}) AS part({COMPONENT_COLUMNS[kind]})"
-        conditions.append(f"EXISTS (SELECT FROM {record} WHERE {value_condition(part, params)})")
+        if isinstance(part, TokenMatch):
+            conditions.append(token_condition(part, params, part_field(kind, position)))
+        elif isinstance(part, QuantityMatch):  # only quantity parts have a `unit_code` key: the index's predicate
+            condition = quantity_condition(part, params, part_field(kind, position))
+            conditions.append(f"(parts::jsonb -> {position}) ? 'unit_code' AND {condition}")
+        else:
+            record = f"jsonb_to_record(parts::jsonb -> {position}) AS part({COMPONENT_COLUMNS[kind]})"
+            conditions.append(f"EXISTS (SELECT FROM {record} WHERE {value_condition(part, params)})")
     return " AND ".join(conditions)
 
 
-def quantity_range(parts: tuple[tuple[str, object], ...], params: Parameters) -> list[str]:
-    """A quantity second component (`code-value-quantity`) compared once more as idx_composite_quantity indexes it,
-    so a code and a value range read only the rows in that range, not every row of the code. Only quantity parts
-    have a `unit_code` key (the index's predicate)."""
-    if not parts or not isinstance(quantity := parts[0][1], QuantityMatch):
-        return []
-    return ["(parts::jsonb -> 1) ? 'unit_code'", number_condition(quantity.number, params, COMPOSITE_QUANTITY)]
+def part_field(kind: str, position: int) -> Callable[[str], str]:
+    """A field of the composite row's part at `position` as the column of its type's table (what jsonb_to_record
+    reads into it), spelled as the indexes of sql/0008 and 0011 spell it."""
+    types = dict(pair.split(" ") for pair in COMPONENT_COLUMNS[kind].split(", "))
+
+    def field(name: str) -> str:
+        text = f"(parts::jsonb -> {position}) ->> '{name}'"
+        return text if types[name] == "text" else f"({text})::{types[name]}"
+    return field
