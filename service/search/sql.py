@@ -128,7 +128,7 @@ def index_matches(query: SearchQuery, driver: Term, params: Parameters) -> tuple
     """The tables and conditions of the matches `m`: the driver's index rows (several may be of one resource)
     whose res_id meets the other terms. PostgreSQL may still start from one of those, and look its matches up
     in the driver's table by res_id."""
-    conditions = [term_condition(term, params, "m") for term in query.terms if term is not driver]
+    conditions = [term_condition(term, params, "m", probed=True) for term in query.terms if term is not driver]
     return f"({term_subquery(driver, params)}) m", conditions
 
 
