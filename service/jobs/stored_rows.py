@@ -36,19 +36,21 @@ async def prepare_compared(conn: Connection, res_type: str, rows: list[asyncpg.R
                            plan: ReindexPlan) -> PreparedBatch:
     """`prepare_batch`, then each extracted resource compared with its stored rows (of its stale codes, or all),
     read on `conn` in the snapshot `rows` were read in: those equal need no write; the others get the rows to
-    write, and those compared whole are the batch's differences."""
+    write, and, in a verification, are the batch's differences."""
     batch = await prepare_batch(res_type, rows, catalog, plan)
     whole = [item for item in batch.extracted if item.pending is not None and item.exact]
     if not whole:
         return batch
     stored = await read_stored_rows(conn, [item.res_id for item in whole], parameter_codes(res_type, catalog.registry))
     settled = {item.res_id: settle(res_type, item, stored[item.res_id]) for item in whole}
+    batch = replace(batch, extracted=[settled.get(item.res_id, item) for item in batch.extracted])
+    if not plan.verify:  # only a verification reports what differs
+        return batch
     fhir_ids = {row["res_id"]: row["fhir_id"] for row in rows}
     found = (difference(fhir_ids[item.res_id], Counter(flat_rows(item.pending or IndexRows())),
                         Counter(stored[item.res_id]))
              for item in whole if settled[item.res_id].differs)
-    return replace(batch, extracted=[settled.get(item.res_id, item) for item in batch.extracted],
-                   differences=[item for item in found if item is not None])
+    return replace(batch, differences=[item for item in found if item is not None])
 
 
 def parameter_codes(res_type: str, registry: Registry) -> dict[int, str]:
