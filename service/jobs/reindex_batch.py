@@ -242,8 +242,8 @@ async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extrac
         for item in written:
             for table, table_records in (item.records or {}).items():
                 records[table].extend(table_records)
-        if codes is None:  # compared whole: only the rows that differ are rewritten
-            await rewrite_indexes(conn, [item.res_id for item in written], records)
+        if codes is None:  # compared whole: only the rows that differ are rewritten (all, when none were stored)
+            await rewrite_indexes(conn, [item.res_id for item in written if item.replaces], records)
         else:
             hashes = [sp_hash(res_type, code) for code in codes]
             await replace_indexes(conn, [item.res_id for item in written if item.replaces], records, hashes)

@@ -149,9 +149,12 @@ async def update_indexes(conn: Connection, res_id: int, records: IndexRecords) -
 
 async def rewrite_indexes(conn: Connection, res_ids: Sequence[int], records: IndexRecords) -> int:
     """Bring a batch's resources' index rows to `records`: delete (by ctid) and COPY only the rows that differ,
-    so a repair or an extractor upgrade writes what changed, not every row. Returns rows written.
+    so a repair or an extractor upgrade writes what changed, not every row; `res_ids` are the resources that may
+    have rows stored (the records of others are COPYed as they are). Returns rows written.
 
     Call inside a transaction that holds the lock of the resources' index state: rows are deleted by ctid."""
+    if not res_ids:
+        return await insert_indexes(conn, records)
     stored = {table: await conn.fetch(statement, list(res_ids)) for table, statement in SELECT_WITH_CTID.items()}
     additions, stale, _ = row_changes(records, stored)
     for table, ctids in stale.items():
