@@ -16,6 +16,12 @@ from tests.conftest import SEARCH_DATASETS
 from tests.indexes import fingerprint_mismatches
 
 SLICE = 2000
+PER_TYPE = 400  # resources of each type: every row type of both data sets, at a sixth of the cost of all
+SAMPLE = """
+SELECT res_id, res_type, body FROM (
+    SELECT res_id, res_type, body, row_number() OVER (PARTITION BY res_type ORDER BY res_id) AS n
+    FROM resource WHERE NOT deleted) numbered
+WHERE n <= $1 ORDER BY res_id"""
 
 
 @pytest.mark.dataset(*SEARCH_DATASETS)
@@ -23,7 +29,7 @@ async def test_rows_read_back_digest_as_the_extraction_that_wrote_them(db):
     """Every row type (decimals with their scale, instants, positions, composites, :missing) of both data sets."""
     registry = Registry.builtin()
     by_type = defaultdict(list)
-    for row in await db.fetch("SELECT res_id, res_type, body FROM resource WHERE NOT deleted ORDER BY res_id"):
+    for row in await db.fetch(SAMPLE, PER_TYPE):
         by_type[row["res_type"]].append(row)
     compared = 0
     for res_type, rows in by_type.items():
@@ -36,6 +42,10 @@ async def test_rows_read_back_digest_as_the_extraction_that_wrote_them(db):
                 fresh = fingerprint(registry.extract(orjson.loads(row["body"])))
                 assert as_fingerprint(digest_of(stored[row["res_id"]])) == fresh
                 compared += 1
-    assert compared == sum(map(len, by_type.values())) > 20_000
+    assert compared == sum(map(len, by_type.values())) > 5_000
     assert {"Observation", "Location", "Organization"} <= by_type.keys()
-    assert await fingerprint_mismatches(db, registry) == []  # as the loader recorded them
+
+
+@pytest.mark.dataset(*SEARCH_DATASETS)
+async def test_the_loader_records_the_fingerprint_of_what_it_wrote(db):
+    assert await fingerprint_mismatches(db, Registry.builtin()) == []
