@@ -48,11 +48,13 @@ def unsigned_token(roles: list[str]) -> str:
 
 
 @asynccontextmanager
-async def scratch_database() -> AsyncIterator[str]:
-    """A fresh, empty database on the server of DATABASE_URL (default: the local one)."""
+async def scratch_database(template: str | None = None) -> AsyncIterator[str]:
+    """A fresh database on the server of DATABASE_URL (default: the local one): empty, or a copy of the
+    database of the URL `template` (which nothing may be connected to)."""
     name = f"fhir_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(SERVER_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    source = f' TEMPLATE "{urlsplit(template).path.lstrip("/")}"' if template else ""
+    await admin.execute(f'CREATE DATABASE "{name}"{source}')
     try:
         yield urlunsplit(urlsplit(SERVER_DSN)._replace(path=f"/{name}"))
     finally:
