@@ -1,14 +1,17 @@
 """REST and bulk-load throughput of one service process, against baselines measured in the same run.
 
     python bench/bench_rest.py [--requests N] [--concurrency C] [--auth jwks|hs256] [--runs R]
-                               [--parts rest,store,load]
+                               [--parts rest,store,load] [--preload N]
 
 - rest: requests/s of `POST /fhir/Organization` (create), `GET /fhir/Organization/{id}` (read) and
   `PUT /fhir/Organization/{id}` (update, one changed name) over HTTP with C concurrent clients and a
   signed token on every request (the service in `jwks` mode with an RS256 key, or `hs256`), against
   bench/rest_baseline.py: a minimal aiohttp + asyncpg app without authentication doing the same
   database work (the body by (res_type, fhir_id); the body, its version row and the same index rows
-  in one transaction), with as many connections as the service's requests get.
+  in one transaction), with as many connections as the service's requests get. Both work on one database,
+  so both meet the same table: with --preload N, N generated Organizations (bench/generate.py) are first
+  written into it through the loader's `write_batch`, so that requests meet a table of that size (the ids
+  cannot collide: generated ones are `bench-org-…`, created ones random UUIDs on both sides).
 - store: the service's create and read over HTTP against its store layer doing the same in this
   process (no HTTP): what the HTTP stack (parsing, middlewares, negotiation, the client) costs.
 - load: resources/s of `python -m service load` on tests/data, against a raw baseline of the same
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (  # noqa: E402
     DATA_DIR,
     ndjson_lines,
+    preload,
     run_concurrently,
     scratch_database,
     server_process,
@@ -124,26 +128,27 @@ async def rest_client(base: str, token: str, concurrency: int) -> AsyncIterator[
 
 
 @asynccontextmanager
-async def baseline_process() -> AsyncIterator[str]:
-    """bench/rest_baseline.py on a migrated scratch database, with as many connections as the service's requests."""
+async def baseline_process(database_url: str) -> AsyncIterator[str]:
+    """bench/rest_baseline.py on a migrated database, with as many connections as the service's requests."""
     connections = Settings(database_url="postgresql://unused").request_pool().max_size
     script = str(Path(__file__).with_name("rest_baseline.py"))
-    async with scratch_database() as database_url:
-        conn = await asyncpg.connect(database_url)
-        try:
-            await migrate(conn, load_migrations())
-        finally:
-            await conn.close()
-        async with server_process(lambda port: [script, str(port), str(connections)],
-                                  DATABASE_URL=database_url) as base:
-            yield base
+    async with server_process(lambda port: [script, str(port), str(connections)],
+                              DATABASE_URL=database_url) as base:
+        yield base
 
 
-async def rest_part(auth: str, count: int, concurrency: int, runs: int) -> Figures:
-    """Medians of `runs` rounds per operation, service and baseline taking turns, so that both meet the same
-    load from elsewhere on the machine (creates first: reads and updates need resources)."""
-    async with signed_auth(auth, ROLES) as (env, token), scratch_database() as database_url, \
-            service_process(database_url, **env) as service_base, baseline_process() as baseline_base, \
+async def rest_part(auth: str, count: int, concurrency: int, runs: int, preloaded: int) -> Figures:
+    """Medians of `runs` rounds per operation, service and baseline taking turns on one database after
+    `preloaded` Organizations were written into it, so that both meet the same table and the same load from
+    elsewhere on the machine (creates first: reads and updates need resources)."""
+    async with signed_auth(auth, ROLES) as (env, token), scratch_database() as database_url:
+        await preload(database_url, preloaded)
+        return await rest_rounds(database_url, env, token, count, concurrency, runs)
+
+
+async def rest_rounds(database_url: str, env: dict[str, str], token: str, count: int, concurrency: int,
+                      runs: int) -> Figures:
+    async with service_process(database_url, **env) as service_base, baseline_process(database_url) as baseline_base, \
             rest_client(service_base, token, concurrency) as service, \
             rest_client(baseline_base, "no-token-checked", concurrency) as baseline:
         figures: dict[str, list[float]] = {}
@@ -234,13 +239,14 @@ async def main() -> None:
     parser.add_argument("--auth", choices=("jwks", "hs256"), default="jwks")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--parts", default="rest,store,load", help="comma-separated: rest, store, load")
+    parser.add_argument("--preload", type=int, default=0, help="rest: Organizations in the database beforehand")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     configure_logging(Settings(database_url="postgresql://unused"), quiet=True)
     print(f"{args.concurrency} concurrent clients, {args.requests} requests per figure, "
-          f"median of {args.runs} run(s)")
+          f"median of {args.runs} run(s), {args.preload:,} Organizations preloaded for rest")
     if "rest" in parts:
-        rest = await rest_part(args.auth, args.requests, args.concurrency, args.runs)
+        rest = await rest_part(args.auth, args.requests, args.concurrency, args.runs, args.preload)
         for name in OPERATIONS:
             print(line(name, rest[f"service {name}"], "req/s", "minimal aiohttp+asyncpg", rest[f"baseline {name}"])
                   + f"   ({args.auth} token)")

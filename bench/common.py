@@ -20,6 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
+from bench.generate import batches
+from service.db import load_migrations, migrate
+from service.fhir.resource import Submitted
+from service.search.catalog import Catalogs
+from service.search.registry import Registry
+from service.store.bulk import write_batch
+
 DATA_DIR = Path(os.environ.get("FHIR_BENCH_DATA_DIR", Path(__file__).resolve().parents[1] / "tests" / "data"))
 SERVER_DSN = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -41,16 +48,34 @@ def unsigned_token(roles: list[str]) -> str:
 
 
 @asynccontextmanager
-async def scratch_database() -> AsyncIterator[str]:
-    """A fresh, empty database on the server of DATABASE_URL (default: the local one)."""
+async def scratch_database(template: str | None = None) -> AsyncIterator[str]:
+    """A fresh database on the server of DATABASE_URL (default: the local one): empty, or a copy of the
+    database of the URL `template` (which nothing may be connected to)."""
     name = f"fhir_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(SERVER_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    source = f' TEMPLATE "{urlsplit(template).path.lstrip("/")}"' if template else ""
+    await admin.execute(f'CREATE DATABASE "{name}"{source}')
     try:
         yield urlunsplit(urlsplit(SERVER_DSN)._replace(path=f"/{name}"))
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def preload(database_url: str, count: int, batch_size: int = 5000) -> None:
+    """Migrate the database and write `count` generated Organizations into it through the loader's own
+    `write_batch`, then VACUUM ANALYZE, so that what is measured next meets a settled table of that size."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn, load_migrations())
+        catalogs = Catalogs(Registry.builtin())
+        for batch in batches("Organization", count, batch_size):
+            result = await write_batch(conn, [Submitted.of(item) for item in batch], catalogs)
+            assert not result.rejected, result.rejected[:3]
+        if count:
+            await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
 
 
 def free_port() -> int:
