@@ -200,7 +200,19 @@ async def _settle_stale_codes(conn: Connection, res_type: str, extracted: list[E
     codes = frozenset().union(*(item.codes or () for item in stale))
     stored = await read_stored_rows(conn, [item.res_id for item in stale],
                                     {sp_hash(res_type, code): code for code in codes}, only_these=True)
-    return [item if item.pending is None else settle(res_type, item, stored[item.res_id]) for item in extracted]
+    settled = await settle_all(res_type, stale, stored)
+    return [settled.get(item.res_id, item) for item in extracted]
+
+
+async def settle_all(res_type: str, items: list[Extracted],
+                     stored: dict[int, list[tuple[Any, ...]]]) -> dict[int, Extracted]:
+    """`settle` each item with its stored rows (CPU work, yielding the loop now and then); by res_id."""
+    slices = LoopSlices()
+    settled = {}
+    for item in items:
+        await slices.pause()
+        settled[item.res_id] = settle(res_type, item, stored[item.res_id])
+    return settled
 
 
 def settle(res_type: str, item: Extracted, stored: list[tuple[Any, ...]]) -> Extracted:

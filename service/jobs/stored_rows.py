@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 
 from service.db import Connection
-from service.jobs.reindex_batch import PreparedBatch, prepare_batch, settle
+from service.jobs.reindex_batch import PreparedBatch, prepare_batch, settle_all
 from service.jobs.start import ReindexPlan
 from service.search.catalog import Catalog
 from service.search.param_hash import sp_hash
@@ -42,7 +42,7 @@ async def prepare_compared(conn: Connection, res_type: str, rows: list[asyncpg.R
     if not whole:
         return batch
     stored = await read_stored_rows(conn, [item.res_id for item in whole], parameter_codes(res_type, catalog.registry))
-    settled = {item.res_id: settle(res_type, item, stored[item.res_id]) for item in whole}
+    settled = await settle_all(res_type, whole, stored)
     batch = replace(batch, extracted=[settled.get(item.res_id, item) for item in batch.extracted])
     if not plan.verify:  # only a verification reports what differs
         return batch
