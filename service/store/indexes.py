@@ -155,22 +155,24 @@ async def rewrite_indexes(conn: Connection, res_ids: Sequence[int], records: Ind
     Call inside a transaction that holds the lock of the resources' index state: rows are deleted by ctid."""
     if not res_ids:
         return await insert_indexes(conn, records)
-    stored = {table: await conn.fetch(statement, list(res_ids)) for table, statement in SELECT_WITH_CTID.items()}
-    additions, stale, _ = row_changes(records, stored)
-    for table, ctids in stale.items():
-        if ctids:
-            await conn.execute(DELETE_BY_CTIDS[table], ctids)
+    additions: IndexRecords = {}
+    for table, statement in SELECT_WITH_CTID.items():  # a table at a time: the loop runs other tasks between them
+        stored = await conn.fetch(statement, list(res_ids))
+        table_additions, stale, _ = row_changes({table: records.get(table, [])}, {table: stored}, (table,))
+        additions |= table_additions
+        if stale[table]:
+            await conn.execute(DELETE_BY_CTIDS[table], stale[table])
     return await insert_indexes(conn, additions)
 
 
 def row_changes(records: IndexRecords, stored: Mapping[str, Iterable[Iterable[Any]]],
-                ) -> tuple[IndexRecords, dict[str, list[object]], int]:
-    """What brings the `stored` rows (per table: ctid, then the COPY columns) to `records`: the records to add,
-    the ctids to delete per table, and how many stored rows are kept."""
+                tables: Iterable[str] = TABLE_COLUMNS) -> tuple[IndexRecords, dict[str, list[object]], int]:
+    """What brings the `stored` rows (per table: ctid, then the COPY columns) of `tables` to `records`: the records
+    to add, the ctids to delete per table, and how many stored rows are kept."""
     stale: dict[str, list[object]] = {}
     additions: IndexRecords = {}
     kept = 0
-    for table in TABLE_COLUMNS:
+    for table in tables:
         wanted = Counter(records.get(table, ()))
         stale[table] = []
         for ctid, *values in stored.get(table, ()):
@@ -213,17 +215,24 @@ async def read_stored_rows(conn: Connection, res_ids: Sequence[int], codes: dict
     """The stored rows of each resource (of the `codes` only when `only_these`), each as `(code, columns after
     sp_hash...)` and a missing code as `(code,)`, the form `rows.digest_of` sums; `codes` maps sp_hash to code
     (a row of another hash shows under `?HASH`)."""
+    by_resource: dict[int, list[tuple[Any, ...]]] = {res_id: [] for res_id in res_ids}
     if only_these:  # few rows: one round trip
         arrays = await conn.fetchrow(SELECT_CODES_BY_RESOURCES, list(res_ids), list(codes))
         assert arrays is not None, "a SELECT without FROM has a row"
-        tables: Iterable[Iterable[Any]] = (arrays[table] or () for table in TABLE_COLUMNS)
-    else:  # all rows: a statement per table, as plain rows decode faster than arrays of records
-        tables = [await conn.fetch(statement, list(res_ids)) for statement in SELECT_BY_RESOURCES.values()]
-    by_resource: dict[int, list[tuple[Any, ...]]] = {res_id: [] for res_id in res_ids}
-    for rows in tables:
-        for res_id, hash_, *values in rows:
-            by_resource[res_id].append((codes.get(hash_) or f"?{hash_}", *values))
+        for table in TABLE_COLUMNS:
+            _add_rows(by_resource, arrays[table] or (), codes)
+        return by_resource
+    # All rows: a statement per table, as plain rows decode faster than arrays of records; each table's rows are
+    # taken in before the next is read, so the loop runs other tasks between tables.
+    for statement in SELECT_BY_RESOURCES.values():
+        _add_rows(by_resource, await conn.fetch(statement, list(res_ids)), codes)
     return by_resource
+
+
+def _add_rows(by_resource: dict[int, list[tuple[Any, ...]]], rows: Iterable[Iterable[Any]],
+              codes: dict[int, str]) -> None:
+    for res_id, hash_, *values in rows:
+        by_resource[res_id].append((codes.get(hash_) or f"?{hash_}", *values))
 
 
 def _index_rows(tables: dict[str, list[Sequence[Any]]], codes: dict[int, str]) -> IndexRows:
