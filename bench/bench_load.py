@@ -4,11 +4,14 @@
 
 The data is written to an NDJSON file first: generated Organizations (bench/generate.py), or the Synthea
 files of tests/data repeated under fresh ids until N. Then, each in a scratch database of its own:
-- `load`: `python -m service load FILE` in a subprocess, its wall time and its peak RSS;
+- `load`: `python -m service load FILE` in a subprocess, its wall time, its CPU time (user + system: what the
+  loader's own work costs, which other processes on the machine barely move) and its peak RSS;
 - the baseline: the same lines parsed with orjson, each body COPYed into `resource` and `resource_version`,
   and as many rows COPYed into each index table as `load` wrote there (rows of the real load's shapes,
   given the baseline's res_ids: extraction that costs nothing), in transactions of the same batch size.
-The ratio load/baseline is printed; run it at two sizes to see whether cost per resource stays flat.
+The ratio load/baseline is printed; run it at two sizes to see whether cost per resource stays flat. Blocks
+per resource (pg_stat_database of each run's database: found in shared buffers, or read from outside them)
+show the database's side of that cost, which the wall times of a busy machine blur.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ def _lines(kind: str, count: int) -> Iterator[bytes]:
                     yield orjson.dumps(item)
 
 
-def service_load(database_url: str, source: Path, batch_size: int) -> tuple[float, int]:
-    """Seconds and peak RSS (KiB) of `python -m service load`."""
+def service_load(database_url: str, source: Path, batch_size: int) -> tuple[float, float, int]:
+    """Seconds, CPU seconds and peak RSS (KiB) of `python -m service load`."""
     environment = {"DATABASE_URL": database_url, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                    "FHIR_LOG_LEVEL": "WARNING"}
     with tempfile.TemporaryFile() as errors:
@@ -70,7 +73,21 @@ def service_load(database_url: str, source: Path, batch_size: int) -> tuple[floa
         if os.waitstatus_to_exitcode(status) != 0:
             errors.seek(0)
             raise RuntimeError(f"load failed: {errors.read().decode(errors='replace')}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+async def blocks(database_url: str) -> tuple[int, int]:
+    """Blocks the run's database found in shared buffers and read from outside them (autovacuum's included)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow("SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()")
+        return row["blks_hit"], row["blks_read"]
+    finally:
+        await conn.close()
+
+
+def blocks_line(counts: tuple[int, int], resources: int) -> str:
+    return f"{counts[0] / resources:.0f} blocks hit, {counts[1] / resources:.1f} read per resource"
 
 
 async def index_shapes(database_url: str, resources: int) -> dict[str, tuple[float, list[tuple[object, ...]]]]:
@@ -140,17 +157,21 @@ async def main() -> None:
         source = Path(tmp) / f"{args.kind}.ndjson"
         write_source(source, args.kind, args.resources)
         async with scratch_database() as database_url:
-            seconds, peak_kib = await asyncio.to_thread(service_load, database_url, source, args.batch_size)
+            seconds, cpu, peak_kib = await asyncio.to_thread(service_load, database_url, source, args.batch_size)
+            load_blocks = await blocks(database_url)  # before index_shapes reads the tables
             shapes = await index_shapes(database_url, args.resources)
         async with scratch_database() as database_url:
             baseline = await baseline_load(database_url, source, args.batch_size, shapes)
+            baseline_blocks = await blocks(database_url)
     rows = sum(per_resource for per_resource, _sample in shapes.values())
     print(f"{args.kind}: {args.resources:,} resources, {rows:.1f} index rows each, batches of {args.batch_size}")
-    print(f"  load      {args.resources / seconds:10,.0f} resources/s  ({seconds:.1f} s, peak RSS "
-          f"{peak_kib / 1024:.0f} MiB)")
+    print(f"  load      {args.resources / seconds:10,.0f} resources/s  ({seconds:.1f} s, loader CPU {cpu:.1f} s = "
+          f"{cpu / args.resources * 1e6:.0f} µs/resource, peak RSS {peak_kib / 1024:.0f} MiB)")
     print(f"  baseline  {args.resources / baseline:10,.0f} resources/s  ({baseline:.1f} s: parse + COPY of the "
           "bodies and as many index rows)")
     print(f"  ratio     {baseline / seconds:10.2f}")
+    print(f"  database  load: {blocks_line(load_blocks, args.resources)}; "
+          f"baseline: {blocks_line(baseline_blocks, args.resources)}")
     print(f"  (this process's own peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
 
 
