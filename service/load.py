@@ -4,6 +4,7 @@ through COPY."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
 from collections import Counter, deque
@@ -67,6 +68,17 @@ def batches(resources: Iterator[Located], size: int) -> Iterator[list[Located]]:
         yield batch
 
 
+def collect_rarely() -> None:
+    """Keep the cyclic garbage collector out of the way of a load: what start-up built is frozen out of its
+    scans, and it runs after 50,000 new container objects rather than 700. A batch creates millions of objects
+    and leaves no cycles behind, so the default thresholds spent about a third of the loader's CPU on
+    collections that found nothing (14.9 s of CPU for 100,000 Organizations, 10.2 s with the collector off,
+    at the same peak RSS). This process does nothing but load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 async def load_files(settings: Settings, paths: list[str], batch_size: int, status: StatusLine) -> int:
     """Load every file; return the process exit code: 1 when anything was invalid, 2 when a path is
     missing or a file cannot be read (what earlier batches wrote stays)."""
@@ -78,6 +90,7 @@ async def load_files(settings: Settings, paths: list[str], batch_size: int, stat
                     database.pool.acquire() as second):
             catalogs = Catalogs(Registry.builtin(settings.local_bases))
             await refresh_catalog(database.pool, catalogs)
+            collect_rarely()
             writer = BatchWriter(database.pool, (first, second), catalogs, stats,
                                  lambda: status.show(_progress_text(stats.total, time.perf_counter() - started)))
             try:
