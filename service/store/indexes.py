@@ -205,9 +205,18 @@ _FIELDS = dict(zip(INDEX_TABLES, IndexRows._fields))
 async def read_index_rows(conn: Connection, res_id: int, codes: dict[int, str]) -> IndexRows:
     """One resource's stored index rows as IndexRows; `codes` maps sp_hash to code (a row whose hash is
     not there, left by a parameter that no longer exists, shows under `?`)."""
+    fields: dict[str, list[Row | CompositeRow]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
+    missing = set()
     stored = await conn.fetchrow(SELECT_ALL_BY_RESOURCE, res_id)
     assert stored is not None, "a SELECT without FROM has a row"
-    return _index_rows({table: [row[2:] for row in stored[table] or ()] for table in TABLE_COLUMNS}, codes)
+    for table in TABLE_COLUMNS:
+        for _ctid, _res_id, hash_, *values in stored[table] or ():
+            code = codes.get(hash_, "?")
+            if table == "idx_missing":
+                missing.add(code)
+            else:
+                fields[_FIELDS[table]].append(_ROW_TYPES[table](code, *values))
+    return IndexRows._make((*map(tuple, fields.values()), frozenset(missing)))
 
 
 async def read_stored_rows(conn: Connection, res_ids: Sequence[int], codes: dict[int, str],
@@ -233,17 +242,3 @@ def _add_rows(by_resource: dict[int, list[tuple[Any, ...]]], rows: Iterable[Iter
               codes: dict[int, str]) -> None:
     for res_id, hash_, *values in rows:
         by_resource[res_id].append((codes.get(hash_) or f"?{hash_}", *values))
-
-
-def _index_rows(tables: dict[str, list[Sequence[Any]]], codes: dict[int, str]) -> IndexRows:
-    """IndexRows of stored rows given per table as (sp_hash, columns after it...)."""
-    fields: dict[str, list[Row | CompositeRow]] = {field: [] for field in _FIELDS.values()}  # in IndexRows field order
-    missing = set()
-    for table, rows in tables.items():
-        for hash_, *values in rows:
-            code = codes.get(hash_, "?")
-            if table == "idx_missing":
-                missing.add(code)
-            else:
-                fields[_FIELDS[table]].append(_ROW_TYPES[table](code, *values))
-    return IndexRows._make((*map(tuple, fields.values()), frozenset(missing)))
