@@ -9,12 +9,13 @@ import orjson
 import pytest
 
 from service.app import create_app
-from service.http.keys import POOL
+from service.http.keys import CATALOG, POOL
 from service.jobs.start import ReindexPlan, start_reindex
 from service.jobs.worker import ReindexWorkers, WorkerSettings
 from service.search.catalog import Catalogs
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
+from service.store.change_log import compact_change_log
 from service.store.indexes import TABLE_COLUMNS
 from tests.indexes import expected_index_rows, fingerprint_mismatches, stored_index_rows
 from tests.test_reindex_engine import chunk_totals, wait_ended
@@ -54,7 +55,7 @@ def registry_with(*search_parameters: dict) -> Registry:
 
 
 async def run_job(client, plan: ReindexPlan, db) -> dict:
-    started = await start_reindex(client.server.app[POOL], plan, 0)
+    started = await start_reindex(client.server.app[POOL], plan, client.server.app[CATALOG].current.generation)
     assert (await wait_ended(db, started.job_id))["state"] == "completed"
     return dict(await chunk_totals(db, started.job_id))
 
@@ -84,6 +85,38 @@ async def test_a_parameter_change_rewrites_only_its_rows_on_its_types(aiohttp_cl
 
     again = await run_job(client, ReindexPlan(), db)
     assert (again["changed"], again["unchanged"]) == (0, again["processed"])  # all current: a read each
+
+
+INTRODUCED = "SELECT base, introduced FROM search_parameter_code WHERE code = $1 ORDER BY base"
+
+
+@ORGANIZATIONS_AND_ENDPOINTS
+async def test_a_redefined_code_has_its_rows_replaced_even_once_its_first_change_is_compacted(
+        aiohttp_client, worker_settings, db, organizations_and_endpoints):
+    """A code first in force after a resource was indexed has no rows of it (its rows are written without a
+    look at the tables); a redefined code has, from the first definition on, however the change log is
+    compacted."""
+    client = await aiohttp_client(create_app(worker_settings))
+    assert (await client.put("/fhir/SearchParameter/org-alias", json=ALIAS, headers=FHIR_JSON)).status == 201
+    first = await db.fetchval("SELECT max(generation) FROM search_parameter_change")
+    assert [tuple(row) for row in await db.fetch(INTRODUCED, "alias")] == [("Organization", first)]
+    await run_job(client, ReindexPlan(types=("Organization",)), db)
+    for expression in ("Organization.name", "Organization.alias | Organization.name"):
+        redefined = {**ALIAS, "expression": expression}
+        assert (await client.put("/fhir/SearchParameter/org-alias", json=redefined, headers=FHIR_JSON)).status == 200
+    async with client.server.app[POOL].acquire() as conn:
+        assert await compact_change_log(conn) == 1  # the first change, indexed and covered by later ones
+    await client.close()
+    # The log no longer holds the code's first change; its generation is still on record, and a replica that
+    # starts now reads it.
+    assert await db.fetchval("SELECT min(generation) FROM search_parameter_change WHERE code = 'alias'") > first
+    assert [tuple(row) for row in await db.fetch(INTRODUCED, "alias")] == [("Organization", first)]
+    client = await aiohttp_client(create_app(worker_settings))
+
+    totals = await run_job(client, ReindexPlan(types=("Organization",)), db)
+    assert totals["changed"] == organizations_and_endpoints["Organization"]
+    assert await stored_index_rows(db) == await expected_index_rows(db, registry_with(redefined))
+    assert await fingerprint_mismatches(db, registry_with(redefined)) == []
 
 
 @ORGANIZATIONS_AND_ENDPOINTS

@@ -100,11 +100,13 @@ TRIAL = {**NICKNAME, "id": "trial", "url": "http://example.org/sp/trial", "code"
 
 
 def answers(catalog: Catalog) -> dict:
-    """Everything a catalog answers: its state key, pending codes, stale codes at every generation, parameters."""
+    """Everything a catalog answers: its state key, pending codes, stale and unstored codes at every generation,
+    parameters."""
     types = sorted(RESOURCE_TYPES)
     return {"generation": catalog.generation, "unindexed": catalog.unindexed,
             "pending": {t: catalog.pending_codes(t) for t in types},
             "stale": {(t, g): catalog.stale_codes(t, g) for t in types for g in range(catalog.generation + 2)},
+            "unstored": {(t, g): catalog.unstored_codes(t, g) for t in types for g in range(catalog.generation + 2)},
             "parameters": {(t, p.definition.code): p.definition for t in types for p in catalog.registry.parameters(t)}}
 
 

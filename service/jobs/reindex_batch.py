@@ -117,19 +117,24 @@ async def prepare_batch(res_type: str, rows: list[asyncpg.Record], catalog: Cata
     """Parse and extract what the batch's write needs (CPU work, yielding the loop now and then)."""
     batch = PreparedBatch(rows, time.perf_counter(), catalog.generation, [], [], {})
     slices = LoopSlices()
-    stale_by_gen: dict[int, frozenset[str]] = {}
+    codes_by_gen: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
     for row in rows:
         await slices.pause()
         index_gen = row["index_gen"]
-        stale = stale_by_gen.get(index_gen)
-        if stale is None:
-            stale = stale_by_gen[index_gen] = catalog.stale_codes(res_type, index_gen)
-        check = _what_to_check(row, stale, catalog, plan)
+        codes = codes_by_gen.get(index_gen)
+        if codes is None:
+            codes = codes_by_gen[index_gen] = (catalog.stale_codes(res_type, index_gen),
+                                               catalog.unstored_codes(res_type, index_gen))
+        check = _what_to_check(row, codes[0], catalog, plan)
         if check is None and plan.optimize_storage == "NONE":
             continue
         try:
             if check is not None:
-                batch.extracted.append(_extract(row, res_type, catalog, *check))
+                item = _extract(row, res_type, catalog, *check)
+                # Codes first in force after the resource was indexed have no rows stored: compared here, with none.
+                if item.codes is not None and item.codes <= codes[1]:
+                    item = settle(res_type, item, [])
+                batch.extracted.append(item)
             if plan.optimize_storage != "NONE":
                 body = compact_body(row["body"])
                 if plan.force or body != row["body"]:
@@ -192,8 +197,9 @@ async def write_prepared(conn: Connection, res_type: str, batch: PreparedBatch,
 
 
 async def _settle_stale_codes(conn: Connection, res_type: str, extracted: list[Extracted]) -> list[Extracted]:
-    """The resources extracted for their stale codes, compared with the stored rows of those codes. Read here, off
-    the batch's read path; the marking then checks that no writer changed the rows since the batch was read."""
+    """The resources extracted for their stale codes, compared with the stored rows of those codes (unless they
+    were compared with none already). Read here, off the batch's read path; the marking then checks that no
+    writer changed the rows since the batch was read."""
     stale = [item for item in extracted if item.pending is not None]
     if not stale:
         return extracted

@@ -29,6 +29,9 @@ class Catalog:
     unindexed: int = 0  # changes not yet reindexed (with the generation, what identifies this snapshot)
     # resource type -> (generation, code) of every logged change to its definitions, oldest first
     type_changes: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
+    # resource type -> custom code -> the generation it was first in force at (sql/0015): a resource indexed
+    # before it has no rows of the code. Built-in codes, and codes older than the record, are absent.
+    introduced: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def pending_codes(self, resource_type: str) -> frozenset[str]:
         return self.pending.get(resource_type, frozenset())
@@ -41,6 +44,12 @@ class Catalog:
         if not changes or changes[-1][0] <= index_gen:
             return frozenset()
         return frozenset(code for generation, code in changes if generation > index_gen)
+
+    def unstored_codes(self, resource_type: str, index_gen: int) -> frozenset[str]:
+        """The codes of which a resource of the type indexed at catalog generation `index_gen` has no rows:
+        they were first in force later. Its stale rows of these codes need no look in the tables."""
+        introduced = self.introduced.get(resource_type, {})
+        return frozenset(code for code, generation in introduced.items() if generation > index_gen)
 
     def index_rows(self, resource: dict[str, Any]) -> IndexRows:
         """The resource's index rows; a body whose shape is not FHIR JSON is refused (400)."""
@@ -73,7 +82,8 @@ class SearchParameterChange:
 
 def build_catalog(builtin: Registry, generation: int, definitions: Sequence[dict[str, Any]],
                   pending: Sequence[tuple[str, Sequence[str]]],
-                  changes: Sequence[tuple[int, str, Sequence[str]]] = ()) -> Catalog:
+                  changes: Sequence[tuple[int, str, Sequence[str]]] = (),
+                  introduced: Sequence[tuple[str, str, int]] = ()) -> Catalog:
     registry = builtin.copy()
     for resource in definitions:
         try:
@@ -89,7 +99,19 @@ def build_catalog(builtin: Registry, generation: int, definitions: Sequence[dict
         for resource_type in concrete_types(bases):
             type_changes.setdefault(resource_type, []).append((changed_at, code))
     return Catalog(registry, generation, {t: frozenset(codes) for t, codes in by_type.items()}, len(pending),
-                   {t: tuple(entries) for t, entries in type_changes.items()})
+                   {t: tuple(entries) for t, entries in type_changes.items()}, introduced_codes(builtin, introduced))
+
+
+def introduced_codes(builtin: Registry, introduced: Sequence[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """Per resource type, the generation each custom code was first in force at on it (the earliest over the
+    bases that name the type); a code that is also built-in for the type has rows from the start."""
+    by_type: dict[str, dict[str, int]] = {}
+    for code, base, generation in introduced:
+        for resource_type in concrete_types([base]):
+            if builtin.parameter(resource_type, code) is None:
+                codes = by_type.setdefault(resource_type, {})
+                codes[code] = min(generation, codes.get(code, generation))
+    return by_type
 
 
 class Catalogs:
@@ -108,10 +130,12 @@ class Catalogs:
 
     def install(self, generation: int, definitions: Sequence[dict[str, Any]],
                 pending: Sequence[tuple[str, Sequence[str]]],
-                changes: Sequence[tuple[int, str, Sequence[str]]] = ()) -> bool:
+                changes: Sequence[tuple[int, str, Sequence[str]]] = (),
+                introduced: Sequence[tuple[str, str, int]] = ()) -> bool:
         """Build and install the catalog of `generation` unless a newer one is in place already;
-        `changes` are the (generation, code, base) of every logged change."""
+        `changes` are the (generation, code, base) of every logged change, `introduced` the (code, base,
+        generation) each custom pair was first in force at."""
         if generation < self.current.generation:
             return False
-        self.current = build_catalog(self._builtin, generation, definitions, pending, changes)
+        self.current = build_catalog(self._builtin, generation, definitions, pending, changes, introduced)
         return True

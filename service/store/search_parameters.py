@@ -31,6 +31,7 @@ SELECT definition FROM (
 WHERE definition IS NOT NULL ORDER BY generation"""
 SELECT_PENDING = "SELECT code, base FROM search_parameter_change WHERE NOT indexed"
 SELECT_CHANGES = "SELECT generation, code, base FROM search_parameter_change ORDER BY generation"
+SELECT_INTRODUCED = "SELECT code, base, introduced FROM search_parameter_code"
 # Changes are serialised so generations commit in order: a catalog read at generation G then holds
 # every change up to G, which is what rows indexed at G (and `Catalog.stale_codes`) rely on.
 LOCK_CHANGES = "SELECT pg_advisory_xact_lock($1)"
@@ -89,7 +90,8 @@ async def _refresh_on(conn: Connection, catalogs: Catalogs) -> bool:
     definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
     pending = [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)]
     changes = [(row["generation"], row["code"], list(row["base"])) for row in await conn.fetch(SELECT_CHANGES)]
-    return catalogs.install(state["generation"], definitions, pending, changes)
+    introduced = [(row["code"], row["base"], row["introduced"]) for row in await conn.fetch(SELECT_INTRODUCED)]
+    return catalogs.install(state["generation"], definitions, pending, changes, introduced)
 
 
 async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: float) -> None:

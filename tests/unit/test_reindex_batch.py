@@ -78,3 +78,35 @@ async def test_storage_does_not_depend_on_the_index_generation() -> None:
     plan = ReindexPlan(optimize_storage="CURRENT_VERSION")
     batch = await prepare_batch("Organization", [row(1, 9, None, pretty)], CATALOG, plan)  # newer definitions
     assert batch.extracted == [] and [item.body for item in batch.rewrites] == [orjson.dumps(ORG)]
+
+
+
+ALIAS = {"resourceType": "SearchParameter", "id": "alias", "url": "http://example.org/SearchParameter/alias",
+         "name": "alias", "status": "active", "description": "aliases", "code": "alias", "base": ["Organization"],
+         "type": "string", "expression": "Organization.alias"}
+# `alias` first in force at generation 4 on every type (base Resource), since 5 on Organization alone.
+INTRODUCING = build_catalog(Registry.builtin(), 5, [ALIAS], [], [(4, "alias", ["Resource"]),
+                                                                 (5, "alias", ["Organization"])],
+                            [("alias", "Resource", 4), ("alias", "Organization", 5)])
+
+
+async def test_codes_first_in_force_after_the_indexing_are_compared_with_no_rows_at_once() -> None:
+    assert INTRODUCING.unstored_codes("Organization", 3) == {"alias"}  # by the earliest base that names the type
+    assert INTRODUCING.unstored_codes("Organization", 4) == frozenset()
+    aliased = {**ORG, "alias": ["Speedy"]}
+    indexed = fingerprint(Registry.builtin().extract(aliased))
+    rows = [row(1, 3, indexed, orjson.dumps(aliased)),  # alias was not in force yet: no rows of it are stored
+            row(2, 4, indexed, orjson.dumps(aliased))]  # it was: its stored rows are read in the write
+    first, second = (await prepare_batch("Organization", rows, INTRODUCING, ReindexPlan())).extracted
+    assert (first.codes, first.pending, first.replaces) == ({"alias"}, None, False)  # COPY, nothing to delete
+    assert first.records is not None and first.records["idx_string"]
+    assert first.fingerprint == fingerprint(INTRODUCING.registry.extract(aliased))  # of all its rows now
+    assert (second.codes, second.records) == ({"alias"}, None)
+    assert second.pending == INTRODUCING.registry.extract(aliased, frozenset({"alias"}))
+
+
+def test_a_built_in_code_overridden_has_rows_from_the_start() -> None:
+    overridden = build_catalog(Registry.builtin(), 5, [], [], [(5, "name", ["Organization"])],
+                               [("name", "Organization", 5)])
+    assert overridden.stale_codes("Organization", 3) == {"name"}
+    assert overridden.unstored_codes("Organization", 3) == frozenset()
