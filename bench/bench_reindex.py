@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import scratch_database, service_process, unsigned_token  # noqa: E402
 from bench.generate import batches, organization_id  # noqa: E402
+from service.collector import collect_rarely  # noqa: E402
 from service.db import load_migrations, migrate
 from service.fhir.resource import Submitted  # noqa: E402
 from service.jobs.start import ReindexPlan, start_reindex  # noqa: E402
@@ -205,6 +206,7 @@ async def sample_rss(peak: list[int]) -> None:
 async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[str],
                           batch_size: int, scenarios: list[str]) -> tuple[list[JobRun], int, int]:
     """The jobs with one in-process worker; returns them, VmRSS before and peak VmRSS (KiB)."""
+    collect_rarely()  # as `python -m service` does once started
     before, peak = vm_kib("self", "VmRSS"), [0]
     sampler = asyncio.create_task(sample_rss(peak))
     workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=1)).run())

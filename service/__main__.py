@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -14,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from service.app import create_app, create_runner
+from service.collector import collect_rarely
 from service.console import INTERRUPTED_EXIT, StatusLine
 from service.db import open_database
 from service.http.keys import LIFECYCLE
@@ -38,11 +38,9 @@ async def serve(settings: Settings) -> None:
     except BaseException:
         await runner.cleanup()  # close what start-up opened (pool, embedded server) before it failed
         raise
-    # Move what start-up built (modules, the compiled search parameters) out of the garbage collector's
-    # reach: a full collection then walks only young objects, instead of pausing the loop for tens of
-    # milliseconds now and then during a reindex.
-    gc.collect()
-    gc.freeze()
+    # A full collection then walks only young objects, instead of pausing the loop for tens of milliseconds
+    # now and then during a reindex, and young ones run rarely.
+    collect_rarely()
     log.info("serving", host=settings.host, port=settings.port, base_path=settings.base_path or "/",
              auth_mode=settings.auth_mode, embedded_postgres=settings.embedded)
     stop = asyncio.Event()

@@ -4,7 +4,6 @@ through COPY."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 from collections import Counter, deque
@@ -15,6 +14,7 @@ import asyncpg
 import asyncpg.exceptions
 import structlog
 
+from service.collector import collect_rarely
 from service.console import StatusLine, format_rate
 from service.db import Connection, open_database
 from service.fhir.resource import Submitted
@@ -66,17 +66,6 @@ def batches(resources: Iterator[Located], size: int) -> Iterator[list[Located]]:
         keys.add(key)
     if batch:
         yield batch
-
-
-def collect_rarely() -> None:
-    """Keep the cyclic garbage collector out of the way of a load: what start-up built is frozen out of its
-    scans, and it runs after 50,000 new container objects rather than 700. A batch creates millions of objects
-    and leaves no cycles behind, so the default thresholds spent about a third of the loader's CPU on
-    collections that found nothing (14.9 s of CPU for 100,000 Organizations, 10.2 s with the collector off,
-    at the same peak RSS). This process does nothing but load."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 async def load_files(settings: Settings, paths: list[str], batch_size: int, status: StatusLine) -> int:

@@ -17,6 +17,7 @@ from uuid import UUID
 
 import asyncpg
 
+from service.collector import collect_rarely
 from service.console import INTERRUPTED_EXIT, StatusLine, format_duration, format_rate
 from service.db import open_database
 from service.fhir.errors import FhirError
@@ -186,6 +187,7 @@ async def _workers(pool: asyncpg.Pool, catalogs: Catalogs, settings: Settings) -
     """Reindex workers in this process; on exit they stop and release their chunks to other workers."""
     worker_settings = WorkerSettings(max(settings.reindex_workers, 1), settings.reindex_lease_seconds,
                                      settings.reindex_poll_seconds)
+    collect_rarely()
     workers = asyncio.create_task(ReindexWorkers(pool, catalogs, worker_settings).run())
     try:
         yield
