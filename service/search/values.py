@@ -15,7 +15,7 @@ from typing import Any
 from service.fhir.resource_types import RESOURCE_TYPES
 from service.search.bindings import implied_systems
 from service.search.bounds import ID_LENGTH, STRING_LENGTH, TOKEN_LENGTH, URI_LENGTH, URL_LENGTH, bounded
-from service.search.dates import MAX_INSTANT, MIN_INSTANT, date_range
+from service.search.dates import MAX_INSTANT, MIN_INSTANT, REPEATS_CACHED, date_range
 from service.search.model import is_a, type_from_suffix
 from service.search.near import position_rows
 from service.search.rows import (
@@ -203,7 +203,7 @@ def uri_rows(code: str, value: object) -> tuple[Row, ...]:
     return (new_uri_row((code, bounded(value, URI_LENGTH))),) if type(value) is str and value else NONE
 
 
-@lru_cache(maxsize=65536)  # the same subject, encounter, practitioner recur across resources
+@lru_cache(maxsize=REPEATS_CACHED)  # the same subject, encounter, practitioner recur in neighbours
 def reference_target(reference: str) -> tuple[str | None, str | None, str | None] | None:
     """(type, id, absolute URL) that a literal reference names, or None (contained, urn:, conditional,
     invalid). An absolute URL keeps the URL, and also gives type and id when it ends in `Type/id`.
