@@ -2,8 +2,11 @@
 
     python bench/bench_reindex.py [--organizations N] [--observations M] [--batch-size B] [--small S]
                                   [--scenarios new param,forced,unknown,rebuild] [--no-http]
+                                  [--keep DBNAME | --reuse DBNAME]
 
-1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows.
+1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows
+   (`--keep` into a database of that name that it keeps; `--reuse` copies one kept before instead: loading
+   1,000,000 takes minutes). The jobs run on a copy, so a kept database stays as loaded.
 2. In process, one ReindexWorkers worker, three jobs per type, each timed from start_reindex to `completed`:
    - "new param": a custom SearchParameter is stored for the type (Organization.alias, Observation.issued),
      then a plain $reindex: the new parameter alone is extracted from every resource, compared with the
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import multiprocessing
 import os
 import random
@@ -53,7 +55,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import scratch_database, service_process, unsigned_token  # noqa: E402
+from bench.common import (  # noqa: E402
+    create_database,
+    kept_database,
+    scratch_database,
+    service_process,
+    unsigned_token,
+)
 from bench.generate import batches, organization_id  # noqa: E402
 from service.collector import collect_rarely  # noqa: E402
 from service.db import load_migrations, migrate
@@ -79,6 +87,7 @@ FROM job j JOIN job_chunk c ON c.job_id = j.id WHERE j.id = $1 GROUP BY j.state"
 RAW_READ = """SELECT res_id, fhir_id, version, index_gen, body FROM resource
 WHERE res_type = $1 AND NOT deleted ORDER BY res_id"""
 RAW_ROW = (1, 1234567890123, "http://terminology.hl7.org/CodeSystem/organization-type", "prov", None)
+COUNT_BY_TYPE = "SELECT res_type, count(*) FROM resource WHERE NOT deleted GROUP BY res_type"
 COUNT_CODE_ROWS = "SELECT " + " + ".join(
     f"(SELECT count(*) FROM {table} WHERE sp_hash = $1)" for table in TABLE_COLUMNS)
 CLEAR_FINGERPRINTS = "UPDATE resource_index_state SET index_hash = NULL WHERE res_type = $1"
@@ -206,7 +215,6 @@ async def sample_rss(peak: list[int]) -> None:
 async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[str],
                           batch_size: int, scenarios: list[str]) -> tuple[list[JobRun], int, int]:
     """The jobs with one in-process worker; returns them, VmRSS before and peak VmRSS (KiB)."""
-    collect_rarely()  # as `python -m service` does once started
     before, peak = vm_kib("self", "VmRSS"), [0]
     sampler = asyncio.create_task(sample_rss(peak))
     workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=1)).run())
@@ -368,6 +376,15 @@ def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], h
           f"max {max(small):.3f} s over {len(small)} runs (issue: < 1 s; HAPI 8.6.5: 4 min)")
 
 
+async def loaded(dsn: str, counts: dict[str, int]) -> None:
+    """The database migrated, and `counts` resources per type generated and loaded into it."""
+    pool = await open_pool(dsn)
+    await pool.close()
+    for kind, count in counts.items():
+        rate = await asyncio.to_thread(load_in_child, dsn, kind, count)
+        print(f"loaded {count:,} {kind} ({rate:,.0f} res/s)", flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--organizations", type=int, default=30_000)
@@ -378,18 +395,25 @@ async def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated, in this order: {','.join(SCENARIOS)}")
     parser.add_argument("--no-http", action="store_true", help="only the in-process jobs (e.g. for memory at scale)")
+    named = parser.add_mutually_exclusive_group()
+    named.add_argument("--keep", metavar="DBNAME", help="load into this new database and keep it (runs on a copy)")
+    named.add_argument("--reuse", metavar="DBNAME", help="run on a copy of a database kept by --keep (no load)")
     args = parser.parse_args()
     configure_logging(Settings(log_level="WARNING"))
     catalogs = Catalogs(Registry.builtin())
-    async with scratch_database() as dsn:
+    counts = {kind: count for kind, count in (("Organization", args.organizations),
+                                              ("Observation", args.observations)) if count}
+    kept = kept_database(args.keep or args.reuse)
+    if args.keep:
+        await create_database(args.keep)
+        await loaded(kept, counts)
+    async with scratch_database(kept) as dsn:  # the jobs change what they run on: a kept database stays as loaded
+        if kept is None:
+            await loaded(dsn, counts)
         pool = await open_pool(dsn)
-        counts = {kind: count for kind, count in (("Organization", args.organizations),
-                                                  ("Observation", args.observations)) if count}
-        for kind, count in counts.items():
-            rate = await asyncio.to_thread(load_in_child, dsn, kind, count)
-            print(f"loaded {count:,} {kind} ({rate:,.0f} res/s)", flush=True)
-        gc.collect()
-        gc.freeze()  # as the service does once started (service/__main__.py)
+        counts = dict(await pool.fetch(COUNT_BY_TYPE))
+        args.organizations = counts.get("Organization", 0)
+        collect_rarely()  # as the service does once started (service/__main__.py)
         runs, before, peak = await in_process_runs(pool, catalogs, list(counts), args.batch_size,
                                                    args.scenarios.split(","))
         await pool.close()

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 import aiohttp
 import asyncpg
@@ -33,7 +33,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SERVER_DSN, scratch_database, service_process, unsigned_token  # noqa: E402
+from bench.common import (  # noqa: E402
+    create_database,
+    kept_database,
+    scratch_database,
+    service_process,
+    unsigned_token,
+)
 from service.db import load_migrations, migrate  # noqa: E402
 from service.fhir.resource import Submitted  # noqa: E402
 from service.pools import create_pool  # noqa: E402
@@ -228,11 +234,10 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str]:
     """The database to search: a kept one (`--reuse`), one loaded and kept (`--keep`), or a scratch one."""
     named = args.reuse or args.keep
     if named:
-        url = urlunsplit(urlsplit(SERVER_DSN)._replace(path=f"/{named}"))
+        url = kept_database(named)
+        assert url is not None, "a database name"
         if args.keep:
-            admin = await asyncpg.connect(SERVER_DSN)
-            await admin.execute(f'CREATE DATABASE "{named}"')
-            await admin.close()
+            await create_database(named)
             await load(url, args.organizations, args.observations)
         await migrated(url)
         yield url

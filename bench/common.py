@@ -62,6 +62,19 @@ async def scratch_database(template: str | None = None) -> AsyncIterator[str]:
         await admin.close()
 
 
+def kept_database(name: str | None) -> str | None:
+    """The URL of the database `name` on the server of DATABASE_URL (None for None)."""
+    return urlunsplit(urlsplit(SERVER_DSN)._replace(path=f"/{name}")) if name else None
+
+
+async def create_database(name: str) -> None:
+    admin = await asyncpg.connect(SERVER_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
 async def preload(database_url: str, count: int, batch_size: int = 5000) -> None:
     """Migrate the database and write `count` generated Organizations into it through the loader's own
     `write_batch`, then VACUUM ANALYZE, so that what is measured next meets a settled table of that size."""
