@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Generator
+from collections.abc import AsyncIterator, Awaitable, Generator
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -52,20 +53,27 @@ class Pool(asyncpg.Pool):
         """`fetchrow` of a statement that leaves no session state behind (a plain SELECT, no function that
         sets anything): its connection goes back to the pool without the reset statement, a round trip that
         otherwise doubles the time a single-row read holds its connection."""
+        async with self.acquire_stateless() as conn:
+            return await conn.fetchrow(query, *args)
+
+    @asynccontextmanager
+    async def acquire_stateless(self) -> AsyncIterator[Connection]:
+        """`acquire` for work that leaves no session state behind when it ends without an error: plain SELECTs,
+        or a transaction whose settings are all LOCAL. The connection goes back to the pool without the reset
+        statement; after an error it is reset as usual."""
         stateless = None
         try:
             async with self.acquire() as conn:
-                row = await conn.fetchrow(query, *args)
-                stateless = _STATELESS.set(True)  # only once the statement succeeded
-            return row
+                yield conn
+                stateless = _STATELESS.set(True)  # only once the work succeeded
         finally:
             if stateless is not None:
                 _STATELESS.reset(stateless)
 
     # The stubs name asyncpg's own context class as the result; ours wraps it with the same interface.
     def acquire(self, *, timeout: float | None = None) -> _Acquiring:  # type: ignore[override]
-        timeout = timeout or self._acquire_timeout
-        return _Acquiring(super().acquire(timeout=timeout), timeout)
+        # The timeout is ours to apply: given one, asyncpg runs each acquire and each release in a task of its own.
+        return _Acquiring(super().acquire(), timeout or self._acquire_timeout)
 
 
 class _Acquiring:
@@ -85,7 +93,8 @@ class _Acquiring:
 
     async def _named(self, acquiring: Awaitable[Connection]) -> Connection:
         try:
-            return await acquiring
+            async with asyncio.timeout(self._timeout):
+                return await acquiring
         except TimeoutError:
             raise PoolExhausted(self._timeout or 0) from None
 

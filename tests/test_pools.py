@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from service.app import create_app
@@ -85,6 +86,17 @@ async def test_only_a_stateless_read_skips_the_reset_of_its_connection(database_
         assert await pool.fetchval(MARKER) in ("", None)
         async with pool.acquire() as conn, conn.transaction():  # a write transaction's connection too
             await conn.execute("SELECT set_config('fhir.test_marker', 'in transaction', false)")
+        assert await pool.fetchval(MARKER) in ("", None)
+        # A search's transaction: its settings are LOCAL, gone at its end, so no reset follows it.
+        async with pool.acquire_stateless() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute("SELECT set_config('statement_timeout', '5ms', true)")
+            await conn.execute("SELECT set_config('fhir.test_marker', 'search', false)")
+        assert (await pool.fetchval(MARKER), await pool.fetchval("SHOW statement_timeout")) == ("search", "1min")
+        # Unless it fails: then its connection is reset as any other.
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with pool.acquire_stateless() as conn:
+                await conn.execute("SELECT set_config('fhir.test_marker', 'failed', false)")
+                await conn.execute("SELECT 1 / 0")
         assert await pool.fetchval(MARKER) in ("", None)
     finally:
         await pool.close()

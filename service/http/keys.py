@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.http.tokens import Principal, TokenVerifier
 from service.metrics import Metrics
+from service.pools import Pool
 from service.search.catalog import Catalogs
 from service.settings import Settings
 from service.store.resources import ResourceStore
@@ -29,7 +30,7 @@ class Lifecycle:
 
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)  # requests'
+POOL = web.AppKey("pool", Pool)  # requests'
 JOB_POOL = web.AppKey("job_pool", asyncpg.Pool)  # the job engine's: workers, listeners, upkeep
 # Readiness and metrics only: one connection that requests never take.
 PROBE_POOL = web.AppKey("probe_pool", asyncpg.Pool)

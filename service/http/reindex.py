@@ -39,8 +39,8 @@ async def start(request: web.Request) -> web.Response:
     catalogs, base = request.app[CATALOG], base_url(request)
     filters = parse_filters(catalogs.registry, base, reindex.searches)
     plan = ReindexPlan.for_request(reindex, filters, base)
-    principal = request[PRINCIPAL]
-    started = await start_reindex(request.app[POOL], plan, catalogs.current.generation, principal.user_id,
+    principal, pool = request[PRINCIPAL], request.app[POOL]
+    started = await start_reindex(pool, plan, catalogs.current.generation, principal.user_id,
                                   principal.user_type, throttle=reindex.throttle or None)
     respond = already_running_response if started.already_running else accepted_response
     status, body, headers = respond(_poll_url(request, started.job_id), _prefers_async(request))

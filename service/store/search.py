@@ -10,6 +10,7 @@ import asyncpg
 
 from service.db import Connection
 from service.fhir.errors import FhirError
+from service.pools import Pool
 from service.search.cursor import BACKWARD, SortValue
 from service.search.includes import Include
 from service.search.param_hash import sp_hash
@@ -74,12 +75,13 @@ class Budget:
         await self._conn.execute(SET_STATEMENT_TIMEOUT, f"{left_ms}ms")  # local to the search's transaction
 
 
-async def run_search(pool: asyncpg.Pool, query: SearchQuery, count_total: bool, include_limit: int,
+async def run_search(pool: Pool, query: SearchQuery, count_total: bool, include_limit: int,
                      timeout_ms: int) -> SearchResult:
     """Page, count (when `count_total`) and includes in one read-only repeatable-read snapshot, all within
     `timeout_ms` (a 503 beyond it)."""
     try:
-        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # The statement timeouts are local to the transaction: its connection needs no reset after it.
+        async with pool.acquire_stateless() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await _run(conn, Budget(conn, timeout_ms), query, count_total, include_limit)
     except asyncpg.QueryCanceledError:
         raise FhirError(503, f"The search was cancelled after {timeout_ms} ms (FHIR_SEARCH_TIMEOUT_MS): narrow it "
