@@ -27,11 +27,13 @@ MIN_REQUEST_CONNECTIONS = 2
 
 @dataclass(frozen=True, slots=True)
 class PoolSize:
-    """One connection pool: its size and the statement_timeout its connections are opened with."""
+    """One connection pool: its size and the statement_timeout its connections are opened with; a pool for
+    batch work (`batch`) plans every statement for its arguments (see service/pools.py)."""
 
     min_size: int
     max_size: int
     statement_timeout_ms: int
+    batch: bool = False
 
 
 def parse_role_map(text: str) -> dict[str, list[str]]:
@@ -218,7 +220,7 @@ class Settings(BaseSettings):
         return PoolSize(min(self.pool_min_size, requests), requests, self.statement_timeout_ms)
 
     def job_pool(self) -> PoolSize:
-        return PoolSize(ENGINE_CONNECTIONS, self.job_pool_size, self.job_statement_timeout_ms)
+        return PoolSize(ENGINE_CONNECTIONS, self.job_pool_size, self.job_statement_timeout_ms, batch=True)
 
     def probe_pool(self) -> PoolSize:
         """Readiness and metrics: one connection of their own, beside `pool_max_size`."""
@@ -226,7 +228,7 @@ class Settings(BaseSettings):
 
     def operator_pool(self) -> PoolSize:
         """The one pool of an operator command (`load`, `reindex`, `migrate`): batch work, so the job timeout."""
-        return PoolSize(self.pool_min_size, self.pool_max_size, self.job_statement_timeout_ms)
+        return PoolSize(self.pool_min_size, self.pool_max_size, self.job_statement_timeout_ms, batch=True)
 
     def jwks_urls_by_issuer(self) -> dict[str, tuple[str, ...]]:
         """Accepted issuer -> the JWKS URLs whose keys may sign its tokens: pairwise, or all issuers to the one

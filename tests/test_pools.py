@@ -44,6 +44,9 @@ async def test_the_job_engine_uses_its_own_pool_and_requests_keep_theirs(aiohttp
     assert requests.get_size() == requests.get_idle_size(), "no request runs, so no request connection is held"
     assert await requests.fetchval("SHOW statement_timeout") == "1min"
     assert await jobs.fetchval("SHOW statement_timeout") == "10min"
+    # Batch statements are planned for their arguments, requests' may use a generic plan.
+    assert (await requests.fetchval("SHOW plan_cache_mode"), await jobs.fetchval("SHOW plan_cache_mode")) == (
+        "auto", "force_custom_plan")
 
     # Every connection the job engine may take is taken: requests are still served, five at once.
     held = [await jobs.acquire() for _ in range(jobs.get_max_size() - (jobs.get_size() - jobs.get_idle_size()))]
