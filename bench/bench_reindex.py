@@ -2,12 +2,13 @@
 
     python bench/bench_reindex.py [--organizations N] [--observations M] [--batch-size B] [--small S]
                                   [--scenarios new param,forced,unknown,rebuild] [--no-http]
-                                  [--keep DBNAME | --reuse DBNAME]
+                                  [--workers W] [--keep DBNAME | --reuse DBNAME]
 
 1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows
    (`--keep` into a database of that name that it keeps; `--reuse` copies one kept before instead: loading
    1,000,000 takes minutes). The jobs run on a copy, so a kept database stays as loaded.
-2. In process, one ReindexWorkers worker, three jobs per type, each timed from start_reindex to `completed`:
+2. In process, ReindexWorkers with `--workers` workers (by default the service's default, FHIR_REINDEX_WORKERS),
+   the jobs of `--scenarios` per type, each timed from start_reindex to `completed`:
    - "new param": a custom SearchParameter is stored for the type (Organization.alias, Observation.issued),
      then a plain $reindex: the new parameter alone is extracted from every resource, compared with the
      stored rows of its code (none), and its rows written (the day-to-day job);
@@ -27,7 +28,7 @@
    LIKE idx_token: same columns, no indexes), one transaction per batch. Ratio = job / raw.
 4. Peak RSS: VmRSS of this process sampled while the worker runs (the data is generated and loaded by a
    child process, so this one holds what a service replica holds), and VmHWM of the service subprocess.
-5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=1): a "rebuild" POST $reindex of the Organizations to
+5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=`--workers`): a "rebuild" POST $reindex of the Organizations to
    the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id}; then, for a
    database of `--small` Organizations, a SearchParameter PUT followed by POST $reindex to the first 200
    (the issue: 32 in < 1 s; HAPI 8.6.5: 4 min).
@@ -212,12 +213,12 @@ async def sample_rss(peak: list[int]) -> None:
         await asyncio.sleep(0.02)
 
 
-async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[str],
+async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[str], workers: int,
                           batch_size: int, scenarios: list[str]) -> tuple[list[JobRun], int, int]:
     """The jobs with one in-process worker; returns them, VmRSS before and peak VmRSS (KiB)."""
     before, peak = vm_kib("self", "VmRSS"), [0]
     sampler = asyncio.create_task(sample_rss(peak))
-    workers = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=1)).run())
+    worker_task = asyncio.create_task(ReindexWorkers(pool, catalogs, WorkerSettings(count=workers)).run())
     runs = []
     try:
         for kind in kinds:
@@ -230,9 +231,9 @@ async def in_process_runs(pool: asyncpg.Pool, catalogs: Catalogs, kinds: list[st
                     job_sampler.cancel()
                 runs[-1].peak_rss_kib = job_peak[0]
     finally:
-        for task in (workers, sampler):
+        for task in (worker_task, sampler):
             task.cancel()
-        await asyncio.gather(workers, sampler, return_exceptions=True)
+        await asyncio.gather(worker_task, sampler, return_exceptions=True)
     return runs, before, peak[0]
 
 
@@ -312,13 +313,13 @@ async def probe(session: aiohttp.ClientSession, base: str, organizations: int, p
     return ready, reads
 
 
-async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int) -> dict[str, object]:
+async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int, workers: int) -> dict[str, object]:
     """A "rebuild" reindex of the Organizations over HTTP while paced clients probe; the probes idle first."""
     conn = await asyncpg.connect(dsn)
     await damage(conn, "Organization", lose_rows=True)
     await conn.close()
     stop = asyncio.Event()
-    async with service_process(dsn, FHIR_REINDEX_WORKERS="1") as base, http_session() as session:
+    async with service_process(dsn, FHIR_REINDEX_WORKERS=str(workers)) as base, http_session() as session:
         idle = await probe(session, base, organizations, probes, asyncio.Event(), limit=100)
         during = asyncio.create_task(probe(session, base, organizations, probes, stop))
         try:
@@ -350,7 +351,7 @@ async def small_http_runs(count: int, repeat: int, batch: int) -> list[float]:
 
 def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], http: dict | None,
            small: list[float] | None) -> None:
-    print(f"$reindex, 1 in-process worker, batch {args.batch_size}; raw = cursor + orjson.loads + COPY "
+    print(f"$reindex, {args.workers} in-process worker(s), batch {args.batch_size}; raw = cursor + orjson.loads + COPY "
           f"of as many constant rows as the job extracted, into a logged LIKE-idx_token table without indexes")
     print(f"{'type':<13}{'job':<10}{'resources':>10}{'rows':>12}{'written':>12}{'changed':>10}{'s':>8}{'res/s':>8}"
           f"{'rows/s':>10}{'raw res/s':>10}{'ratio':>6}{'peak MiB':>9}")
@@ -390,6 +391,8 @@ async def main() -> None:
     parser.add_argument("--organizations", type=int, default=30_000)
     parser.add_argument("--observations", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=Settings().reindex_workers,
+                        help="reindex workers of the in-process runs and the service (default: the service's)")
     parser.add_argument("--small", type=int, default=32)
     parser.add_argument("--probes", type=int, default=2, help="paced clients per probed endpoint")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
@@ -414,12 +417,13 @@ async def main() -> None:
         counts = dict(await pool.fetch(COUNT_BY_TYPE))
         args.organizations = counts.get("Organization", 0)
         collect_rarely()  # as the service does once started (service/__main__.py)
-        runs, before, peak = await in_process_runs(pool, catalogs, list(counts), args.batch_size,
+        runs, before, peak = await in_process_runs(pool, catalogs, list(counts), args.workers, args.batch_size,
                                                    args.scenarios.split(","))
         await pool.close()
         for run in runs:
             run.raw_seconds = await raw_baseline(dsn, run, args.batch_size)
-        http = None if args.no_http else await probed_http_run(dsn, args.organizations, args.probes, args.batch_size)
+        http = None if args.no_http else await probed_http_run(dsn, args.organizations, args.probes, args.batch_size,
+                                                               args.workers)
     small = None if args.no_http else await small_http_runs(args.small, 5, args.batch_size)
     report(args, runs, (before, peak), http, small)
 
