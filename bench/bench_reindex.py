@@ -10,8 +10,9 @@
 2. In process, ReindexWorkers with `--workers` workers (by default the service's default, FHIR_REINDEX_WORKERS),
    the jobs of `--scenarios` per type, each timed from start_reindex to `completed`:
    - "new param": a custom SearchParameter is stored for the type (Organization.alias, Observation.issued),
-     then a plain $reindex: the new parameter alone is extracted from every resource, compared with the
-     stored rows of its code (none), and its rows written (the day-to-day job);
+     then a plain $reindex: the new parameter alone is extracted from every resource and its rows written,
+     with no look for stored ones, as the code was first in force after every resource was indexed (the
+     day-to-day job);
    - "forced": force=true over current rows: every resource re-extracted with all parameters and compared
      with the rows stored (read back per batch); nothing differs, so nothing is written (HAPI's full
      reindex of unchanged data);
@@ -28,9 +29,9 @@
    LIKE idx_token: same columns, no indexes), one transaction per batch. Ratio = job / raw.
 4. Peak RSS: VmRSS of this process sampled while the worker runs (the data is generated and loaded by a
    child process, so this one holds what a service replica holds), and VmHWM of the service subprocess.
-5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=`--workers`): a "rebuild" POST $reindex of the Organizations to
-   the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id}; then, for a
-   database of `--small` Organizations, a SearchParameter PUT followed by POST $reindex to the first 200
+5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=`--workers`): a "rebuild" POST $reindex of the
+   Organizations to the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id};
+   then, for a database of `--small` Organizations, a SearchParameter PUT followed by POST $reindex to the first 200
    (the issue: 32 in < 1 s; HAPI 8.6.5: 4 min).
 The machine is noisy (other processes run): compare the ratios, not the absolute figures, between runs.
 """
