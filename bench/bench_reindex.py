@@ -2,7 +2,7 @@
 
     python bench/bench_reindex.py [--organizations N] [--observations M] [--batch-size B] [--small S]
                                   [--scenarios new param,forced,unknown,rebuild] [--no-http]
-                                  [--workers W] [--keep DBNAME | --reuse DBNAME]
+                                  [--workers W] [--http-job rebuild|"new param"] [--keep DBNAME | --reuse DBNAME]
 
 1. Generates Organizations and Observations (bench/generate.py) and bulk-loads them with their index rows
    (`--keep` into a database of that name that it keeps; `--reuse` copies one kept before instead: loading
@@ -29,10 +29,11 @@
    LIKE idx_token: same columns, no indexes), one transaction per batch. Ratio = job / raw.
 4. Peak RSS: VmRSS of this process sampled while the worker runs (the data is generated and loaded by a
    child process, so this one holds what a service replica holds), and VmHWM of the service subprocess.
-5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=`--workers`): a "rebuild" POST $reindex of the
-   Organizations to the first 200 poll, while paced clients probe GET /readyz and GET /fhir/Organization/{id};
-   then, for a database of `--small` Organizations, a SearchParameter PUT followed by POST $reindex to the first 200
-   (the issue: 32 in < 1 s; HAPI 8.6.5: 4 min).
+5. Over HTTP (`python -m service`, FHIR_REINDEX_WORKERS=`--workers`): a POST $reindex of the Organizations
+   ("rebuild", or with `--http-job "new param"` one after a SearchParameter PUT) to the first 200 poll,
+   while paced clients probe GET /readyz and GET /fhir/Organization/{id}; then, for a database of `--small`
+   Organizations, a SearchParameter PUT followed by POST $reindex to the first 200 (the issue: 32 in < 1 s;
+   HAPI 8.6.5: 4 min).
 The machine is noisy (other processes run): compare the ratios, not the absolute figures, between runs.
 """
 
@@ -314,13 +315,21 @@ async def probe(session: aiohttp.ClientSession, base: str, organizations: int, p
     return ready, reads
 
 
-async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int, workers: int) -> dict[str, object]:
-    """A "rebuild" reindex of the Organizations over HTTP while paced clients probe; the probes idle first."""
-    conn = await asyncpg.connect(dsn)
-    await damage(conn, "Organization", lose_rows=True)
-    await conn.close()
+async def probed_http_run(dsn: str, organizations: int, probes: int, batch: int, workers: int,
+                          job: str) -> dict[str, object]:
+    """A reindex of the Organizations over HTTP ("rebuild", or "new param": after a SearchParameter PUT) while
+    paced clients probe; the probes idle first."""
+    if job == "rebuild":
+        conn = await asyncpg.connect(dsn)
+        await damage(conn, "Organization", lose_rows=True)
+        await conn.close()
     stop = asyncio.Event()
     async with service_process(dsn, FHIR_REINDEX_WORKERS=str(workers)) as base, http_session() as session:
+        if job == "new param":  # a code of its own: the in-process runs may have added theirs
+            parameter = search_parameter("bench-http-alias", "Organization", "string", "Organization.alias")
+            url = f"{base}/fhir/SearchParameter/bench-http-alias"
+            async with session.put(url, data=orjson.dumps(parameter)) as put:
+                assert put.status == 201, await put.text()
         idle = await probe(session, base, organizations, probes, asyncio.Event(), limit=100)
         during = asyncio.create_task(probe(session, base, organizations, probes, stop))
         try:
@@ -366,7 +375,7 @@ def report(args: argparse.Namespace, runs: list[JobRun], rss: tuple[int, int], h
     if http is None or small is None:
         return
     orgs = args.organizations
-    print(f"HTTP: {orgs:,} Organizations, rebuild POST $reindex -> 200 in {http['seconds']:.2f} s "
+    print(f"HTTP: {orgs:,} Organizations, {args.http_job} POST $reindex -> 200 in {http['seconds']:.2f} s "
           f"({orgs / http['seconds']:,.0f} res/s); service VmHWM {http['service_rss'] / 1024:.0f} MiB")
     for index, name in enumerate(("GET /readyz", "GET /fhir/Organization/{id}")):
         idle, during = http["idle"][index], http["during"][index]
@@ -399,6 +408,8 @@ async def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma-separated, in this order: {','.join(SCENARIOS)}")
     parser.add_argument("--no-http", action="store_true", help="only the in-process jobs (e.g. for memory at scale)")
+    parser.add_argument("--http-job", choices=("rebuild", "new param"), default="rebuild",
+                        help="the job over HTTP while the probes run")
     named = parser.add_mutually_exclusive_group()
     named.add_argument("--keep", metavar="DBNAME", help="load into this new database and keep it (runs on a copy)")
     named.add_argument("--reuse", metavar="DBNAME", help="run on a copy of a database kept by --keep (no load)")
@@ -424,7 +435,7 @@ async def main() -> None:
         for run in runs:
             run.raw_seconds = await raw_baseline(dsn, run, args.batch_size)
         http = None if args.no_http else await probed_http_run(dsn, args.organizations, args.probes, args.batch_size,
-                                                               args.workers)
+                                                               args.workers, args.http_job)
     small = None if args.no_http else await small_http_runs(args.small, 5, args.batch_size)
     report(args, runs, (before, peak), http, small)
 
