@@ -15,6 +15,7 @@ import pytest
 
 from service.app import create_app
 from service.http.keys import CATALOG
+from service.search.catalog import ChangeLog
 from tests.search_data import (
     entries,
     folded,
@@ -307,7 +308,7 @@ async def test_chain_general_practitioner_identifier(client):
 
 async def test_pending_parameter_adds_an_incomplete_warning(app, client):
     catalogs = app[CATALOG]
-    catalogs.install(catalogs.current.generation + 10**9, [], [("name", ["Organization"])])
+    catalogs.install(ChangeLog(catalogs.current.generation + 10**9, pending=[("name", ["Organization"])]))
     bundle = await get_bundle(client, "/fhir/Organization?name=acme")
     outcome = entries(bundle, "outcome")
     assert len(outcome) == 1

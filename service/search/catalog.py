@@ -80,26 +80,35 @@ class SearchParameterChange:
     definition: dict[str, Any] | None
 
 
-def build_catalog(builtin: Registry, generation: int, definitions: Sequence[dict[str, Any]],
-                  pending: Sequence[tuple[str, Sequence[str]]],
-                  changes: Sequence[tuple[int, str, Sequence[str]]] = (),
-                  introduced: Sequence[tuple[str, str, int]] = ()) -> Catalog:
+@dataclass(frozen=True, slots=True)
+class ChangeLog:
+    """What a catalog is built from: the SearchParameter change log as read in one snapshot."""
+
+    generation: int  # the latest change's
+    definitions: Sequence[dict[str, Any]] = ()  # the SearchParameter resources in force, oldest first
+    pending: Sequence[tuple[str, Sequence[str]]] = ()  # (code, base) of the changes not yet indexed
+    changes: Sequence[tuple[int, str, Sequence[str]]] = ()  # (generation, code, base) of every logged change
+    introduced: Sequence[tuple[str, str, int]] = ()  # (code, base, generation) each custom pair was first in force
+
+
+def build_catalog(builtin: Registry, change_log: ChangeLog) -> Catalog:
     registry = builtin.copy()
-    for resource in definitions:
+    for resource in change_log.definitions:
         try:
             registry.add_resource(resource)
         except InvalidSearchParameter as exc:  # stored by an older version that accepted it
             log.warning("search_parameter_skipped", url=resource.get("url"), code=resource.get("code"), reason=str(exc))
     by_type: dict[str, set[str]] = {}
-    for code, bases in pending:
+    for code, bases in change_log.pending:
         for resource_type in concrete_types(bases):
             by_type.setdefault(resource_type, set()).add(code)
     type_changes: dict[str, list[tuple[int, str]]] = {}
-    for changed_at, code, bases in sorted(changes):
+    for changed_at, code, bases in sorted(change_log.changes):
         for resource_type in concrete_types(bases):
             type_changes.setdefault(resource_type, []).append((changed_at, code))
-    return Catalog(registry, generation, {t: frozenset(codes) for t, codes in by_type.items()}, len(pending),
-                   {t: tuple(entries) for t, entries in type_changes.items()}, introduced_codes(builtin, introduced))
+    return Catalog(registry, change_log.generation, {t: frozenset(codes) for t, codes in by_type.items()},
+                   len(change_log.pending), {t: tuple(entries) for t, entries in type_changes.items()},
+                   introduced_codes(builtin, change_log.introduced))
 
 
 def introduced_codes(builtin: Registry, introduced: Sequence[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
@@ -128,14 +137,9 @@ class Catalogs:
     def pending_codes(self, resource_type: str) -> frozenset[str]:
         return self.current.pending_codes(resource_type)
 
-    def install(self, generation: int, definitions: Sequence[dict[str, Any]],
-                pending: Sequence[tuple[str, Sequence[str]]],
-                changes: Sequence[tuple[int, str, Sequence[str]]] = (),
-                introduced: Sequence[tuple[str, str, int]] = ()) -> bool:
-        """Build and install the catalog of `generation` unless a newer one is in place already;
-        `changes` are the (generation, code, base) of every logged change, `introduced` the (code, base,
-        generation) each custom pair was first in force at."""
-        if generation < self.current.generation:
+    def install(self, change_log: ChangeLog) -> bool:
+        """Build and install the catalog of the change log unless a newer one is in place already."""
+        if change_log.generation < self.current.generation:
             return False
-        self.current = build_catalog(self._builtin, generation, definitions, pending, changes, introduced)
+        self.current = build_catalog(self._builtin, change_log)
         return True

@@ -6,7 +6,7 @@ import asyncpg
 import structlog
 
 from service.db import Connection
-from service.search.catalog import Catalog, Catalogs, SearchParameterChange
+from service.search.catalog import Catalog, Catalogs, ChangeLog, SearchParameterChange
 from service.store.notifications import CONNECTION_ERRORS, listening, reraise_if_cancelling
 
 log = structlog.get_logger(__name__)
@@ -87,11 +87,12 @@ async def _refresh_on(conn: Connection, catalogs: Catalogs) -> bool:
     assert state is not None, "an aggregate without GROUP BY has a row"
     if (state["generation"], state["unindexed"]) == (catalogs.current.generation, catalogs.current.unindexed):
         return False
-    definitions = [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)]
-    pending = [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)]
-    changes = [(row["generation"], row["code"], list(row["base"])) for row in await conn.fetch(SELECT_CHANGES)]
-    introduced = [(row["code"], row["base"], row["introduced"]) for row in await conn.fetch(SELECT_INTRODUCED)]
-    return catalogs.install(state["generation"], definitions, pending, changes, introduced)
+    return catalogs.install(ChangeLog(
+        state["generation"],
+        [row["definition"] for row in await conn.fetch(SELECT_CURRENT_DEFINITIONS)],
+        [(row["code"], list(row["base"])) for row in await conn.fetch(SELECT_PENDING)],
+        [(row["generation"], row["code"], list(row["base"])) for row in await conn.fetch(SELECT_CHANGES)],
+        [(row["code"], row["base"], row["introduced"]) for row in await conn.fetch(SELECT_INTRODUCED)]))
 
 
 async def follow_changes(pool: asyncpg.Pool, catalogs: Catalogs, poll_seconds: float) -> None:

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from service.search.catalog import build_catalog
+from service.search.catalog import ChangeLog, build_catalog
 from service.search.registry import Registry
 from service.search.rows import DateRow, IndexRows, QuantityRow, StringRow, fingerprint
 
@@ -39,7 +39,7 @@ def test_the_fingerprint_tells_rows_apart() -> None:
 
 def test_a_change_makes_only_its_codes_stale_and_only_on_its_types() -> None:
     changes = [(3, "alias", ["Organization"]), (5, "tag", ["Resource"]), (7, "alias", ["Organization"])]
-    catalog = build_catalog(Registry.builtin(), 7, [], [], changes)
+    catalog = build_catalog(Registry.builtin(), ChangeLog(7, changes=changes))
     assert catalog.stale_codes("Organization", 0) == {"alias", "tag"}
     assert catalog.stale_codes("Organization", 5) == {"alias"}
     assert catalog.stale_codes("Organization", 7) == frozenset()

@@ -6,13 +6,13 @@ import orjson
 
 from service.jobs.reindex_batch import prepare_batch
 from service.jobs.start import ReindexPlan
-from service.search.catalog import build_catalog
+from service.search.catalog import ChangeLog, build_catalog
 from service.search.extractor import Extractor, current
 from service.search.registry import Registry
 from service.search.rows import StringRow, fingerprint
 
 ORG = {"resourceType": "Organization", "id": "o1", "name": "Acme"}
-CATALOG = build_catalog(Registry.builtin(), 3, [], [], [(3, "name", ["Organization"])])
+CATALOG = build_catalog(Registry.builtin(), ChangeLog(3, changes=[(3, "name", ["Organization"])]))
 
 
 MINE = current()
@@ -85,9 +85,9 @@ ALIAS = {"resourceType": "SearchParameter", "id": "alias", "url": "http://exampl
          "name": "alias", "status": "active", "description": "aliases", "code": "alias", "base": ["Organization"],
          "type": "string", "expression": "Organization.alias"}
 # `alias` first in force at generation 4 on every type (base Resource), since 5 on Organization alone.
-INTRODUCING = build_catalog(Registry.builtin(), 5, [ALIAS], [], [(4, "alias", ["Resource"]),
-                                                                 (5, "alias", ["Organization"])],
-                            [("alias", "Resource", 4), ("alias", "Organization", 5)])
+INTRODUCING = build_catalog(Registry.builtin(), ChangeLog(
+    5, [ALIAS], changes=[(4, "alias", ["Resource"]), (5, "alias", ["Organization"])],
+    introduced=[("alias", "Resource", 4), ("alias", "Organization", 5)]))
 
 
 async def test_codes_first_in_force_after_the_indexing_are_compared_with_no_rows_at_once() -> None:
@@ -106,7 +106,7 @@ async def test_codes_first_in_force_after_the_indexing_are_compared_with_no_rows
 
 
 def test_a_built_in_code_overridden_has_rows_from_the_start() -> None:
-    overridden = build_catalog(Registry.builtin(), 5, [], [], [(5, "name", ["Organization"])],
-                               [("name", "Organization", 5)])
+    overridden = build_catalog(Registry.builtin(), ChangeLog(5, changes=[(5, "name", ["Organization"])],
+                                                             introduced=[("name", "Organization", 5)]))
     assert overridden.stale_codes("Organization", 3) == {"name"}
     assert overridden.unstored_codes("Organization", 3) == frozenset()
