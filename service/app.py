@@ -9,8 +9,20 @@ from contextlib import suppress
 from aiohttp import web
 
 from service.db import open_service_database
+from service.fhir.capability import StatementCache
 from service.http.auth import authenticate, authentication_context
-from service.http.keys import CATALOG, JOB_POOL, LIFECYCLE, METRICS, POOL, PROBE_POOL, SETTINGS, STORE, Lifecycle
+from service.http.keys import (
+    CAPABILITY_STATEMENTS,
+    CATALOG,
+    JOB_POOL,
+    LIFECYCLE,
+    METRICS,
+    POOL,
+    PROBE_POOL,
+    SETTINGS,
+    STORE,
+    Lifecycle,
+)
 from service.http.middlewares import add_common_headers, fhir_errors, fhir_negotiation, request_context
 from service.http.routes import add_routes
 from service.jobs.worker import ReindexWorkers, WorkerSettings
@@ -38,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app[LIFECYCLE] = Lifecycle()
+    app[CAPABILITY_STATEMENTS] = StatementCache()
     app.on_response_prepare.append(add_common_headers)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_search_parameters)

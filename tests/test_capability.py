@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from service.fhir.capability import StatementCache
 from service.fhir.resource_types import RESOURCE_TYPES
-from service.http.keys import CATALOG
+from service.http.keys import CAPABILITY_STATEMENTS, CATALOG
 from service.search.query import parse_search
 from service.search.terms import SearchContext
 
@@ -119,3 +120,16 @@ async def test_a_custom_search_parameter_is_listed_once_added(client):
 
 def _resource(body: dict[str, Any], res_type: str) -> dict[str, Any]:
     return next(entry for entry in body["rest"][0]["resource"] if entry["type"] == res_type)
+
+
+async def test_each_base_url_gets_its_own_statement_and_a_few_are_kept(client):
+    """Built once per base URL (and registry): a proxy's forwarded host is named in its own statement, and a
+    client sending many hosts cannot make the service keep a statement for each."""
+    hosts = [f"h{number}.example" for number in range(StatementCache.MAX_ENTRIES + 3)]
+    for host in [*hosts, *hosts]:
+        response = await client.get("/fhir/metadata", headers={"X-Forwarded-Host": host})
+        body = await response.json(content_type=None)
+        assert body["implementation"]["url"] == f"http://{host}/fhir"
+    plain = await statement(client)
+    assert plain["implementation"]["url"] == f"http://{client.server.host}:{client.server.port}/fhir"
+    assert len(client.server.app[CAPABILITY_STATEMENTS]) == StatementCache.MAX_ENTRIES

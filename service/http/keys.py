@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import asyncpg
 from aiohttp import web
 
+from service.fhir.capability import StatementCache
 from service.http.tokens import Principal, TokenVerifier
 from service.metrics import Metrics
 from service.pools import Pool
@@ -38,6 +39,7 @@ STORE = web.AppKey("store", ResourceStore)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 CATALOG = web.AppKey("catalog", Catalogs)
+CAPABILITY_STATEMENTS = web.AppKey("capability_statements", StatementCache)
 TOKEN_VERIFIER = web.AppKey("token_verifier", TokenVerifier)
 
 # Per-request values set by the middlewares.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.fhir.capability import Server, capability_statement
+from service.fhir.capability import Server
 from service.fhir.capability_routes import capabilities
-from service.http.keys import CATALOG, LIFECYCLE, POOL, SETTINGS
+from service.http.keys import CAPABILITY_STATEMENTS, CATALOG, LIFECYCLE, POOL, SETTINGS
 from service.http.responses import fhir_response
 from service.http.urls import base_url
 from service.settings import Settings
@@ -29,7 +29,7 @@ async def metadata(request: web.Request) -> web.Response:
     server = Server(base_url(request), request.app[LIFECYCLE].started, capabilities(_routes(request.app, settings)),
                     SECURITY[settings.auth_mode or "jwks"],
                     "multiple" if settings.conditional_delete_multiple else "single", full_text)
-    return fhir_response(request, 200, capability_statement(server, request.app[CATALOG].registry))
+    return fhir_response(request, 200, request.app[CAPABILITY_STATEMENTS].get(server, request.app[CATALOG].registry))
 
 
 def _routes(app: web.Application, settings: Settings) -> list[tuple[str, str]]:
