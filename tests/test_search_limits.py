@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
+import pytest
 from aiohttp import web
 
 from service.app import create_app, create_runner
@@ -110,11 +111,18 @@ async def test_repeated_terms_up_to_the_cap_are_fast(client):
     assert time.perf_counter() - started < 1.0
 
 
-async def test_search_timeout_cancels_the_query_in_postgresql(aiohttp_client, settings, database_url, db):
+# A search of one statement runs alone (asyncpg cancels it at the timeout); one of more runs in a snapshot (each
+# statement with a local statement_timeout of what is left).
+ONE_STATEMENT_OR_MORE = pytest.mark.parametrize("query", ["name=a", "name=a&_total=accurate",
+                                                          "name=a&_include=Patient:organization"])
+
+
+@ONE_STATEMENT_OR_MORE
+async def test_search_timeout_cancels_the_query_in_postgresql(aiohttp_client, settings, database_url, db, query):
     client = await aiohttp_client(create_app(settings.model_copy(update={"search_timeout_ms": 300})))
     async with resource_table_locked(database_url):
         started = time.perf_counter()
-        response = await client.get("/fhir/Patient?name=a")
+        response = await client.get(f"/fhir/Patient?{query}")
         elapsed = time.perf_counter() - started
         outcome = await assert_outcome(response, 503, "timeout")
         assert "FHIR_SEARCH_TIMEOUT_MS" in outcome["issue"][0]["diagnostics"]
@@ -125,7 +133,8 @@ async def test_search_timeout_cancels_the_query_in_postgresql(aiohttp_client, se
         assert (await client.get("/fhir/metadata")).status == 200
 
 
-async def test_client_disconnect_cancels_the_query_in_postgresql(settings, db, database_url):
+@ONE_STATEMENT_OR_MORE
+async def test_client_disconnect_cancels_the_query_in_postgresql(settings, db, database_url, query):
     """Through the runner `serve` uses (aiohttp's test server would cancel handlers whatever it is told)."""
     patient = settings.model_copy(update={"search_timeout_ms": 60_000})
     runner = create_runner(create_app(patient), patient)
@@ -135,7 +144,7 @@ async def test_client_disconnect_cancels_the_query_in_postgresql(settings, db, d
     try:
         async with aiohttp.ClientSession(headers=tokens.bearer(tokens.hs256(tokens.admin_claims()))) as session:
             async with resource_table_locked(database_url):
-                request = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/fhir/Patient?name=a"))
+                request = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/fhir/Patient?{query}"))
                 waiting = await wait_for_searches(db, 1)
                 assert [row["wait_event_type"] for row in waiting] == ["Lock"]
                 request.cancel()  # the client goes away: its connection closes
