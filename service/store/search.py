@@ -36,7 +36,6 @@ FROM idx_reference x JOIN resource s ON s.res_id = x.res_id
 WHERE x.sp_hash = ANY($1::bigint[]) AND NOT s.deleted AND s.res_type = ANY($4::text[])
   AND (x.target_type, x.target_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))
 ORDER BY s.res_id LIMIT $5"""
-SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', $1, true)"
 # `:iterate` includes are applied again to what the previous round added, at most this many times: each round is
 # one more statement per include, and three reach e.g. PractitionerRole -> Organization -> its partOf -> its partOf.
 MAX_ITERATE_ROUNDS = 3
@@ -63,77 +62,57 @@ class SearchResult:
 
 
 class Budget:
-    """What is left of a search's time: each statement runs with the rest as its statement timeout, so
-    PostgreSQL itself cancels a search that overruns, even if this process is gone."""
+    """What is left of a search's time: each statement gets the rest as its timeout, at which asyncpg asks
+    PostgreSQL to cancel it (the pool's statement_timeout, FHIR_STATEMENT_TIMEOUT_MS, ends it should this
+    process be gone). A client-side timeout costs no round trip, where a statement_timeout set before each
+    statement costs one."""
 
-    def __init__(self, conn: Connection, timeout_ms: int) -> None:
-        self._conn = conn
+    def __init__(self, timeout_ms: int) -> None:
         self._deadline = time.monotonic() + timeout_ms / 1000
 
-    async def next_statement(self) -> None:
-        left_ms = max(1, round((self._deadline - time.monotonic()) * 1000))
-        await self._conn.execute(SET_STATEMENT_TIMEOUT, f"{left_ms}ms")  # local to the search's transaction
+    def left(self) -> float:
+        return max(0.001, self._deadline - time.monotonic())
 
 
 async def run_search(pool: Pool, query: SearchQuery, count_total: bool, include_limit: int,
                      timeout_ms: int) -> SearchResult:
     """Page, count (when `count_total`) and includes in one read-only repeatable-read snapshot, all within
-    `timeout_ms` (a 503 beyond it)."""
-    if not (count_total or query.includes or query.full_text_code()):
-        return await _run_alone(pool, query, timeout_ms)
-    try:
-        # The statement timeouts are local to the transaction: its connection needs no reset after it.
-        async with pool.acquire_stateless() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            return await _run(conn, Budget(conn, timeout_ms), query, count_total, include_limit)
-    except asyncpg.QueryCanceledError:
-        raise _timed_out(timeout_ms) from None
-
-
-async def _run_alone(pool: Pool, query: SearchQuery, timeout_ms: int) -> SearchResult:
-    """A search of one statement (a page, or the count of `_summary=count`): a snapshot of its own, so it needs
-    no transaction, and neither a statement timeout set in one. One round trip instead of four: asyncpg asks
-    PostgreSQL to cancel the statement at `timeout_ms`, and the pool's own statement_timeout
-    (FHIR_STATEMENT_TIMEOUT_MS) ends it should this process be gone."""
-    timeout = timeout_ms / 1000
+    `timeout_ms` (a 503 beyond it). A search of one statement (a page, or the count of `_summary=count`) is a
+    snapshot of its own and runs without the transaction's two round trips."""
+    budget = Budget(timeout_ms)
     async with pool.acquire_stateless() as conn:
         try:
-            if query.summary_count:
-                statement = count_statement(query)
-                return SearchResult(total=await conn.fetchval(statement.text, *statement.params, timeout=timeout))
-            return await _fetch_page(conn, query, timeout)
-        except (TimeoutError, asyncpg.QueryCanceledError):
-            raise _timed_out(timeout_ms) from None
-
-
-def _timed_out(timeout_ms: int) -> FhirError:
-    return FhirError(503, f"The search was cancelled after {timeout_ms} ms (FHIR_SEARCH_TIMEOUT_MS): narrow it "
-                     "with more selective parameters", code="timeout")
+            if not (count_total or query.includes or query.full_text_code()):
+                return await _run(conn, budget, query, count_total, include_limit)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await _run(conn, budget, query, count_total, include_limit)
+        except (TimeoutError, asyncpg.QueryCanceledError):  # not PoolExhausted: the acquire is outside
+            raise FhirError(503, f"The search was cancelled after {timeout_ms} ms (FHIR_SEARCH_TIMEOUT_MS): narrow "
+                            "it with more selective parameters", code="timeout") from None
 
 
 async def _run(conn: Connection, budget: Budget, query: SearchQuery, count_total: bool,
                include_limit: int) -> SearchResult:
-    await budget.next_statement()
     if full_text := query.full_text_code():
         await require_on(conn, full_text)  # in this snapshot: `on` with every row, or a 400
     if query.summary_count:
-        return SearchResult(total=await _fetch_count(conn, count_statement(query)))
-    result = await _fetch_page(conn, query)
+        return SearchResult(total=await _fetch_count(conn, count_statement(query), budget))
+    result = await _fetch_page(conn, query, budget)
     if count_total:
-        await budget.next_statement()
-        result.total = await _fetch_count(conn, count_statement(query))
+        result.total = await _fetch_count(conn, count_statement(query), budget)
     if query.includes and result.matches:
         await _fetch_included(conn, budget, query.includes, result, include_limit)
     return result
 
 
-async def _fetch_count(conn: Connection, statement: Statement) -> int:
-    count: int = await conn.fetchval(statement.text, *statement.params)
+async def _fetch_count(conn: Connection, statement: Statement, budget: Budget) -> int:
+    count: int = await conn.fetchval(statement.text, *statement.params, timeout=budget.left())
     return count
 
 
-async def _fetch_page(conn: Connection, query: SearchQuery, timeout: float | None = None) -> SearchResult:
+async def _fetch_page(conn: Connection, query: SearchQuery, budget: Budget) -> SearchResult:
     statement = page_statement(query)
-    rows = await conn.fetch(statement.text, *statement.params, timeout=timeout)
+    rows = await conn.fetch(statement.text, *statement.params, timeout=budget.left())
     more = len(rows) > query.count
     found = [Found(row[0], row[1], row[2], row[3], tuple(row[4:])) for row in rows[:query.count]]
     if query.cursor is not None and query.cursor.direction == BACKWARD:
@@ -155,9 +134,8 @@ async def _fetch_included(conn: Connection, budget: Budget, includes: Sequence[I
         for include in round_includes:
             if not include.types:
                 continue  # narrowed to nothing: no type it could return is readable
-            await budget.next_statement()
             statement = include_statement(include, given, limit + 1)
-            rows = await conn.fetch(statement.text, *statement.params)
+            rows = await conn.fetch(statement.text, *statement.params, timeout=budget.left())
             added += [Found(row[0], row[1], row[2], row[3]) for row in rows if row[0] not in seen]
             seen.update(row[0] for row in rows)
             if len(result.included) + len(added) > limit or len(rows) > limit:
