@@ -48,11 +48,10 @@ from service.search.catalog import Catalogs  # noqa: E402
 from service.search.param_hash import sp_hash  # noqa: E402
 from service.search.query import SearchQuery, parse_search  # noqa: E402
 from service.search.registry import Registry  # noqa: E402
-from service.search.sql import page_statement  # noqa: E402
 from service.search.terms import SearchContext  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store.bulk import analyze_resources, write_batch  # noqa: E402
-from service.store.search import Found, include_statement  # noqa: E402
+from service.store.search import first_statement  # noqa: E402
 from service.store.search_parameters import refresh_catalog  # noqa: E402
 
 BATCH = 5000
@@ -198,16 +197,12 @@ async def baseline(database_url: str, orgs: int, count: int, clients: int, conne
 
 
 async def plan_nodes(conn: asyncpg.Connection, query: SearchQuery) -> str:
-    """Node types of the executed plans of the page statement and (when the page found any) the includes'."""
-    statement = page_statement(query)
+    """Node types of the executed plan of the page statement (with the first round of includes, as the service
+    runs it)."""
+    statement = first_statement(query, 1001)
     nodes: Counter[str] = Counter()
-    rows = await conn.fetch(statement.text, *statement.params)
-    statements = [statement]
-    given = [Found(row[0], row[1], row[2], row[3]) for row in rows]
-    statements += [include_statement(include, given, 1001) for include in query.includes if given]
-    for item in statements:
-        plan = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {item.text}", *item.params)
-        walk((plan if isinstance(plan, list) else orjson.loads(plan))[0]["Plan"], nodes)  # the pool decodes json
+    plan = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement.text}", *statement.params)
+    walk((plan if isinstance(plan, list) else orjson.loads(plan))[0]["Plan"], nodes)  # the pool decodes json
     return ", ".join(f"{name}{'' if n == 1 else f' x{n}'}" for name, n in nodes.most_common(5))
 
 

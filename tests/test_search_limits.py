@@ -26,11 +26,12 @@ from tests.test_process import free_port
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 PATIENT = b'{"resourceType":"Patient","name":[{"family":"Alpha"}]}'
-# The app's search pages (every page statement starts so), as pg_stat_activity shows them while they run.
+# The app's search pages (every page statement starts so, or so with the first round of its includes), as
+# pg_stat_activity shows them while they run.
 ACTIVE_SEARCHES = """
 SELECT pid, wait_event_type FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = 'fhir-reindex-service' AND state = 'active'
-  AND query LIKE 'SELECT r.res_id, r.res_type, r.fhir_id, r.body %'"""
+  AND (query LIKE 'SELECT r.res_id, r.res_type, r.fhir_id, r.body %' OR query LIKE 'WITH page AS %')"""
 
 
 @asynccontextmanager

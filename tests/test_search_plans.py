@@ -24,9 +24,9 @@ from service.app import create_app
 from service.search.param_hash import sp_hash
 from service.search.query import SearchContext, SearchQuery, parse_search
 from service.search.registry import Registry
-from service.search.sql import count_statement, page_statement
+from service.search.sql import count_statement
 from service.store.resources import EXTRACTOR
-from service.store.search import Found, include_statement
+from service.store.search import first_statement
 from tests.databases import admin, clone_statement, with_database
 from tests.search_data import search_settings
 
@@ -150,14 +150,11 @@ def query(search: str) -> SearchQuery:
 
 
 async def executed_plans(conn: asyncpg.Connection, search: str) -> list[dict[str, Any]]:
-    """The executed plans of the page statement, the count (`_total=accurate`) and the includes, as the service
-    builds them."""
+    """The executed plans of the page statement (with the includes, when the query has any) and the count
+    (`_total=accurate`), as the service builds them."""
     parsed = query(search)
-    statements = [page_statement(parsed)]
-    rows = await conn.fetch(statements[0].text, *statements[0].params)
-    given = [Found(row[0], row[1], row[2], row[3]) for row in rows]
+    statements = [first_statement(parsed, 1001)]
     statements += [count_statement(parsed)] if parsed.total == "accurate" else []
-    statements += [include_statement(include, given, 1001) for include in parsed.includes]
     plans = []
     for statement in statements:
         explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.text}", *statement.params)

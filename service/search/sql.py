@@ -135,18 +135,31 @@ def index_matches(query: SearchQuery, driver: Term, params: Parameters) -> tuple
 def sort_order(query: SearchQuery, params: Parameters, alias: str) -> tuple[list[str], list[OrderItem]]:
     """The joins that look the sort values up, and the page's order: the sort keys, then `alias`.res_id, reversed
     when the cursor pages backwards."""
-    joins, order = [], []
+    joins, expressions = [], []
     for index, key in enumerate(query.sort):
-        cast = CASTS[key.value_kind]
         if key.code in RESOURCE_COLUMNS:
-            order.append(OrderItem(RESOURCE_COLUMNS[key.code], key.descending, True, cast))
+            expressions.append(RESOURCE_COLUMNS[key.code])
             continue
         joins.append(sort_join(query.types, key, f"s{index}", alias, params))
-        order.append(OrderItem(f"s{index}.v", key.descending, True, cast))
-    order.append(OrderItem(f"{alias}.res_id", False, True, "::bigint"))
+        expressions.append(f"s{index}.v")
+    return joins, _ordered(query, [*expressions, f"{alias}.res_id"])
+
+
+def output_order(query: SearchQuery, alias: str) -> str:
+    """The page statement's ORDER BY over its own output columns (k0, k1, ..., res_id) as `alias`, for a statement
+    that takes its rows as a subquery."""
+    keys = [f"{alias}.k{index}" for index in range(len(query.sort))]
+    return ", ".join(item.sql() for item in _ordered(query, [*keys, f"{alias}.res_id"]))
+
+
+def _ordered(query: SearchQuery, expressions: list[str]) -> list[OrderItem]:
+    """The sort keys' `expressions`, then res_id's, in the page's order."""
+    order = [OrderItem(expression, key.descending, True, CASTS[key.value_kind])
+             for expression, key in zip(expressions, query.sort, strict=False)]
+    order.append(OrderItem(expressions[-1], False, True, "::bigint"))
     if query.cursor is not None and query.cursor.direction == BACKWARD:
         order = [item.reversed() for item in order]
-    return joins, order
+    return order
 
 
 def sort_join(types: tuple[str, ...], key: SortKey, alias: str, matched: str, params: Parameters) -> str:
