@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Generator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -41,13 +41,15 @@ class PoolExhausted(TimeoutError):
 
 class Pool(asyncpg.Pool):
     """asyncpg's pool whose `acquire` waits at most `acquire_timeout` seconds (None: as long as it takes) unless
-    told otherwise, so a request never queues without end behind slow ones: it gets PoolExhausted (a 503)."""
+    told otherwise, so a request never queues without end behind slow ones: it gets PoolExhausted (a 503). Its
+    connections are handed out in the order they were asked for (see `_Acquiring`)."""
 
-    __slots__ = ("_acquire_timeout",)
+    __slots__ = ("_acquire_timeout", "_turns")
 
     def __init__(self, *args: Any, acquire_timeout: float | None, **kwargs: Any) -> None:
         super().__init__(*args, reset=_reset_session, **kwargs)
         self._acquire_timeout = acquire_timeout
+        self._turns = asyncio.Semaphore(kwargs["max_size"])
 
     async def fetchrow_stateless(self, query: str, *args: Any) -> asyncpg.Record | None:
         """`fetchrow` of a statement that leaves no session state behind (a plain SELECT, no function that
@@ -73,28 +75,47 @@ class Pool(asyncpg.Pool):
     # The stubs name asyncpg's own context class as the result; ours wraps it with the same interface.
     def acquire(self, *, timeout: float | None = None) -> _Acquiring:  # type: ignore[override]
         # The timeout is ours to apply: given one, asyncpg runs each acquire and each release in a task of its own.
-        return _Acquiring(super().acquire(), timeout or self._acquire_timeout)
+        return _Acquiring(super().acquire(), self._turns, timeout or self._acquire_timeout)
+
+    async def release(self, connection: asyncpg.pool.PoolConnectionProxy, *, timeout: float | None = None) -> None:
+        try:
+            await super().release(connection, timeout=timeout)
+        finally:
+            self._turns.release()  # the turn `acquire` took
 
 
 class _Acquiring:
-    """`async with pool.acquire()` or `await pool.acquire()`, naming an acquire timeout as PoolExhausted."""
+    """`async with pool.acquire()` or `await pool.acquire()`, naming an acquire timeout as PoolExhausted, and
+    first in, first served.
 
-    __slots__ = ("_context", "_timeout")
+    asyncpg's own queue lets a newcomer take a connection released for a waiter that has not run yet, and the
+    waiter then queues again at the back: under load some requests waited for many others. A semaphore as large
+    as the pool, which hands each released turn to its oldest waiter, keeps the order; `Pool.release` gives the
+    turn back."""
 
-    def __init__(self, context: Any, timeout: float | None) -> None:
+    __slots__ = ("_context", "_timeout", "_turns")
+
+    def __init__(self, context: Any, turns: asyncio.Semaphore, timeout: float | None) -> None:
         self._context = context
+        self._turns = turns
         self._timeout = timeout
 
     def __await__(self) -> Generator[Any, None, Connection]:
-        return self._named(self._context).__await__()
+        return self._in_turn(entered=False).__await__()
 
     async def __aenter__(self) -> Connection:
-        return await self._named(self._context.__aenter__())
+        return await self._in_turn(entered=True)
 
-    async def _named(self, acquiring: Awaitable[Connection]) -> Connection:
+    async def _in_turn(self, entered: bool) -> Connection:
         try:
             async with asyncio.timeout(self._timeout):
-                return await acquiring
+                await self._turns.acquire()
+                try:
+                    connection: Connection = await (self._context.__aenter__() if entered else self._context)
+                    return connection
+                except BaseException:
+                    self._turns.release()
+                    raise
         except TimeoutError:
             raise PoolExhausted(self._timeout or 0) from None
 

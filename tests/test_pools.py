@@ -103,3 +103,25 @@ async def test_only_a_stateless_read_skips_the_reset_of_its_connection(database_
         assert await pool.fetchval(MARKER) in ("", None)
     finally:
         await pool.close()
+
+
+async def test_connections_go_to_their_waiters_first_in_first_served(database_url, settings):
+    """Eight clients take turns on two connections: while one waits, at most the seven others are served once
+    each before it (asyncpg's own queue let a newcomer take a connection released for a waiter)."""
+    pool = await create_pool(database_url, settings, PoolSize(2, 2, 60_000), acquire_timeout=10)
+    served, overtaken = 0, []
+
+    async def client() -> None:
+        nonlocal served
+        for _ in range(200):
+            before = served
+            async with pool.acquire() as conn:
+                overtaken.append(served - before)
+                served += 1
+                await conn.fetchval("SELECT 1")
+    try:
+        await asyncio.gather(*(client() for _ in range(8)))
+    finally:
+        await pool.close()
+    assert served == 1600
+    assert max(overtaken) <= 7
