@@ -14,6 +14,9 @@ from service.http.negotiation import FHIR_JSON
 
 # Below this size gzip costs more than it saves.
 _COMPRESS_MIN_BYTES = 1024
+# Up to this size a body is compressed on the event loop (0.13 ms for a 50 KB searchset of 100 Organizations), not
+# handed to a thread: the hand-off cost more than the work, and the thread took CPU from PostgreSQL.
+_COMPRESS_IN_LOOP_BYTES = 1 << 18
 
 
 def fhir_response(
@@ -30,7 +33,7 @@ def fhir_response(
         data = body if isinstance(body, bytes) else orjson.dumps(body)
     # Written as HAPI writes it (no space before `charset`): some clients compare the header as a string.
     headers = {**(headers or {}), "Content-Type": f"{media_type};charset=UTF-8"}
-    response = web.Response(status=status, body=data, headers=headers)
+    response = web.Response(status=status, body=data, headers=headers, zlib_executor_size=_COMPRESS_IN_LOOP_BYTES)
     if len(data) >= _COMPRESS_MIN_BYTES:
         response.enable_compression()
     return response
