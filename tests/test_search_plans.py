@@ -196,6 +196,16 @@ async def test_a_code_and_quantity_composite_runs_no_function_per_row(filled: as
     assert [node["Node Type"] for plan in plans for node in nodes(plan) if node["Node Type"] == "Function Scan"] == []
 
 
+async def test_a_code_and_quantity_composite_compares_the_code_system_in_the_index(
+        filled: asyncpg.Connection) -> None:
+    """The code's system is in idx_composite_quantity's key (sql/0016): no row of the range is read from the table
+    to parse its JSON again for the system."""
+    plans = await executed_plans(filled, SHAPES["composite code and value range"])
+    scans = [node for plan in plans for node in nodes(plan) if node.get("Relation Name") == "idx_composite"]
+    assert [node.get("Index Name") for node in scans] == ["idx_composite_quantity"]
+    assert "'system'" in scans[0]["Index Cond"] and "Filter" not in scans[0], scans[0]
+
+
 async def test_a_token_search_reads_its_matches_from_the_index(filled: asyncpg.Connection) -> None:
     """idx_token_value holds res_id (sql/0014): the 200 scattered matches are read from the index, not from
     idx_token's table (but for pages VACUUM has not marked all-visible yet: how many varies from run to run)."""

@@ -270,7 +270,7 @@ def uri_condition(value: UriMatch, params: Parameters) -> str:
 
 def composite_condition(value: CompositeMatch, params: Parameters) -> str:
     """Every component matches its part of the same row. Token and quantity parts are compared on their JSON
-    fields, as idx_composite_first_value and idx_composite_quantity (sql/0008, 0011) index them: a code and a value
+    fields, as idx_composite_first_value and idx_composite_quantity (sql/0008, 0016) index them: a code and a value
     range read only the rows in that range, and each row costs no more than reading the fields. Any other part is
     read back as a record with the columns of its type's table (a function scan per row), so the usual condition
     applies to it unchanged."""
