@@ -11,7 +11,7 @@ import pytest
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
 from service.search.rows import as_fingerprint, digest_of, fingerprint
-from service.store.indexes import read_stored_rows
+from service.store.indexes import read_stored_digests, read_stored_rows
 from tests.conftest import SEARCH_DATASETS
 from tests.indexes import fingerprint_mismatches
 
@@ -26,7 +26,8 @@ WHERE n <= $1 ORDER BY res_id"""
 
 @pytest.mark.dataset(*SEARCH_DATASETS)
 async def test_rows_read_back_digest_as_the_extraction_that_wrote_them(db):
-    """Every row type (decimals with their scale, instants, positions, composites, :missing) of both data sets."""
+    """Every row type (decimals with their scale, instants, positions, composites, :missing) of both data sets,
+    read back as rows or as their digests alone."""
     registry = Registry.builtin()
     by_type = defaultdict(list)
     for row in await db.fetch(SAMPLE, PER_TYPE):
@@ -38,9 +39,13 @@ async def test_rows_read_back_digest_as_the_extraction_that_wrote_them(db):
         for start in range(0, len(rows), SLICE):
             part = rows[start:start + SLICE]
             stored = await read_stored_rows(db, [row["res_id"] for row in part], codes)
+            digests = await read_stored_digests(db, [row["res_id"] for row in part], codes)
             for row in part:
                 fresh = fingerprint(registry.extract(orjson.loads(row["body"])))
                 assert as_fingerprint(digest_of(stored[row["res_id"]])) == fresh
+                # What a forced or cleared job reads instead of the rows: the same digest.
+                assert (as_fingerprint(digests[row["res_id"]][0]), digests[row["res_id"]][1]) == (
+                    fresh, bool(stored[row["res_id"]]))
                 compared += 1
     assert compared == sum(map(len, by_type.values())) > 5_000
     assert {"Observation", "Location", "Organization"} <= by_type.keys()

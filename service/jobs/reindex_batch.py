@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -206,27 +207,31 @@ async def _settle_stale_codes(conn: Connection, res_type: str, extracted: list[E
     codes = frozenset().union(*(item.codes or () for item in stale))
     stored = await read_stored_rows(conn, [item.res_id for item in stale],
                                     {sp_hash(res_type, code): code for code in codes}, only_these=True)
-    settled = await settle_all(res_type, stale, stored)
+    settled = await settle_all(stale, lambda item: settle(res_type, item, stored[item.res_id]))
     return [settled.get(item.res_id, item) for item in extracted]
 
 
-async def settle_all(res_type: str, items: list[Extracted],
-                     stored: dict[int, list[tuple[Any, ...]]]) -> dict[int, Extracted]:
-    """`settle` each item with its stored rows (CPU work, yielding the loop now and then); by res_id."""
+async def settle_all(items: list[Extracted], settle_one: Callable[[Extracted], Extracted]) -> dict[int, Extracted]:
+    """`settle_one` of each item (CPU work, yielding the loop now and then); by res_id."""
     slices = LoopSlices()
     settled = {}
     for item in items:
         await slices.pause()
-        settled[item.res_id] = settle(res_type, item, stored[item.res_id])
+        settled[item.res_id] = settle_one(item)
     return settled
 
 
 def settle(res_type: str, item: Extracted, stored: list[tuple[Any, ...]]) -> Extracted:
     """The item once its fresh rows were compared with the `stored` ones by digest (what fingerprints sum)."""
-    assert item.pending is not None, "a pending item"
     if item.codes is not None:
         stored = [row for row in stored if row[0] in item.codes]
-    before = digest_of(stored) if stored else 0
+    return settle_digest(res_type, item, digest_of(stored) if stored else 0, bool(stored))
+
+
+def settle_digest(res_type: str, item: Extracted, before: int, stored: bool) -> Extracted:
+    """The item once its fresh rows were compared with stored rows (of its codes) whose digests sum to `before`;
+    `stored`: there were any."""
+    assert item.pending is not None, "a pending item"
     if item.exact:  # every code was extracted: the fingerprint is that of the fresh rows
         differs, fingerprint = item.fingerprint != as_fingerprint(before), item.fingerprint
     else:
@@ -235,7 +240,7 @@ def settle(res_type: str, item: Extracted, stored: list[tuple[Any, ...]]) -> Ext
         differs, fingerprint = fresh != before, moved(item.read_hash, before, fresh)
     records = index_records(item.res_id, res_type, item.pending) if differs else None
     return Extracted(item.res_id, item.version, item.read_hash, fingerprint, records, item.codes, item.current,
-                     item.exact, None, bool(stored))
+                     item.exact, None, stored)
 
 
 async def _write_indexes(conn: Connection, res_type: str, extracted: list[Extracted], generation: int,

@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 import asyncpg
 
 from service.db import Connection
-from service.jobs.reindex_batch import PreparedBatch, prepare_batch, settle_all
+from service.jobs.reindex_batch import PreparedBatch, prepare_batch, settle, settle_all, settle_digest
 from service.jobs.start import ReindexPlan
 from service.search.catalog import Catalog
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
 from service.search.rows import IndexRows, flat_rows
-from service.store.indexes import read_stored_rows
+from service.store.indexes import read_stored_digests, read_stored_rows
 
 Rows = Counter[tuple[object, ...]]  # (code, values...) or (code,) for a missing code, as `flat_rows` gives them
 
@@ -41,11 +41,14 @@ async def prepare_compared(conn: Connection, res_type: str, rows: list[asyncpg.R
     whole = [item for item in batch.extracted if item.pending is not None and item.exact]
     if not whole:
         return batch
-    stored = await read_stored_rows(conn, [item.res_id for item in whole], parameter_codes(res_type, catalog.registry))
-    settled = await settle_all(res_type, whole, stored)
+    res_ids, codes = [item.res_id for item in whole], parameter_codes(res_type, catalog.registry)
+    if not plan.verify:  # only a verification reports what differs: the others need the stored rows' digests alone
+        digests = await read_stored_digests(conn, res_ids, codes)
+        settled = await settle_all(whole, lambda item: settle_digest(res_type, item, *digests[item.res_id]))
+        return replace(batch, extracted=[settled.get(item.res_id, item) for item in batch.extracted])
+    stored = await read_stored_rows(conn, res_ids, codes)
+    settled = await settle_all(whole, lambda item: settle(res_type, item, stored[item.res_id]))
     batch = replace(batch, extracted=[settled.get(item.res_id, item) for item in batch.extracted])
-    if not plan.verify:  # only a verification reports what differs
-        return batch
     fhir_ids = {row["res_id"]: row["fhir_id"] for row in rows}
     found = (difference(fhir_ids[item.res_id], Counter(flat_rows(item.pending or IndexRows())),
                         Counter(stored[item.res_id]))

@@ -137,8 +137,12 @@ def digest_of(rows: Iterable[tuple[object, ...]]) -> int:
     for a missing code (a row has two fields at least, so the two never meet). A decimal counts with its scale
     (`1.50` is not `1.5`), in the form a numeric column gives back, and a naive instant (an open period's end)
     as the UTC one a timestamptz column gives back, so rows read back from the tables digest alike."""
-    return sum(xxh3_64_intdigest(orjson.dumps(row, default=_by_value, option=orjson.OPT_NAIVE_UTC))
-               for row in rows) & _MASK
+    return sum(map(row_digest, rows)) & _MASK
+
+
+def row_digest(row: tuple[object, ...]) -> int:
+    """One row's digest, of those `digest_of` sums (mod 2**64)."""
+    return xxh3_64_intdigest(orjson.dumps(row, default=_by_value, option=orjson.OPT_NAIVE_UTC))
 
 
 def _by_value(value: object) -> str:
