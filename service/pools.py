@@ -78,10 +78,10 @@ class Pool(asyncpg.Pool):
         return _Acquiring(super().acquire(), self._turns, timeout or self._acquire_timeout)
 
     async def release(self, connection: asyncpg.pool.PoolConnectionProxy, *, timeout: float | None = None) -> None:
-        # The turn `acquire` took is given back first: its next holder waits in asyncpg's queue for this very
-        # connection, while asyncpg's release (a task of its own) hands it back, instead of waking only after.
-        self._turns.release()
-        await super().release(connection, timeout=timeout)
+        try:
+            await super().release(connection, timeout=timeout)
+        finally:
+            self._turns.release()  # the turn `acquire` took
 
 
 class _Acquiring:
