@@ -247,6 +247,35 @@ async def test_revinclude_observations_of_patients(client):
     assert len(included) == len(set(included)) and set(included) == expected
 
 
+async def walk_both_ways(client, url: str, pages: int) -> list[dict]:
+    """`pages` pages from `url` following `next`, then back to the first following `previous`."""
+    walked = [await get_bundle(client, url)]
+    while len(walked) < pages:
+        walked.append(await get_bundle(client, links(walked[-1])["next"]))
+    while "previous" in links(walked[-1]):
+        walked.append(await get_bundle(client, links(walked[-1])["previous"]))
+    return walked
+
+
+@pytest.mark.parametrize("sort", ["", "&_sort=birthdate", "&_sort=-_lastUpdated"])
+async def test_every_page_both_ways_includes_what_refers_to_its_own_matches(client, sort):
+    """The page and its includes are one statement: each page has the matches the same search without includes
+    has, in the same order, and the includes of those `_count` matches, paging forwards and backwards, never of
+    the row read beyond them to tell whether there is a further page."""
+    url = f"/fhir/Patient?_count=2{sort}"  # at most 403 Observations a Patient: never the include limit
+    plain = await walk_both_ways(client, url, 6)
+    with_includes = await walk_both_ways(client, f"{url}&_revinclude=Observation:subject", 6)
+    assert len(plain) == len(with_includes) == 11
+    by_subject: dict[str, set[str]] = {}
+    for observation in resources("Observation"):
+        by_subject.setdefault(observation["subject"]["reference"], set()).add(observation["id"])
+    for page, included_page in zip(plain, with_includes, strict=True):
+        assert match_ids(included_page) == match_ids(page)
+        included = [entry["resource"]["id"] for entry in entries(included_page, "include")]
+        expected = set().union(*(by_subject.get(f"Patient/{id_}", set()) for id_ in match_ids(page)))
+        assert len(included) == len(set(included)) and set(included) == expected
+
+
 # --- POST _search -------------------------------------------------------------------------------------------
 
 async def test_post_search_with_a_form_body(client):
