@@ -33,10 +33,12 @@ from pathlib import Path
 import asyncpg
 import orjson
 
-from bench.common import DATA_DIR, scratch_database
-from bench.generate import batches
-from service.store.bulk import RESOURCE_COPY_COLUMNS, VERSION_COPY_COLUMNS
-from service.store.indexes import TABLE_COLUMNS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import DATA_DIR, scratch_database  # noqa: E402
+from bench.generate import batches  # noqa: E402
+from service.store.bulk import RESOURCE_COPY_COLUMNS, VERSION_COPY_COLUMNS  # noqa: E402
+from service.store.indexes import TABLE_COLUMNS  # noqa: E402
 
 
 def write_source(path: Path, kind: str, count: int) -> None:
