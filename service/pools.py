@@ -42,14 +42,21 @@ class PoolExhausted(TimeoutError):
 class Pool(asyncpg.Pool):
     """asyncpg's pool whose `acquire` waits at most `acquire_timeout` seconds (None: as long as it takes) unless
     told otherwise, so a request never queues without end behind slow ones: it gets PoolExhausted (a 503). Its
-    connections are handed out in the order they were asked for (see `_Acquiring`)."""
+    connections are handed out in the order they were asked for (see `_HandOffQueue`)."""
 
-    __slots__ = ("_acquire_timeout", "_turns")
+    __slots__ = ("_acquire_timeout",)
 
     def __init__(self, *args: Any, acquire_timeout: float | None, **kwargs: Any) -> None:
         super().__init__(*args, reset=_reset_session, **kwargs)
         self._acquire_timeout = acquire_timeout
-        self._turns = asyncio.Semaphore(kwargs["max_size"])
+
+    async def _initialize(self) -> None:
+        await super()._initialize()  # type: ignore[misc]
+        # Same holders, same order; nothing can acquire before the pool is initialized.
+        queue = _HandOffQueue(maxsize=self._maxsize)  # type: ignore[attr-defined]
+        for holder in list(self._queue._queue):  # type: ignore[has-type]
+            queue.put_nowait(holder)
+        self._queue = queue
 
     async def fetchrow_stateless(self, query: str, *args: Any) -> asyncpg.Record | None:
         """`fetchrow` of a statement that leaves no session state behind (a plain SELECT, no function that
@@ -75,47 +82,59 @@ class Pool(asyncpg.Pool):
     # The stubs name asyncpg's own context class as the result; ours wraps it with the same interface.
     def acquire(self, *, timeout: float | None = None) -> _Acquiring:  # type: ignore[override]
         # The timeout is ours to apply: given one, asyncpg runs each acquire and each release in a task of its own.
-        return _Acquiring(super().acquire(), self._turns, timeout or self._acquire_timeout)
+        return _Acquiring(super().acquire(), timeout or self._acquire_timeout)
 
-    async def release(self, connection: asyncpg.pool.PoolConnectionProxy, *, timeout: float | None = None) -> None:
+
+class _HandOffQueue(asyncpg.pool._PoolConnectionHolderQueue):  # type: ignore[name-defined,misc]
+    """asyncpg's queue of free connection holders, first in, first served.
+
+    asyncpg's own queue wakes a waiter when a holder comes back, and a newcomer that runs first takes the
+    holder: the waiter queues again at the back, and under load some requests waited for many others. Here a
+    holder that comes back goes straight to the oldest waiter, and nobody takes a free holder past a waiter."""
+
+    def put_nowait(self, holder: Any) -> None:
+        while self._getters:
+            waiter = self._getters.popleft()
+            if not waiter.done():
+                waiter.set_result(holder)
+                return
+        super().put_nowait(holder)
+
+    async def get(self) -> Any:
+        if not self._getters and not self.empty():
+            return self.get_nowait()
+        waiter = asyncio.get_running_loop().create_future()
+        self._getters.append(waiter)
         try:
-            await super().release(connection, timeout=timeout)
-        finally:
-            self._turns.release()  # the turn `acquire` took
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.put_nowait(waiter.result())  # handed over as its waiter gave up: to the next one
+            elif waiter in self._getters:
+                self._getters.remove(waiter)
+            raise
 
 
 class _Acquiring:
-    """`async with pool.acquire()` or `await pool.acquire()`, naming an acquire timeout as PoolExhausted, and
-    first in, first served.
+    """`async with pool.acquire()` or `await pool.acquire()`, naming an acquire timeout as PoolExhausted."""
 
-    asyncpg's own queue lets a newcomer take a connection released for a waiter that has not run yet, and the
-    waiter then queues again at the back: under load some requests waited for many others. A semaphore as large
-    as the pool, which hands each released turn to its oldest waiter, keeps the order; `Pool.release` gives the
-    turn back."""
+    __slots__ = ("_context", "_timeout")
 
-    __slots__ = ("_context", "_timeout", "_turns")
-
-    def __init__(self, context: Any, turns: asyncio.Semaphore, timeout: float | None) -> None:
+    def __init__(self, context: Any, timeout: float | None) -> None:
         self._context = context
-        self._turns = turns
         self._timeout = timeout
 
     def __await__(self) -> Generator[Any, None, Connection]:
-        return self._in_turn(entered=False).__await__()
+        return self._acquire(entered=False).__await__()
 
     async def __aenter__(self) -> Connection:
-        return await self._in_turn(entered=True)
+        return await self._acquire(entered=True)
 
-    async def _in_turn(self, entered: bool) -> Connection:
+    async def _acquire(self, entered: bool) -> Connection:
         try:
             async with asyncio.timeout(self._timeout):
-                await self._turns.acquire()
-                try:
-                    connection: Connection = await (self._context.__aenter__() if entered else self._context)
-                    return connection
-                except BaseException:
-                    self._turns.release()
-                    raise
+                connection: Connection = await (self._context.__aenter__() if entered else self._context)
+                return connection
         except TimeoutError:
             raise PoolExhausted(self._timeout or 0) from None
 
