@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.bench_rest import organizations  # noqa: E402
 from bench.common import preload, scratch_database, service_process, unsigned_token  # noqa: E402
 from service.db import load_migrations, migrate  # noqa: E402
+from service.event_loop import run as run_loop  # noqa: E402
 from service.fhir.resource import Submitted  # noqa: E402
 from service.pools import create_pool  # noqa: E402
 from service.search.catalog import Catalogs  # noqa: E402
@@ -117,7 +118,7 @@ def load_rounds(orgs: list[dict], rounds: int, template: str | None) -> list[flo
         path = Path(directory) / "Organization.ndjson"
         path.write_bytes(b"\n".join(orjson.dumps({**org, "id": str(uuid.uuid4())}) for org in orgs) + b"\n")
         for _ in range(rounds):
-            times.append(asyncio.run(_load(path, template)))
+            times.append(run_loop(_load(path, template)))
     return times
 
 
@@ -177,4 +178,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DATA_DIR, scratch_database  # noqa: E402
 from bench.generate import batches  # noqa: E402
+from service.event_loop import run as run_loop  # noqa: E402
 from service.store.bulk import RESOURCE_COPY_COLUMNS, VERSION_COPY_COLUMNS  # noqa: E402
 from service.store.indexes import TABLE_COLUMNS  # noqa: E402
 
@@ -178,4 +179,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

@@ -68,6 +68,7 @@ from bench.common import (  # noqa: E402
 from bench.generate import batches, organization_id  # noqa: E402
 from service.collector import collect_rarely  # noqa: E402
 from service.db import load_migrations, migrate
+from service.event_loop import run as run_loop  # noqa: E402
 from service.fhir.resource import Submitted  # noqa: E402
 from service.jobs.start import ReindexPlan, start_reindex  # noqa: E402
 from service.jobs.worker import ReindexWorkers, WorkerSettings  # noqa: E402
@@ -160,7 +161,7 @@ def _load_entry(dsn: str, kind: str, count: int) -> float:
             return await load(pool, Catalogs(Registry.builtin()), kind, count)
         finally:
             await pool.close()
-    return asyncio.run(run())
+    return run_loop(run())
 
 
 async def wait_job(pool: asyncpg.Pool, job_id: object) -> asyncpg.Record:
@@ -441,4 +442,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

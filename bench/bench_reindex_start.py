@@ -16,7 +16,6 @@ For each N (default 100,000 and 1,000,000):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import scratch_database, service_process, unsigned_token  # noqa: E402
 from service.db import create_pool, load_migrations, migrate  # noqa: E402
+from service.event_loop import run as run_loop  # noqa: E402
 from service.jobs.planning import plan_next_job  # noqa: E402
 from service.jobs.start import covers  # noqa: E402
 from service.logging import configure_logging  # noqa: E402
@@ -120,4 +120,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

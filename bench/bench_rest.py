@@ -52,6 +52,7 @@ from bench.common import (  # noqa: E402
 )
 from bench.signed_tokens import signed_auth  # noqa: E402
 from service.db import load_migrations, migrate  # noqa: E402
+from service.event_loop import run as run_loop  # noqa: E402
 from service.fhir.resource import Submitted  # noqa: E402
 from service.logging import configure_logging  # noqa: E402
 from service.pools import create_pool  # noqa: E402
@@ -261,4 +262,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

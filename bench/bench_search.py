@@ -42,6 +42,7 @@ from bench.common import (  # noqa: E402
     unsigned_token,
 )
 from service.db import load_migrations, migrate  # noqa: E402
+from service.event_loop import run as run_loop  # noqa: E402
 from service.fhir.resource import Submitted  # noqa: E402
 from service.pools import create_pool  # noqa: E402
 from service.search.catalog import Catalogs  # noqa: E402
@@ -281,4 +282,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_loop(main())

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import asyncpg
 import orjson
-import uvloop
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_rest import bodies  # noqa: E402
+from service.event_loop import run as run_loop  # noqa: E402
 from service.fhir.resource import stamp  # noqa: E402
 from service.search.catalog import Catalogs  # noqa: E402
 from service.search.registry import Registry  # noqa: E402
@@ -95,4 +95,4 @@ async def serve(port: int, pool_size: int) -> None:
 
 
 if __name__ == "__main__":
-    uvloop.run(serve(int(sys.argv[1]), int(sys.argv[2])))
+    run_loop(serve(int(sys.argv[1]), int(sys.argv[2])))

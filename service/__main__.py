@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TextIO, TypeVar, cast
+from typing import Any, TextIO, cast
 
 import structlog
 from aiohttp import web
@@ -16,13 +16,13 @@ from service.app import create_app, create_runner
 from service.collector import collect_rarely
 from service.console import INTERRUPTED_EXIT, StatusLine
 from service.db import open_database
+from service.event_loop import run as run_loop
 from service.http.keys import LIFECYCLE
 from service.logging import configure_logging
 from service.settings import Settings, load_settings
 from service.startup import SettingsError, StartupError, report
 
 log = structlog.get_logger("service")
-_Result = TypeVar("_Result")
 
 
 async def serve(settings: Settings) -> None:
@@ -146,7 +146,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         return _operator_command(args, settings)
     configure_logging(settings)
     command = run_migrations if args.command == "migrate" else serve
-    _run(command(settings))
+    run_loop(command(settings))
     return 0
 
 
@@ -157,7 +157,7 @@ def _operator_command(args: argparse.Namespace, settings: Settings) -> int:
     # A StatusLine is a text stream in all that logging uses of one (write, flush, isatty).
     configure_logging(settings, cast(TextIO, status), quiet=not args.verbose)
     try:
-        return _run(_operator_coroutine(args, settings, status))
+        return run_loop(_operator_coroutine(args, settings, status))
     except KeyboardInterrupt:
         status.finish()
         print("Interrupted; what was written before stays.", file=sys.stderr)
@@ -186,15 +186,6 @@ def _operator_coroutine(args: argparse.Namespace, settings: Settings, status: St
                "force": args.force or None, "verify": args.verify or None, "throttle": args.rate}
     waiting = Waiting(status, args.cancel_on_interrupt) if args.wait else None
     return run_reindex(settings, args.url, options, waiting)
-
-
-def _run(main_coroutine: Coroutine[Any, Any, _Result]) -> _Result:
-    """Run on uvloop where it is installed (not on Windows), else on the standard loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main_coroutine)
-    return uvloop.run(main_coroutine)
 
 
 if __name__ == "__main__":
