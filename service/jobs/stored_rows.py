@@ -18,7 +18,8 @@ from service.search.catalog import Catalog
 from service.search.param_hash import sp_hash
 from service.search.registry import Registry
 from service.search.rows import IndexRows, flat_rows
-from service.store.indexes import read_stored_digests, read_stored_rows
+from service.store.indexes import read_stored_rows
+from service.store.stored_digests import read_stored_digests
 
 Rows = Counter[tuple[object, ...]]  # (code, values...) or (code,) for a missing code, as `flat_rows` gives them
 

@@ -21,7 +21,6 @@ from service.search.rows import (
     StringRow,
     TokenRow,
     UriRow,
-    row_digest,
 )
 
 # The allow-list of index tables and their COPY columns, in the order of the IndexRows fields
@@ -239,26 +238,12 @@ async def read_stored_rows(conn: Connection, res_ids: Sequence[int], codes: dict
     return by_resource
 
 
-async def read_stored_digests(conn: Connection, res_ids: Sequence[int],
-                              codes: dict[int, str]) -> dict[int, tuple[int, bool]]:
-    """Per resource, the digest sum (`rows.digest_of`, not yet masked) of all its stored rows, as
-    `read_stored_rows` gives them, and whether it has any: without keeping the rows, a third cheaper where only
-    the digest is compared (a forced or cleared job reads 26 rows per Organization)."""
-    sums = dict.fromkeys(res_ids, 0)
-    stored: set[int] = set()
-    for statement in SELECT_BY_RESOURCES.values():  # one table at a time, as read_stored_rows
-        for row in await conn.fetch(statement, list(res_ids)):
-            sums[row[0]] += row_digest((_code(codes, row[1]), *row[2:]))
-            stored.add(row[0])
-    return {res_id: (total, res_id in stored) for res_id, total in sums.items()}
-
-
 def _add_rows(by_resource: dict[int, list[tuple[Any, ...]]], rows: Iterable[Iterable[Any]],
               codes: dict[int, str]) -> None:
     for res_id, hash_, *values in rows:
-        by_resource[res_id].append((_code(codes, hash_), *values))
+        by_resource[res_id].append((code_name(codes, hash_), *values))
 
 
-def _code(codes: dict[int, str], hash_: int) -> str:
+def code_name(codes: dict[int, str], hash_: int) -> str:
     """The parameter code of a stored row's sp_hash; `?HASH` for one that names no parameter of the type."""
     return codes.get(hash_) or f"?{hash_}"
