@@ -185,10 +185,6 @@ def _server_settings(size: PoolSize, name: str) -> dict[str, str]:
         # of 100,000 Organizations took 50 s instead of 16. Planned for its arguments, each run sees the table as
         # it is now; the planning costs about a tenth of a millisecond a statement.
         settings["plan_cache_mode"] = "force_custom_plan"
-        # Each statement touches one batch: a parallel plan's workers cost more to start and to gather from than
-        # they save, on cores the job's own process needs (the stored rows' digests of a batch, spelled by the
-        # server: 17 ms with two workers, 11 ms without).
-        settings["max_parallel_workers_per_gather"] = "0"
     return settings
 
 
